@@ -1,0 +1,94 @@
+"""FastChat's own transformers `ModelWorker`, loaded the way the registry says.
+
+FastChat picks a loader by substrings of the model path, and its Qwen adapter
+forces fp16 into the config, which on a CPU is slow or broken. Here the entry
+decides: dtype (float32 by default on CPU), trust_remote_code (an explicit
+opt-in), and the loader family read from the folder's own config.json
+(`model_type`), never from its path. Generation stays FastChat's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from deploy.config import ModelEntry
+from deploy.fit import resolve_dtype
+
+log = logging.getLogger("deploy.hf_worker")
+
+
+class RemoteCodeNotAllowed(Exception):
+    pass
+
+
+def _check_remote_code(entry: ModelEntry, cfg: dict) -> None:
+    if "auto_map" in cfg and not entry.trust_remote_code:
+        raise RemoteCodeNotAllowed(
+            f"model '{entry.name}' ships its own Python code ({entry.resolved_path}/config.json has auto_map), "
+            f"which runs with your user's rights when loaded. Fix: if you trust its source ({entry.source or 'unknown'}), "
+            f"set trust_remote_code = true for this entry in model_paths.toml."
+        )
+
+
+def load_hf_model(entry: ModelEntry):
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    path = str(entry.resolved_path)
+    cfg = json.loads((entry.resolved_path / "config.json").read_text())
+    _check_remote_code(entry, cfg)
+    trust = entry.trust_remote_code
+    dtype_name = resolve_dtype(entry.dtype)
+    dtype = getattr(torch, dtype_name)
+    model_type = cfg.get("model_type", "")
+
+    if model_type == "chatglm":  # ChatGLM2/3: AutoModel, its tokenizer must keep special tokens whole
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, encode_special_tokens=True)
+        model = AutoModel.from_pretrained(path, trust_remote_code=trust, torch_dtype=dtype)
+    elif model_type == "qwen":  # Qwen(1)-Chat remote code: pick precision by flags, not fp16
+        from transformers.generation import GenerationConfig
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        config.bf16 = dtype_name == "bfloat16"
+        config.fp16 = dtype_name == "float16"
+        config.fp32 = dtype_name == "float32"
+        config.use_flash_attn = False
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, trust_remote_code=trust,
+                                                     torch_dtype=dtype, low_cpu_mem_usage=True)
+        gen_cfg = GenerationConfig.from_pretrained(path, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        tokenizer.eos_token_id = config.eos_token_id
+        tokenizer.pad_token_id = gen_cfg.pad_token_id
+        model.generation_config = gen_cfg
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust, torch_dtype=dtype,
+                                                     low_cpu_mem_usage=True)
+    return model.eval(), tokenizer
+
+
+def make_transformers_worker(entry: ModelEntry, controller_addr: str, worker_addr: str):
+    """Build FastChat's ModelWorker around a model we loaded (its __init__ would load by path)."""
+    from fastchat.model.model_adapter import get_generate_stream_function
+    from fastchat.serve.base_model_worker import BaseModelWorker
+    from fastchat.serve.model_worker import ModelWorker
+    from fastchat.utils import get_context_length
+
+    class TransformersWorker(ModelWorker):
+        def __init__(self):
+            BaseModelWorker.__init__(
+                self, controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
+                [entry.name], entry.concurrency, conv_template=entry.chat_template,
+            )
+            self.model, self.tokenizer = load_hf_model(entry)
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.device = "cpu"
+            self.context_len = min(entry.context_length, get_context_length(self.model.config))
+            self.generate_stream_func = get_generate_stream_function(self.model, str(entry.resolved_path))
+            self.stream_interval = 2
+            self.embed_in_truncate = False
+            self.seed = None
+
+    return TransformersWorker()

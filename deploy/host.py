@@ -1,0 +1,39 @@
+"""Facts about the machine that validation and the launcher check against."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    cores: frozenset[int]
+    mem_total: int  # bytes
+
+    @classmethod
+    def current(cls) -> "HostInfo":
+        return cls(cores=frozenset(os.sched_getaffinity(0)), mem_total=_mem_total())
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("cannot read MemTotal from /proc/meminfo")
+
+
+def describe_cores(cores) -> str:
+    """'0-3,6' style listing, the form taskset and supervisord users know."""
+    cores = sorted(cores)
+    if not cores:
+        return "none"
+    runs, start, prev = [], cores[0], cores[0]
+    for c in cores[1:] + [None]:
+        if c is not None and c == prev + 1:
+            prev = c
+            continue
+        runs.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if c is not None:
+            start = prev = c
+    return ",".join(runs)

@@ -1,0 +1,89 @@
+"""FastAPI app for FastChat's worker protocol, built per worker.
+
+FastChat's `base_model_worker` keeps one module-global `app` and `worker`.
+We serve the same endpoints (the ones FastChat's controller, API server and
+web UI call) from a factory that keeps the worker on `app.state`, so any
+worker object, FastChat's `ModelWorker` or our llama.cpp worker, plugs in.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+async def _call(fn, *args):
+    """Await async worker methods; run blocking ones off the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+def create_worker_app(worker, register: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
+        if register:
+            # Register only once we are serving, so no request is routed to us too early.
+            await asyncio.to_thread(worker.init_heart_beat)
+        yield
+        close = getattr(worker, "close", None)
+        if close:
+            await _call(close)
+
+    app = FastAPI(lifespan=lifespan, title=f"FastChat worker: {', '.join(worker.model_names)}")
+    app.state.worker = worker
+
+    def w(request: Request):
+        return request.app.state.worker
+
+    @app.post("/worker_generate_stream")
+    async def generate_stream(request: Request):
+        wk = w(request)
+        params = await request.json()
+        await wk.semaphore.acquire()
+
+        async def body():
+            try:
+                gen = wk.generate_stream_gate(params)
+                if inspect.isasyncgen(gen):
+                    async for chunk in gen:
+                        yield chunk
+                else:  # FastChat's transformers worker: a blocking generator
+                    it = iter(gen)
+                    sentinel = object()
+                    while (chunk := await asyncio.to_thread(next, it, sentinel)) is not sentinel:
+                        yield chunk
+            finally:
+                wk.semaphore.release()
+
+        return StreamingResponse(body())
+
+    @app.post("/worker_generate")
+    async def generate(request: Request):
+        wk = w(request)
+        params = await request.json()
+        async with wk.semaphore:
+            out = await _call(wk.generate_gate, params)
+        return JSONResponse(out)
+
+    @app.post("/worker_get_status")
+    async def get_status(request: Request):
+        return w(request).get_status()
+
+    @app.post("/count_token")
+    async def count_token(request: Request):
+        return await _call(w(request).count_token, await request.json())
+
+    @app.post("/worker_get_conv_template")
+    async def get_conv(request: Request):
+        return w(request).get_conv_template()
+
+    @app.post("/model_details")
+    async def model_details(request: Request):
+        return {"context_length": w(request).context_len}
+
+    return app

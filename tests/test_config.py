@@ -1,0 +1,111 @@
+"""model_paths.toml validation: every problem names the entry, the field and the fix."""
+from pathlib import Path
+
+import pytest
+
+from deploy.config import RegistryError, check_host, load_registry, parse_registry
+from deploy.host import HostInfo
+from deploy.sizes import fmt_size, parse_size
+
+GiB = 1024**3
+HOST = HostInfo(cores=frozenset({0, 1}), mem_total=24 * GiB)
+
+
+def model(**over):
+    m = {"name": "qwen", "path": "/tmp/q.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
+         "memory_budget": "2GiB", "chat_template": "qwen2.5"}
+    m.update(over)
+    return m
+
+
+def errors_of(data) -> str:
+    with pytest.raises(RegistryError) as e:
+        parse_registry(data)
+    return str(e.value)
+
+
+def test_committed_registry_is_valid():
+    reg = load_registry()
+    assert {m.backend.value for m in reg.models} == {"llama.cpp", "transformers"}
+    errors, _ = check_host(reg, HOST, check_paths=False)
+    assert errors == []
+
+
+def test_unknown_key_names_entry_field_and_fix():
+    msg = errors_of({"models": [model(memroy_budget="1GiB")]})
+    assert "models[0] 'qwen'" in msg and "unknown key 'memroy_budget'" in msg
+    assert "Fix:" in msg and "memory_budget" in msg  # lists the known keys
+
+
+def test_missing_field_and_bad_values():
+    m = model()
+    del m["chat_template"]
+    assert "required field 'chat_template' is missing" in errors_of({"models": [m]})
+    msg = errors_of({"models": [model(backend="llamacpp")]})
+    assert "field 'backend'" in msg and "llama.cpp, transformers, vllm" in msg
+    assert "'lots' is not a size" in errors_of({"models": [model(memory_budget="lots")]})
+
+
+def test_duplicate_name_and_port():
+    msg = errors_of({"models": [model(), model(port=21003)]})
+    assert "field 'name': duplicate of models[0]" in msg
+    msg = errors_of({"models": [model(), model(name="other")]})
+    assert "models[1] 'other', field 'port': 21002 is already used by models[0] 'qwen'" in msg
+    msg = errors_of({"deployment": {"api_port": 21002}, "models": [model()]})
+    assert "deployment.api_port" in msg
+
+
+def test_cores_parse_and_host_checks(tmp_path):
+    f = tmp_path / "q.gguf"
+    f.write_bytes(b"GGUF")
+    reg = parse_registry({"models": [model(path=str(f), cores="0-1"), model(name="b", port=21003, path=str(f), cores=[1, 5])]})
+    assert reg.models[0].cores == [0, 1]
+    errors, warnings = check_host(reg, HOST)
+    assert any("models[1] 'b', field 'cores': core(s) 5 do not exist on this host (it has 0-1)" in e for e in errors)
+    assert any("core 1 is shared with 'qwen'" in w for w in warnings)
+
+
+def test_missing_path_and_wrong_kind_of_path(tmp_path):
+    reg = parse_registry({"models": [model(path=str(tmp_path / "nope.gguf")),
+                                     model(name="hf", port=21003, backend="transformers", path=str(tmp_path))]})
+    errors, _ = check_host(reg, HOST)
+    assert any("models[0] 'qwen', field 'path'" in e and "does not exist" in e and "Fix:" in e for e in errors)
+    assert any("models[1] 'hf', field 'path'" in e and "no config.json" in e for e in errors)
+
+
+def test_budgets_larger_than_the_machine():
+    reg = parse_registry({"models": [model(memory_budget="20GiB"), model(name="b", port=21003, memory_budget="8GiB")]})
+    errors, _ = check_host(reg, HOST, check_paths=False)
+    assert any("budgets add up to 28.00 GiB, more than this machine's 24.00 GiB" in e for e in errors)
+
+
+def test_unknown_template_refused():
+    reg = parse_registry({"models": [model(chat_template="chatml-typo")]})
+    errors, _ = check_host(reg, HOST, check_paths=False)
+    assert any("unknown template 'chatml-typo'" in e for e in errors)
+
+
+def test_toml_syntax_error_is_clear(tmp_path):
+    p = tmp_path / "model_paths.toml"
+    p.write_text("[[models]]\nname = 'x\n")
+    with pytest.raises(RegistryError, match="not valid TOML"):
+        load_registry(p)
+    with pytest.raises(RegistryError, match="file not found"):
+        load_registry(tmp_path / "absent.toml")
+
+
+def test_fleet_cache_expansion(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLEET_CACHE", str(tmp_path))
+    reg = parse_registry({"models": [model(path="$FLEET_CACHE/x.gguf")]})
+    assert reg.models[0].resolved_path == tmp_path / "x.gguf"
+    monkeypatch.delenv("FLEET_CACHE")
+    assert reg.models[0].resolved_path == Path.home() / ".cache/fastchat-fleet/x.gguf"
+
+
+def test_sizes():
+    assert parse_size("1.5GiB") == int(1.5 * GiB)
+    assert parse_size("800MB") == 800_000_000
+    assert parse_size(1234) == 1234
+    assert fmt_size(2 * GiB) == "2.00 GiB"
+    with pytest.raises(ValueError):
+        parse_size("-1GiB")

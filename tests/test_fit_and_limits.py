@@ -1,0 +1,85 @@
+"""Memory estimate before loading, and the budget/affinity mechanisms (in child processes we start)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deploy.config import Backend, parse_registry
+from deploy.fit import DoesNotFit, ModelShape, estimate, require_fit
+from deploy.limits import AS_HEADROOM
+
+GiB = 1024**3
+
+
+def entry(**over):
+    m = {"name": "m", "path": "/x.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
+         "memory_budget": "2GiB", "chat_template": "qwen2.5", "context_length": 4096, "concurrency": 4}
+    m.update(over)
+    return parse_registry({"models": [m]}).models[0]
+
+
+QWEN05 = ModelShape(weight_bytes=491_400_064, n_layers=24, n_kv_heads=2, head_dim=64, kv_bytes_per_value=2)
+
+
+def test_estimate_counts_kv_for_context_times_concurrency():
+    e = estimate(entry(), QWEN05)
+    assert e.kv_cache == 2 * 24 * 2 * 64 * 2 * 4096 * 4
+    assert e.fits
+    assert estimate(entry(concurrency=8), QWEN05).kv_cache == 2 * e.kv_cache
+
+
+def test_refuses_with_the_numbers_and_the_fix():
+    with pytest.raises(DoesNotFit) as err:
+        require_fit(entry(memory_budget="600MiB"), QWEN05)
+    msg = str(err.value)
+    assert "does not fit its memory budget" in msg and "600.00 MiB" in msg and "weights 468.64 MiB" in msg
+    assert "raise memory_budget to at least" in msg
+
+
+def test_real_default_gguf_shapes():
+    from deploy.default_models import load_manifest
+    from deploy.fit import gguf_shape
+
+    g = {m.name: m for m in load_manifest()[0]}
+    s = gguf_shape(g["qwen2.5-coder-0.5b-instruct"].path)
+    assert (s.n_layers, s.n_kv_heads, s.head_dim) == (24, 2, 64)
+    s = gguf_shape(g["smollm2-135m-instruct"].path)
+    assert (s.n_layers, s.n_kv_heads, s.head_dim) == (30, 3, 64)
+
+
+CHILD = """
+import os, resource, sys
+from deploy.config import Backend
+from deploy.limits import apply_memory_budget, pin_to_cores
+pin_to_cores([0], 1)
+lim = apply_memory_budget(256 * 1024**2, Backend.LLAMACPP, "pytest-%d" % os.getpid(), prefer=sys.argv[1])
+print(lim.mechanism, sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"], resource.getrlimit(resource.RLIMIT_AS)[0])
+try:
+    blob = bytearray(1024 * 1024**2)  # 1 GiB, four times the budget
+    blob[::4096] = b"x" * len(blob[::4096])
+    print("allocated")
+except MemoryError:
+    print("MemoryError")
+lim.release()
+"""
+
+
+def run_child(mechanism):
+    return subprocess.run([sys.executable, "-c", CHILD, mechanism], capture_output=True, text=True)
+
+
+def test_rlimit_as_fallback_caps_address_space():
+    r = run_child("rlimit_as")
+    first = r.stdout.splitlines()[0].split()
+    assert first[0] == "rlimit_as" and first[1:3] == ["[0]", "1"]
+    assert int(first[3]) == 256 * 1024**2 + AS_HEADROOM[Backend.LLAMACPP]
+
+
+def test_cgroup_budget_kills_an_overshoot_when_the_host_offers_one():
+    r = run_child("cgroup1")
+    if r.stdout.startswith("rlimit_as"):
+        pytest.skip("no writable cgroup v1 memory controller on this host")
+    assert r.stdout.startswith("cgroup1 [0] 1")
+    assert "allocated" not in r.stdout
+    assert r.returncode == -9  # the kernel's OOM killer, at the budget

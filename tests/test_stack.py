@@ -1,0 +1,114 @@
+"""The real stack: FastChat controller and API server, our workers on both backends, the official openai client."""
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import QWEN, QWEN_HF, SMALL
+from deploy.fastchat_compat import WorkerTemplates
+
+pytestmark = pytest.mark.slow
+SERVED = [SMALL, QWEN, QWEN_HF]
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_lists_every_registered_model(client):
+    ids = {m.id for m in client.models.list().data}
+    assert set(SERVED) <= ids
+    assert "broken-path" not in ids
+
+
+def test_bad_worker_fails_clearly_while_the_others_serve(stack, client):
+    p = stack.procs["worker-broken-path"]
+    assert p.p.wait(timeout=30) == 78
+    out = p.output()
+    assert "field 'path'" in out and "does not exist" in out and "Fix:" in out
+    r = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "你好"}], max_tokens=16)
+    assert r.choices[0].message.content
+
+
+@pytest.mark.parametrize("model", SERVED)
+def test_chat_in_chinese_streaming_and_not_stops_on_its_own(client, model):
+    # SmolLM2-135M is English-only and loops greedily on harder Chinese prompts; it answers 你好 and stops.
+    msgs = [{"role": "user", "content": "你好" if model == SMALL else "用一句话介绍北京。"}]
+    r = client.chat.completions.create(model=model, messages=msgs, temperature=0, max_tokens=400)
+    full = r.choices[0].message.content
+    assert full.strip() and r.choices[0].finish_reason == "stop", (full, r.choices[0].finish_reason)
+    assert "<|im_end|>" not in full and "<|im_start|>" not in full
+    assert r.usage.completion_tokens < 400 and r.usage.prompt_tokens > 10
+    if model != SMALL:  # SmolLM2 is an English model; the Qwens answer in Chinese
+        assert CJK.search(full), full
+
+    pieces, finish = [], None
+    for ch in client.chat.completions.create(model=model, messages=msgs, temperature=0, max_tokens=400, stream=True):
+        if ch.choices and ch.choices[0].delta.content:
+            pieces.append(ch.choices[0].delta.content)
+        if ch.choices and ch.choices[0].finish_reason:
+            finish = ch.choices[0].finish_reason
+    assert len(pieces) > 1 and finish == "stop"
+    assert "".join(pieces) == full  # greedy: streaming carries exactly the same UTF-8 text
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_completions_endpoint_streams(client):
+    text = "".join(c.choices[0].text for c in client.completions.create(
+        model=QWEN, prompt="春眠不觉晓，", max_tokens=12, temperature=0, stream=True))
+    assert CJK.search(text)
+
+
+def test_malformed_requests_get_clear_errors(client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert "no-such-model" in str(e.value) and QWEN in str(e.value)
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}], temperature=-3)
+    assert "temperature" in str(e.value)
+
+
+def test_workers_are_pinned_to_their_cores(stack):
+    for m in stack.models:
+        if m["name"] == "broken-path":
+            continue
+        pid = stack.procs[f"worker-{m['name']}"].pid
+        out = subprocess.run(["taskset", "-cp", str(pid)], capture_output=True, text=True).stdout
+        assert out.strip().endswith(": " + ",".join(map(str, m["cores"]))), out
+
+
+def test_both_paths_use_the_configured_template(stack):
+    for m in stack.models[:3]:
+        addr = requests.post(stack.controller + "/get_worker_address", json={"model": m["name"]}).json()["address"]
+        served = requests.post(addr + "/worker_get_conv_template").json()["conv"]
+        assert served["name"] == m["chat_template"]
+        assert WorkerTemplates(stack.controller)(m["name"]).name == m["chat_template"]  # the web UI's lookup
+
+
+def test_llamacpp_worker_batches_concurrent_requests(client):
+    """Four streams on one worker run together in the engine's slots, not one after another."""
+    first, done = {}, {}
+
+    def ask(i):
+        for ch in client.chat.completions.create(
+                model=QWEN, messages=[{"role": "user", "content": f"数到{20 + i}，用逗号分隔。"}],
+                temperature=0, max_tokens=48, stream=True):
+            if ch.choices and ch.choices[0].delta.content and i not in first:
+                first[i] = time.monotonic()
+        done[i] = time.monotonic()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(done) == 4
+    assert max(first.values()) < min(done.values()), "a request waited for another to finish"
+
+
+def test_count_token_matches_the_engine(stack):
+    addr = requests.post(stack.controller + "/get_worker_address", json={"model": QWEN}).json()["address"]
+    n = requests.post(addr + "/count_token", json={"prompt": "<|im_start|>user\n你好<|im_end|>"}).json()
+    assert n == {"count": 5, "error_code": 0}
