@@ -110,7 +110,7 @@ def entry_from_args(args: argparse.Namespace) -> dict:
     for k in ("port", "context_length", "concurrency", "threads"):
         if k in raw:
             raw[k] = int(raw[k])
-    entry = ModelEntry.model_validate(raw)  # same rules as the file
+    entry = parse_registry({"models": [raw]}, "add-model").models[0]  # same rules, same messages as the file
     out = entry.model_dump(mode="json", exclude_defaults=True)
     out.update({k: raw[k] for k in ("memory_budget", "cores") if k in raw})  # keep the user's spelling
     out["name"], out["path"], out["backend"] = entry.name, entry.path, entry.backend.value

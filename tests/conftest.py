@@ -114,8 +114,8 @@ class Stack:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/v1"
 
-    def start(self, key: str, args: list[str]) -> Proc:
-        p = Proc(args, self.tmp / f"{key}.log", self.env)
+    def start(self, key: str, args: list[str], env: dict | None = None) -> Proc:
+        p = Proc(args, self.tmp / f"{key}.log", {**self.env, **(env or {})})
         self.procs[key] = p
         return p
 
@@ -124,8 +124,8 @@ class Stack:
                                       "--port", str(self.controller_port)])
         wait_for(lambda: _ok(self.controller + "/list_models"), 30, "controller", c)
 
-    def start_worker(self, name: str) -> Proc:
-        return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name])
+    def start_worker(self, name: str, env: dict | None = None) -> Proc:
+        return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name], env)
 
     def start_api(self) -> None:
         a = self.start("api", [PY, "-m", "deploy", "api-server"])
@@ -152,10 +152,11 @@ def _ok(url: str, method: str = "post") -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Two llama.cpp workers (SmolLM2, Qwen 0.5B) and the transformers worker, plus a worker
-    whose model path is wrong, behind the real controller and API server."""
+    whose model path is wrong, behind the real controller and API server. The transformers
+    worker runs under the RLIMIT_AS fallback, to prove its measured headroom is enough to load."""
     tmp = tmp_path_factory.mktemp("stack")
     models = [entry(SMALL), entry(QWEN), entry(QWEN_HF),
               entry(QWEN, name="broken-path", path=str(tmp / "missing" / "model.gguf"))]
@@ -163,7 +164,7 @@ def stack(tmp_path_factory):
     try:
         s.start_controller()
         for m in models:
-            s.start_worker(m["name"])
+            s.start_worker(m["name"], {"FLEET_MEMORY_MECHANISM": "rlimit_as"} if m["name"] == QWEN_HF else None)
         s.start_api()
         s.wait_registered([SMALL, QWEN, QWEN_HF])
         yield s

@@ -109,3 +109,27 @@ def test_sizes():
     assert fmt_size(2 * GiB) == "2.00 GiB"
     with pytest.raises(ValueError):
         parse_size("-1GiB")
+
+
+def test_add_model_cli_is_generated_from_the_entry_fields(tmp_path):
+    import subprocess
+    import sys
+    import tomllib
+
+    from deploy.config import ModelEntry
+
+    reg = tmp_path / "model_paths.toml"
+    help_text = subprocess.run([sys.executable, "-m", "deploy", "add-model", "--help"], capture_output=True, text=True).stdout
+    for name in ModelEntry.model_fields:
+        assert "--" + name.replace("_", "-") in help_text
+    args = [sys.executable, "-m", "deploy", "--registry", str(reg), "add-model", "--name", "glm", "--path", "/m/chatglm3-6b",
+            "--backend", "transformers", "--port", "21010", "--cores", "0-1", "--memory-budget", "14GiB",
+            "--chat-template", "chatglm3", "--trust-remote-code"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = tomllib.loads(reg.read_text())["models"][0]
+    assert m == {"name": "glm", "path": "/m/chatglm3-6b", "backend": "transformers", "port": 21010, "cores": "0-1",
+                 "memory_budget": "14GiB", "chat_template": "chatglm3", "trust_remote_code": True}
+    assert "[program:worker-glm]" in (tmp_path / "supervisord.conf").read_text()
+    bad = subprocess.run(args[:-1] + ["--name", "x", "--port", "70000"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "add-model: models[0] 'x', field 'port': Input should be less than or equal to 65535" in bad.stderr

@@ -112,3 +112,13 @@ def test_count_token_matches_the_engine(stack):
     addr = requests.post(stack.controller + "/get_worker_address", json={"model": QWEN}).json()["address"]
     n = requests.post(addr + "/count_token", json={"prompt": "<|im_start|>user\n你好<|im_end|>"}).json()
     assert n == {"count": 5, "error_code": 0}
+
+
+def test_memory_mechanism_is_logged_and_applied(stack):
+    hf = stack.procs[f"worker-{QWEN_HF}"]
+    assert "memory budget enforced by RLIMIT_AS" in hf.output()
+    limits = open(f"/proc/{hf.pid}/limits").read()
+    line = next(l for l in limits.splitlines() if l.startswith("Max address space"))
+    assert str(4 * 1024**3 + 5 * 1024**3) in line
+    small = stack.procs[f"worker-{SMALL}"].output()
+    assert "memory budget enforced by cgroup" in small or "memory budget enforced by RLIMIT_AS" in small
