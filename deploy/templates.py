@@ -16,27 +16,23 @@ from fastchat.conversation import (
     register_conv_template,
 )
 
+def _chatml(name: str, system_message: str, stop_token_ids: list[int]) -> Conversation:
+    return Conversation(
+        name=name,
+        system_template="<|im_start|>system\n{system_message}",
+        system_message=system_message,
+        roles=("<|im_start|>user", "<|im_start|>assistant"),
+        sep_style=SeparatorStyle.CHATML,
+        sep="<|im_end|>",
+        stop_token_ids=stop_token_ids,
+        stop_str="<|im_end|>",
+    )
+
+
 OUR_TEMPLATES = [
-    Conversation(
-        name="qwen2.5",
-        system_template="<|im_start|>system\n{system_message}",
-        system_message="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-        roles=("<|im_start|>user", "<|im_start|>assistant"),
-        sep_style=SeparatorStyle.CHATML,
-        sep="<|im_end|>",
-        stop_token_ids=[151643, 151644, 151645],  # <|endoftext|>, <|im_start|>, <|im_end|>
-        stop_str="<|im_end|>",
-    ),
-    Conversation(
-        name="smollm2",
-        system_template="<|im_start|>system\n{system_message}",
-        system_message="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-        roles=("<|im_start|>user", "<|im_start|>assistant"),
-        sep_style=SeparatorStyle.CHATML,
-        sep="<|im_end|>",
-        stop_token_ids=[0, 1, 2],  # <|endoftext|>, <|im_start|>, <|im_end|>
-        stop_str="<|im_end|>",
-    ),
+    # stop ids: <|endoftext|>, <|im_start|>, <|im_end|> in each model's vocabulary
+    _chatml("qwen2.5", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", [151643, 151644, 151645]),
+    _chatml("smollm2", "You are a helpful AI assistant named SmolLM, trained by Hugging Face", [0, 1, 2]),
 ]
 
 for _conv in OUR_TEMPLATES:

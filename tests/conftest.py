@@ -86,6 +86,20 @@ def write_registry(path: Path, models: list[dict], controller_port: int, api_por
     return path
 
 
+def copy_model_folder(src: Path, dest: Path, **config_changes) -> Path:
+    """A model folder that links to src's files, with config.json edited."""
+    import json
+
+    dest.mkdir()
+    for f in src.iterdir():
+        if f.name != "config.json" and not f.name.startswith("."):
+            (dest / f.name).symlink_to(f)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(config_changes)
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
 def entry(model: str, **over) -> dict:
     """A default model's entry as a dict, with overrides (a fresh port by default)."""
     d = DEFAULTS[model].model_dump(mode="json", exclude_none=True)

@@ -1,11 +1,10 @@
 """The worker launcher refuses bad entries fast, with our message, before loading anything."""
-import json
 import subprocess
 import sys
 
 import pytest
 
-from conftest import QWEN, QWEN_HF, DEFAULTS, entry, free_port, write_registry
+from conftest import DEFAULTS, QWEN, QWEN_HF, copy_model_folder, entry, free_port, write_registry
 
 
 def launch(tmp_path, model: dict, timeout=120):
@@ -35,15 +34,8 @@ def test_cores_the_host_does_not_have(tmp_path):
 
 @pytest.mark.slow
 def test_remote_code_needs_an_explicit_opt_in(tmp_path):
-    src = DEFAULTS[QWEN_HF].resolved_path
-    folder = tmp_path / "custom-code-model"
-    folder.mkdir()
-    for f in src.iterdir():
-        if f.name != "config.json" and not f.name.startswith("."):
-            (folder / f.name).symlink_to(f)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
-    (folder / "config.json").write_text(json.dumps(cfg))
+    folder = copy_model_folder(DEFAULTS[QWEN_HF].resolved_path, tmp_path / "custom-code-model",
+                               auto_map={"AutoModelForCausalLM": "modeling_custom.CustomModel"})
     r = launch(tmp_path, entry(QWEN_HF, path=str(folder), source="modelscope:someone/custom"))
     assert r.returncode == 78
     assert "ships its own Python code" in r.stderr and "set trust_remote_code = true" in r.stderr

@@ -1,5 +1,4 @@
 """ModelScope download: everything but the hub itself, which CI cannot reach."""
-import json
 import shutil
 import subprocess
 import sys
@@ -7,7 +6,7 @@ import tomllib
 
 import pytest
 
-from conftest import DEFAULTS, QWEN_HF, REPO
+from conftest import DEFAULTS, QWEN_HF, REPO, copy_model_folder
 from deploy.modelscope_download import PRESETS, build_entry
 
 
@@ -19,18 +18,9 @@ def test_seed_presets_use_known_templates_and_opt_in_to_remote_code():
     assert not PRESETS["deepseek-ai/deepseek-llm-7b-chat"].get("trust_remote_code")
 
 
-def fake_download(tmp_path, model_type="qwen2"):
-    """A folder shaped like a ModelScope snapshot: the converted Qwen's files, config edited."""
-    src = DEFAULTS[QWEN_HF].resolved_path
-    folder = tmp_path / "snapshot"
-    folder.mkdir()
-    for f in src.iterdir():
-        if f.name != "config.json" and not f.name.startswith("."):
-            (folder / f.name).symlink_to(f)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["model_type"] = model_type
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
+def fake_download(tmp_path):
+    """A folder shaped like a ModelScope snapshot: the converted Qwen's files."""
+    return copy_model_folder(DEFAULTS[QWEN_HF].resolved_path, tmp_path / "snapshot")
 
 
 def test_entry_budget_is_the_estimate_plus_margin(tmp_path):
