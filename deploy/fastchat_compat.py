@@ -1,16 +1,26 @@
 """The only place we patch FastChat 0.2.36 at run time. Each patch is narrow,
 documented, and `check_upstream()` fails (and tests/test_compat.py with it)
-the moment the upstream code we rely on changes.
+the moment the upstream code we replace changes.
 
-1. Streaming in the OpenAI API server. Its stream generators call
-   `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic 2 raises
-   "dumps_kwargs keyword arguments are no longer supported", the exception
-   escapes the generator after the headers went out, and clients see an empty
-   body. We rebind the two stream-response classes the generators construct
-   to subclasses whose `.json()` accepts those keywords and emits raw UTF-8
-   via `model_dump_json` (no \\uXXXX escapes for Chinese text).
+1. Streaming in the OpenAI API server. FastChat's two stream generators
+   (`chat_completion_stream_generator`, `generate_completion_stream_generator`)
+   call `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic 2 raises
+   "dumps_kwargs keyword arguments are no longer supported" after the headers
+   went out, so clients see an empty body. We replace the two generators with
+   versions that keep FastChat's event sequence and
+   - encode with `model_dump_json` (raw UTF-8, no \\uXXXX escapes for Chinese);
+   - put the request's token `usage` on the finishing chunk (the worker reports
+     it; FastChat dropped it), so streaming clients get prompt/completion counts;
+   - report a worker error, or a worker that vanished mid-answer, as an OpenAI
+     `{"error": ...}` event, which the official client raises, instead of a
+     chunk it silently ignores or a cut connection.
 
-2. Chat templates in the web UI. `gradio_web_server.State` looks a template up
+2. Sampling seed. FastChat's API server drops the OpenAI `seed` field. A small ASGI
+   middleware reads it from the request body into a context variable, and a wrapper
+   around `get_gen_params` adds it to the parameters sent to the worker (our llama.cpp
+   worker and the transformers worker both honour it).
+
+3. Chat templates in the web UI. `gradio_web_server.State` looks a template up
    by *model name* through the adapter table and silently falls back to
    `one_shot` for names no adapter matches. We replace that lookup, in the
    web UI process only, with the template the model's worker reports, which
@@ -20,52 +30,236 @@ the moment the upstream code we rely on changes.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+from contextvars import ContextVar
 
 import requests
 
 log = logging.getLogger("deploy.fastchat_compat")
 
-STREAM_CLASSES = ("ChatCompletionStreamResponse", "CompletionStreamResponse")
-_STREAM_CALL = "chunk.json(exclude_unset=True, ensure_ascii=False)"
+# sha256 of the upstream functions we replace or rely on; any change means re-checking the patch
+UPSTREAM = {
+    "openai_api_server.chat_completion_stream_generator":
+        "a996d8825d1d1be8c499b1bed9765e1605f0b6f2f65569cd83d2c001dbfd1df8",
+    "openai_api_server.generate_completion_stream_generator":
+        "bbc20ccff152a7887ae9b7108ea288bb0102569fece50c08d84b94198bcd2c1e",
+    "gradio_web_server.State.__init__": "8c1aa3f606a502a5b268a11141adc52182148fd869569b579b50b76d1b73cf79",
+    "openai_api_server.get_gen_params": "cb39771052ec96e6775ac06142812291a69ee913992d65e6c47d95c1dae01137",
+}
 
 
 class UpstreamChanged(RuntimeError):
     pass
 
 
-def _pydantic1_json(self, *, ensure_ascii: bool = True, **kwargs) -> str:
-    """pydantic-1 style `.json(**dumps_kwargs)` on a pydantic-2 model; output stays raw UTF-8."""
-    return self.model_dump_json(**kwargs)
+def _source_sha(qualname: str) -> str:
+    import hashlib
+
+    from fastchat.serve import gradio_web_server, openai_api_server
+
+    mod, _, attr = qualname.partition(".")
+    obj = {"openai_api_server": openai_api_server, "gradio_web_server": gradio_web_server}[mod]
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    obj = getattr(obj, "_fleet_original", obj)
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
 
 
 def check_upstream() -> None:
-    """Fail loudly if the FastChat code these patches assume has changed."""
-    from fastchat.serve import gradio_web_server, openai_api_server
+    """Fail loudly if the FastChat code these patches replace has changed."""
+    for qualname, sha in UPSTREAM.items():
+        if _source_sha(qualname) != sha:
+            raise UpstreamChanged(f"FastChat's {qualname} changed since deploy/fastchat_compat.py was written; "
+                                  f"re-check the patch that depends on it, then update UPSTREAM.")
 
-    for gen in ("chat_completion_stream_generator", "generate_completion_stream_generator"):
-        if _STREAM_CALL not in inspect.getsource(getattr(openai_api_server, gen)):
-            raise UpstreamChanged(f"openai_api_server.{gen} no longer calls `{_STREAM_CALL}`; "
-                                  f"re-check patch 1 in deploy/fastchat_compat.py")
-    for name in STREAM_CLASSES:
-        if not hasattr(openai_api_server, name):
-            raise UpstreamChanged(f"openai_api_server no longer has {name}; re-check patch 1")
-    state_src = inspect.getsource(gradio_web_server.State.__init__)
-    if "get_conversation_template(model_name)" not in state_src:
-        raise UpstreamChanged("gradio_web_server.State no longer calls get_conversation_template(model_name); "
-                              "re-check patch 2 in deploy/fastchat_compat.py")
+
+def _sse(obj) -> str:
+    data = obj if isinstance(obj, str) else obj.model_dump_json(exclude_none=True)
+    return f"data: {data}\n\n"
+
+
+def _error_event(message: str, code) -> str:
+    return _sse(json.dumps({"error": {"message": message, "code": int(code), "type": "worker_error"}},
+                           ensure_ascii=False))
+
+
+def _usage(content: dict):
+    from fastchat.protocol.openai_api_protocol import UsageInfo
+
+    return UsageInfo.model_validate(content["usage"]) if content.get("usage") else None
+
+
+async def chat_completion_stream_generator(model_name: str, gen_params: dict, n: int, worker_addr: str):
+    """FastChat's generator, with the three changes listed in the module docstring."""
+    import shortuuid
+    from fastchat.constants import ErrorCode
+    from fastchat.protocol.openai_api_protocol import ChatCompletionResponseStreamChoice, DeltaMessage
+    from fastchat.serve import openai_api_server as upstream
+
+    chunk_id = f"chatcmpl-{shortuuid.random()}"
+    finish_events = []
+    for i in range(n):
+        yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
+            ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(role="assistant"), finish_reason=None)]))
+        previous_text, content = "", {}
+        try:
+            async for content in upstream.generate_completion_stream(gen_params, worker_addr):
+                if content["error_code"] != 0:
+                    yield _error_event(content["text"], content["error_code"])
+                    yield "data: [DONE]\n\n"
+                    return
+                decoded = content["text"].replace("\ufffd", "")
+                delta = decoded[len(previous_text):]
+                previous_text = decoded if len(decoded) > len(previous_text) else previous_text
+                finish = content.get("finish_reason")
+                if delta:
+                    yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
+                        ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(content=delta),
+                                                           finish_reason=None)]))
+        except Exception as e:  # the worker went away mid-answer
+            yield _error_event(f"worker for '{model_name}' failed mid-answer: {type(e).__name__}: {e}",
+                               ErrorCode.INTERNAL_ERROR)
+            yield "data: [DONE]\n\n"
+            return
+        finish_events.append(ChatStreamChunk(id=chunk_id, model=model_name, usage=_usage(content), choices=[
+            ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(),
+                                               finish_reason=content.get("finish_reason") or "stop")]))
+    for chunk in finish_events:
+        yield _sse(chunk)
+    yield "data: [DONE]\n\n"
+
+
+async def generate_completion_stream_generator(request, n: int, worker_addr: str):
+    """FastChat's /v1/completions stream, with the same changes."""
+    import shortuuid
+    from fastchat.constants import ErrorCode
+    from fastchat.protocol.openai_api_protocol import CompletionResponseStreamChoice
+    from fastchat.serve import openai_api_server as upstream
+
+    chunk_id = f"cmpl-{shortuuid.random()}"
+    finish_events = []
+    for text in request.prompt:
+        for i in range(n):
+            previous_text, content = "", {}
+            gen_params = await upstream.get_gen_params(
+                request.model, worker_addr, text, temperature=request.temperature, top_p=request.top_p,
+                top_k=request.top_k, presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty, max_tokens=request.max_tokens,
+                logprobs=request.logprobs, echo=request.echo, stop=request.stop)
+            try:
+                async for content in upstream.generate_completion_stream(gen_params, worker_addr):
+                    if content["error_code"] != 0:
+                        yield _error_event(content["text"], content["error_code"])
+                        yield "data: [DONE]\n\n"
+                        return
+                    decoded = content["text"].replace("\ufffd", "")
+                    delta = decoded[len(previous_text):]
+                    previous_text = decoded if len(decoded) > len(previous_text) else previous_text
+                    if delta:
+                        yield _sse(CompletionStreamChunk(id=chunk_id, model=request.model, choices=[
+                            CompletionResponseStreamChoice(
+                                index=i, text=delta, finish_reason=None,
+                                logprobs=upstream.create_openai_logprobs(content.get("logprobs")))]))
+            except Exception as e:
+                yield _error_event(f"worker for '{request.model}' failed mid-answer: {type(e).__name__}: {e}",
+                                   ErrorCode.INTERNAL_ERROR)
+                yield "data: [DONE]\n\n"
+                return
+            finish_events.append(CompletionStreamChunk(id=chunk_id, model=request.model, usage=_usage(content), choices=[
+                CompletionResponseStreamChoice(index=i, text="", finish_reason=content.get("finish_reason") or "stop")]))
+    for chunk in finish_events:
+        yield _sse(chunk)
+    yield "data: [DONE]\n\n"
+
+
+def _stream_models():
+    from typing import Optional
+
+    from fastchat.protocol.openai_api_protocol import (
+        ChatCompletionStreamResponse,
+        CompletionStreamResponse,
+        UsageInfo,
+    )
+
+    class _Chat(ChatCompletionStreamResponse):
+        usage: Optional[UsageInfo] = None
+
+    class _Completion(CompletionStreamResponse):
+        usage: Optional[UsageInfo] = None
+
+    return _Chat, _Completion
+
+
+ChatStreamChunk, CompletionStreamChunk = _stream_models()
 
 
 def patch_openai_streaming() -> None:
     from fastchat.serve import openai_api_server
 
     check_upstream()
-    for name in STREAM_CLASSES:
-        cls = getattr(openai_api_server, name)
-        if getattr(cls, "_fleet_patched", False):
+    for fn in (chat_completion_stream_generator, generate_completion_stream_generator):
+        current = getattr(openai_api_server, fn.__name__)
+        if current is fn:
             continue
-        patched = type(name, (cls,), {"json": _pydantic1_json, "_fleet_patched": True, "__module__": __name__})
-        setattr(openai_api_server, name, patched)
+        fn._fleet_original = current
+        setattr(openai_api_server, fn.__name__, fn)
+
+
+_request_seed: ContextVar = ContextVar("fleet_request_seed", default=None)
+SEED_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+class SeedFromBody:
+    """ASGI middleware: remember the request's `seed` for get_gen_params, replay the body untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in SEED_PATHS:
+            return await self.app(scope, receive, send)
+        messages, body = [], b""
+        while True:
+            msg = await receive()
+            messages.append(msg)
+            body += msg.get("body", b"")
+            if msg["type"] != "http.request" or not msg.get("more_body"):
+                break
+        try:
+            seed = json.loads(body or b"{}").get("seed")
+        except (ValueError, AttributeError):
+            seed = None  # FastChat's own validation answers malformed bodies
+        token = _request_seed.set(int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None)
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            _request_seed.reset(token)
+
+
+def patch_seed_passthrough() -> None:
+    from fastchat.serve import openai_api_server
+
+    check_upstream()
+    current = openai_api_server.get_gen_params
+    if getattr(current, "_fleet_patched", False):
+        return
+
+    async def get_gen_params(*args, **kwargs):
+        params = await current(*args, **kwargs)
+        seed = _request_seed.get()
+        if seed is not None:
+            params["seed"] = seed
+        return params
+
+    get_gen_params._fleet_patched = True
+    get_gen_params._fleet_original = current
+    openai_api_server.get_gen_params = get_gen_params
+    openai_api_server.app.add_middleware(SeedFromBody)
 
 
 class WorkerTemplates:
@@ -93,6 +287,7 @@ def patch_webui_templates(controller_url: str) -> None:
     gradio_web_server.get_conversation_template = WorkerTemplates(controller_url)
 
 
-def apply_all(controller_url: str) -> None:
+def patch_api_server() -> None:
+    """Everything the API server process needs."""
     patch_openai_streaming()
-    patch_webui_templates(controller_url)
+    patch_seed_passthrough()

@@ -91,4 +91,11 @@ def make_transformers_worker(entry: ModelEntry, controller_addr: str, worker_add
             self.embed_in_truncate = False
             self.seed = None
 
+        def generate_stream_gate(self, params):
+            if params.get("seed") is not None:  # per request (the OpenAI `seed`), not per worker
+                from transformers import set_seed
+
+                set_seed(int(params["seed"]))
+            yield from super().generate_stream_gate(params)
+
     return TransformersWorker()

@@ -73,6 +73,17 @@ def exec_vllm(reg: Registry, entry: ModelEntry) -> None:
     os.execv(sys.executable, args)
 
 
+def worker_info(entry: ModelEntry, lim) -> dict:
+    """What this worker is, as reports and the web UI show it (served at /fleet_info)."""
+    return {
+        "name": entry.name, "backend": entry.backend.value, "cores": sorted(os.sched_getaffinity(0)),
+        "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
+        "context_length": entry.context_length, "concurrency": entry.concurrency,
+        "chat_template": entry.chat_template, "dtype": entry.dtype if entry.backend is Backend.TRANSFORMERS else None,
+        "model_file": entry.resolved_path.name, "source": entry.source,
+    }
+
+
 def run_worker(name: str, registry_path: str | None = None, register: bool = True) -> int:
     import uvicorn
 
@@ -108,7 +119,7 @@ def run_worker(name: str, registry_path: str | None = None, register: bool = Tru
         raise
     from deploy.worker_app import create_worker_app
 
-    app = create_worker_app(worker, register=register)
+    app = create_worker_app(worker, register=register, info=worker_info(entry, lim))
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend.value, reg.deployment.host, entry.port)
     uvicorn.run(app, host=reg.deployment.host, port=entry.port, log_level="warning")
     return 0

@@ -46,6 +46,9 @@ def engine_request(params: dict, stream: bool) -> dict:
     }
     if params.get("seed") is not None:
         body["seed"] = int(params["seed"])
+        # A reused prompt cache changes the batch shapes, and so the logits' last bits, and so
+        # what a seeded sampler picks: a seeded request recomputes its prompt to be repeatable.
+        body["cache_prompt"] = False
     return body
 
 

@@ -22,10 +22,10 @@ def _is_loopback(host: str) -> bool:
 def run_api_server(registry: str | None = None) -> int:
     import uvicorn
 
-    from deploy.fastchat_compat import patch_openai_streaming
+    from deploy.fastchat_compat import patch_api_server
 
     d = load_registry(registry).deployment
-    patch_openai_streaming()
+    patch_api_server()
     from fastchat.serve import openai_api_server
 
     sys.argv = ["openai_api_server", "--host", d.host, "--port", str(d.api_port),

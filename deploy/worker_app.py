@@ -22,7 +22,9 @@ async def _call(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def create_worker_app(worker, register: bool = True) -> FastAPI:
+def create_worker_app(worker, register: bool = True, info: dict | None = None) -> FastAPI:
+    """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
+    FastChat's own clients never call it."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
@@ -36,6 +38,7 @@ def create_worker_app(worker, register: bool = True) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan, title=f"FastChat worker: {', '.join(worker.model_names)}")
     app.state.worker = worker
+    app.state.info = info or {}
 
     def w(request: Request):
         return request.app.state.worker
@@ -81,6 +84,10 @@ def create_worker_app(worker, register: bool = True) -> FastAPI:
     @app.post("/worker_get_conv_template")
     async def get_conv(request: Request):
         return w(request).get_conv_template()
+
+    @app.api_route("/fleet_info", methods=["GET", "POST"])
+    async def fleet_info(request: Request):
+        return request.app.state.info
 
     @app.post("/model_details")
     async def model_details(request: Request):

@@ -20,6 +20,7 @@ os.makedirs(os.environ["LOGDIR"], exist_ok=True)
 from deploy.config import load_registry
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "eval"))  # the eval/askall package, as eval/ask_all.py imports it
 PY = sys.executable
 DEFAULTS = {m.name: m for m in load_registry(REPO / "model_paths.toml").models}
 SMALL = "smollm2-135m-instruct"

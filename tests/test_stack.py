@@ -42,13 +42,14 @@ def test_chat_in_chinese_streaming_and_not_stops_on_its_own(client, model):
     if model != SMALL:  # SmolLM2 is an English model; the Qwens answer in Chinese
         assert CJK.search(full), full
 
-    pieces, finish = [], None
+    pieces, finish, usage = [], None, None
     for ch in client.chat.completions.create(model=model, messages=msgs, temperature=0, max_tokens=400, stream=True):
         if ch.choices and ch.choices[0].delta.content:
             pieces.append(ch.choices[0].delta.content)
         if ch.choices and ch.choices[0].finish_reason:
-            finish = ch.choices[0].finish_reason
+            finish, usage = ch.choices[0].finish_reason, ch.usage
     assert len(pieces) > 1 and finish == "stop"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (r.usage.prompt_tokens, r.usage.completion_tokens)
     assert "".join(pieces) == full  # greedy: streaming carries exactly the same UTF-8 text
     assert "\ufffd" not in "".join(pieces)
 
@@ -108,6 +109,14 @@ def test_llamacpp_worker_batches_concurrent_requests(client):
     assert max(first.values()) < min(done.values()), "a request waited for another to finish"
 
 
+def test_workers_describe_themselves(stack):
+    for m in stack.models[:3]:
+        addr = requests.post(stack.controller + "/get_worker_address", json={"model": m["name"]}).json()["address"]
+        info = requests.get(addr + "/fleet_info").json()
+        assert (info["name"], info["backend"], info["cores"]) == (m["name"], m["backend"], m["cores"])
+        assert info["memory_budget"] > 0 and info["memory_limit"]
+
+
 def test_count_token_matches_the_engine(stack):
     addr = requests.post(stack.controller + "/get_worker_address", json={"model": QWEN}).json()["address"]
     n = requests.post(addr + "/count_token", json={"prompt": "<|im_start|>user\n你好<|im_end|>"}).json()
@@ -122,3 +131,13 @@ def test_memory_mechanism_is_logged_and_applied(stack):
     assert str(4 * 1024**3 + 5 * 1024**3) in line
     small = stack.procs[f"worker-{SMALL}"].output()
     assert "memory budget enforced by cgroup" in small or "memory budget enforced by RLIMIT_AS" in small
+
+
+def test_seed_makes_sampling_repeatable(client):
+    def ask(seed):
+        return client.chat.completions.create(
+            model=QWEN, messages=[{"role": "user", "content": "给我讲一个很短的故事。"}],
+            temperature=1.0, max_tokens=24, seed=seed).choices[0].message.content
+
+    assert ask(11) == ask(11)
+    assert len({ask(s) for s in (1, 2, 3)}) > 1

@@ -1,0 +1,212 @@
+"""python eval/ask_all.py: the puzzle set to every registered model, graded, timed, reported."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+from pathlib import Path
+
+from askall.fleet import AskAllError, discover
+from askall.grading import Verdict, grade
+from askall.overrides import load_overrides, override_for
+from askall.puzzles import PuzzleFileError, load_puzzles
+from askall.report import Graded, html_report, markdown
+from askall.runner import Settings, run_all
+from askall.store import RESULTS_DIR, RunStore, key
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def fleet_defaults() -> tuple[str, str]:
+    """Controller and API addresses from the deployment's model_paths.toml, if there is one."""
+    try:
+        sys.path.insert(0, str(REPO))
+        from deploy.config import load_registry
+
+        d = load_registry().deployment
+        return d.controller_url, f"http://{d.host}:{d.api_port}/v1"
+    except Exception:
+        return "http://127.0.0.1:21001", "http://127.0.0.1:8000/v1"
+
+
+def parse_args(argv):
+    controller, api = fleet_defaults()
+    p = argparse.ArgumentParser(prog="python eval/ask_all.py", description=__doc__)
+    p.add_argument("--controller", default=controller, help=f"FastChat controller (default {controller})")
+    p.add_argument("--api-base", default=api, help=f"OpenAI-compatible API (default {api})")
+    p.add_argument("--models", help="comma-separated names or globs (default: every registered model)")
+    p.add_argument("--puzzles", help="comma-separated puzzle ids (default: all)")
+    p.add_argument("--puzzle-file", help="default: eval/puzzles.toml")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, help="sampling seed (repeat k uses seed + k)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=600, help="seconds per answer")
+    p.add_argument("--judge", help="a registered model that grades answers against the references")
+    p.add_argument("--judge-api-base", help="judge on another OpenAI-compatible endpoint (default: --api-base)")
+    p.add_argument("--judge-api-key-env", default="JUDGE_API_KEY", help="env var holding the judge's API key")
+    p.add_argument("--overrides", help="human verdicts (default: eval/overrides.toml)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument("--run", help="name of a new run's folder (default run-DATE-TIME)")
+    p.add_argument("--resume", nargs="?", const="latest", help="continue a run (default: the latest) "
+                   "with its own settings; asks only what it has no answer for")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: ask failed answers again")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def pick(names: list[str], spec: str | None) -> list[str]:
+    if not spec:
+        return names
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    chosen = [n for n in names if any(fnmatch.fnmatch(n, w) for w in wanted)]
+    missing = [w for w in wanted if not any(fnmatch.fnmatch(n, w) for n in names)]
+    if missing:
+        raise AskAllError(f"--models: {', '.join(missing)} not registered (registered: {', '.join(names)})")
+    return chosen
+
+
+def open_run(args):
+    """A new run (settings from the options) or a resumed one (settings from its run.json)."""
+    if args.resume:
+        store = RunStore.latest(Path(args.results_dir)) if args.resume == "latest" else RunStore(Path(args.resume))
+        if store is None or not store.meta_file.exists():
+            raise AskAllError(f"no run to resume in {args.resume if args.resume != 'latest' else args.results_dir}")
+        return store, store.read_meta(), True
+    store = RunStore.create(Path(args.results_dir), args.run)
+    settings = {"api_base": args.api_base, "controller": args.controller, "temperature": args.temperature,
+                "max_tokens": args.max_tokens, "seed": args.seed, "repeats": args.repeats, "timeout": args.timeout,
+                "judge": args.judge, "judge_api_base": args.judge_api_base, "models": args.models,
+                "puzzles": args.puzzles, "puzzle_file": str(Path(args.puzzle_file).resolve()) if args.puzzle_file else None}
+    return store, {"run": store.path.name, "settings": settings, "sessions": []}, False
+
+
+def grade_all(store, meta, puzzles, records, overrides) -> list[Graded]:
+    from openai import OpenAI
+
+    s = meta["settings"]
+    by_id = {p.id: p for p in puzzles}
+    judge_client = None
+    if s.get("judge"):
+        judge_client = OpenAI(base_url=s.get("judge_api_base") or s["api_base"],
+                              api_key=os.environ.get(s.get("judge_api_key_env") or "JUDGE_API_KEY", "unused"))
+    judged = store.judged()
+    out = []
+    for rec in sorted(records, key=lambda r: (r["model"], list(by_id).index(r["puzzle"]) if r["puzzle"] in by_id else 99,
+                                              r["repeat"])):
+        p = by_id.get(rec["puzzle"])
+        if p is None:
+            continue
+        chain: list[Verdict] = [grade(p, rec.get("answer"), rec.get("error"))]
+        if judge_client and rec.get("answer") and not rec.get("error"):
+            k = (*key(rec), s["judge"])
+            if k in judged:
+                j = judged[k]["verdict"]
+                chain.append(Verdict(**j))
+            else:
+                from askall.judge import judge
+
+                v = judge(judge_client, s["judge"], p, rec["answer"])
+                store.append_judgement({"model": rec["model"], "puzzle": rec["puzzle"], "repeat": rec["repeat"],
+                                        "judge": s["judge"], "verdict": v.to_dict()})
+                chain.append(v)
+        human = override_for(overrides, meta["run"], rec["model"], rec["puzzle"], int(rec["repeat"]), p.max_score)
+        if human:
+            chain.append(human)
+        usable = [v for v in chain if v.label != "error" or v.source == "rules"]
+        final = usable[-1]
+        out.append(Graded(rec, final, [v for v in chain if v is not final]))
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        store, meta, resumed = open_run(args)
+        s = meta["settings"]
+        puzzles = load_puzzles(s.get("puzzle_file"))
+        if s.get("puzzles"):
+            ids = [x.strip() for x in s["puzzles"].split(",")]
+            unknown = [i for i in ids if i not in {p.id for p in puzzles}]
+            if unknown:
+                raise AskAllError(f"--puzzles: no puzzle {', '.join(unknown)} (have: {', '.join(p.id for p in puzzles)})")
+            puzzles = [p for p in puzzles if p.id in ids]
+        overrides = load_overrides(args.overrides)
+        fleet = discover(s["controller"])
+        registered = [m.name for m in fleet]
+        if resumed:
+            names = [m["name"] for m in meta["models"]]
+            gone = [n for n in names if n not in registered]
+            fleet_names = [n for n in names if n in registered]
+        else:
+            names = pick(registered, s.get("models"))
+            fleet_names, gone = names, []
+            meta["models"] = [{"name": m.name, "worker": m.worker, "info": m.info} for m in fleet if m.name in names]
+            store.write_meta(meta)
+    except (AskAllError, PuzzleFileError) as e:
+        print(f"ask_all: {e}", file=sys.stderr)
+        if "store" in locals() and not resumed and not any(store.path.iterdir()):
+            store.path.rmdir()
+        return 2
+
+    done = {key(r) for r in store.records() if not (args.retry_failed and r.get("error"))}
+    settings = Settings(api_base=s["api_base"], temperature=s["temperature"], max_tokens=s["max_tokens"],
+                        seed=s.get("seed"), repeats=s["repeats"], timeout=s["timeout"])
+    todo = [(m, p.id, r) for m in fleet_names for r in range(settings.repeats) for p in puzzles
+            if (m, p.id, r) not in done]
+    print(f"{'Resuming' if resumed else 'Run'} {store.path} : {len(names)} model(s) × {len(puzzles)} puzzle(s)"
+          f" × {settings.repeats}; {len(todo)} to ask" + (f"; not registered now: {', '.join(gone)}" if gone else ""),
+          file=sys.stderr)
+    for m in gone:  # recorded as failed, so the run can finish and the report says why
+        for r in range(settings.repeats):
+            for p in puzzles:
+                if (m, p.id, r) not in done:
+                    store.append({"model": m, "puzzle": p.id, "repeat": r, "question": p.question, "answer": None,
+                                  "error": "model is no longer registered with the controller"})
+
+    bar = None
+    if not args.no_progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="answer", desc="asking", file=sys.stderr)
+    failed = []
+
+    def on_answer(rec):
+        if rec.get("error"):
+            failed.append(rec)
+        if bar:
+            bar.set_postfix_str(f"{rec['model']}: {rec['puzzle']}" + (" FAILED" if rec.get("error") else ""))
+            bar.update(1)
+
+    timing = run_all(fleet_names, puzzles, settings, store, done, on_answer) if todo else {"wall_s": 0, "busy_s": {}}
+    if bar:
+        bar.close()
+    if todo:
+        meta["sessions"].append(timing)
+        store.write_meta(meta)
+
+    try:
+        graded = grade_all(store, meta, puzzles, store.records(), overrides)
+    except AskAllError as e:
+        print(f"ask_all: {e}", file=sys.stderr)
+        return 2
+    (store.path / "report.md").write_text(markdown(meta, puzzles, graded), encoding="utf-8")
+    (store.path / "report.html").write_text(html_report(meta, puzzles, graded), encoding="utf-8")
+
+    expected = {(m, p.id, r) for m in names for p in puzzles for r in range(settings.repeats)}
+    recs = {key(r): r for r in store.records()}
+    missing = [k for k in expected if k not in recs or recs[k].get("error")]
+    totals = {}
+    for g in graded:
+        totals[g.rec["model"]] = totals.get(g.rec["model"], 0) + g.final.score
+    print("\n".join(f"  {m:34} {totals.get(m, 0):.2f} / {len(puzzles) * settings.repeats}" for m in names), file=sys.stderr)
+    if todo:
+        slowest = max(timing["busy_s"].values()) if timing["busy_s"] else 0
+        print(f"wall time {timing['wall_s']:.1f} s; slowest model's share {slowest:.1f} s", file=sys.stderr)
+    print(f"answers:  {store.answers}\nreport:   {store.path / 'report.md'}\n          {store.path / 'report.html'}")
+    if missing:
+        print(f"ask_all: {len(missing)} answer(s) missing or failed (see the report); "
+              f"`python eval/ask_all.py --resume --retry-failed` asks them again", file=sys.stderr)
+        return 1
+    return 0

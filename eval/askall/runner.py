@@ -1,0 +1,92 @@
+"""Send every puzzle to every model through the OpenAI API.
+
+Models run in parallel, one thread each; within a model, one request at a time, so each
+answer's timings are its own and not shared with the same model's other answers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from askall.puzzles import Puzzle
+from askall.store import RunStore
+
+
+@dataclass
+class Settings:
+    api_base: str
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    repeats: int = 1
+    timeout: float = 600.0
+    api_key: str = "unused"
+
+
+def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dict:
+    """One streamed chat completion, timed; errors are recorded, never raised."""
+    rec = {"model": model, "puzzle": puzzle.id, "repeat": repeat, "question": puzzle.question,
+           "answer": None, "finish_reason": None, "ttft_s": None, "latency_s": None,
+           "prompt_tokens": None, "completion_tokens": None, "decode_tps": None, "error": None,
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t_start": time.time(), "t_end": None}
+    extra = {"seed": s.seed + repeat} if s.seed is not None else {}
+    t0 = time.perf_counter()
+    pieces = []
+    try:
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": puzzle.question}], stream=True,
+            temperature=s.temperature, max_tokens=s.max_tokens, timeout=s.timeout, **extra)
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            c = chunk.choices[0]
+            if c.delta and c.delta.content:
+                if rec["ttft_s"] is None:
+                    rec["ttft_s"] = round(time.perf_counter() - t0, 4)
+                pieces.append(c.delta.content)
+            if c.finish_reason:
+                rec["finish_reason"] = c.finish_reason
+                if getattr(chunk, "usage", None):
+                    rec["prompt_tokens"] = chunk.usage.prompt_tokens
+                    rec["completion_tokens"] = chunk.usage.completion_tokens
+    except Exception as e:  # API errors, a worker that vanished, timeouts: all recorded per answer
+        rec["error"] = f"{type(e).__name__}: {e}"
+    rec["latency_s"] = round(time.perf_counter() - t0, 4)
+    rec["t_end"] = time.time()
+    rec["answer"] = "".join(pieces) if (pieces or not rec["error"]) else None
+    if rec["error"] is None and rec["finish_reason"] is None:
+        rec["error"] = "the stream ended without a finish reason (the worker may have stopped)"
+    n, ttft = rec["completion_tokens"], rec["ttft_s"]
+    if n and n > 1 and ttft is not None and rec["latency_s"] > ttft:
+        rec["decode_tps"] = round((n - 1) / (rec["latency_s"] - ttft), 3)
+    return rec
+
+
+def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunStore,
+            done: set, on_answer=None) -> dict:
+    """Ask what is not in `done`; returns {"wall_s", "busy_s": {model: seconds}}."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=s.api_base, api_key=s.api_key, max_retries=0)
+    lock = threading.Lock()
+    busy = {m: 0.0 for m in models}
+
+    def work(model: str) -> None:
+        for rep in range(s.repeats):
+            for p in puzzles:
+                if (model, p.id, rep) in done:
+                    continue
+                rec = ask_one(client, model, p, rep, s)
+                with lock:
+                    store.append(rec)
+                    busy[model] += rec["latency_s"]
+                    if on_answer:
+                        on_answer(rec)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, len(models)), thread_name_prefix="ask") as pool:
+        for f in [pool.submit(work, m) for m in models]:
+            f.result()
+    return {"wall_s": round(time.perf_counter() - t0, 3), "busy_s": {m: round(v, 3) for m, v in busy.items()}}
