@@ -90,36 +90,51 @@ def _usage(content: dict):
     return UsageInfo.model_validate(content["usage"]) if content.get("usage") else None
 
 
+class _StreamFailed(Exception):
+    def __init__(self, event: str):
+        self.event = event
+
+
+async def _worker_deltas(gen_params: dict, worker_addr: str, model_name: str):
+    """(new text, worker frame) per frame; a worker error, or a worker gone mid-answer, raises _StreamFailed."""
+    from fastchat.constants import ErrorCode
+    from fastchat.serve import openai_api_server as upstream
+
+    previous = ""
+    try:
+        async for content in upstream.generate_completion_stream(gen_params, worker_addr):
+            if content["error_code"] != 0:
+                raise _StreamFailed(_error_event(content["text"], content["error_code"]))
+            decoded = content["text"].replace("\ufffd", "")
+            delta = decoded[len(previous):]
+            previous = decoded if len(decoded) > len(previous) else previous
+            yield delta, content
+    except _StreamFailed:
+        raise
+    except Exception as e:
+        raise _StreamFailed(_error_event(f"worker for '{model_name}' failed mid-answer: {type(e).__name__}: {e}",
+                                         ErrorCode.INTERNAL_ERROR)) from None
+
+
 async def chat_completion_stream_generator(model_name: str, gen_params: dict, n: int, worker_addr: str):
     """FastChat's generator, with the three changes listed in the module docstring."""
     import shortuuid
-    from fastchat.constants import ErrorCode
     from fastchat.protocol.openai_api_protocol import ChatCompletionResponseStreamChoice, DeltaMessage
-    from fastchat.serve import openai_api_server as upstream
 
     chunk_id = f"chatcmpl-{shortuuid.random()}"
     finish_events = []
     for i in range(n):
         yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
             ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(role="assistant"), finish_reason=None)]))
-        previous_text, content = "", {}
+        content = {}
         try:
-            async for content in upstream.generate_completion_stream(gen_params, worker_addr):
-                if content["error_code"] != 0:
-                    yield _error_event(content["text"], content["error_code"])
-                    yield "data: [DONE]\n\n"
-                    return
-                decoded = content["text"].replace("\ufffd", "")
-                delta = decoded[len(previous_text):]
-                previous_text = decoded if len(decoded) > len(previous_text) else previous_text
-                finish = content.get("finish_reason")
+            async for delta, content in _worker_deltas(gen_params, worker_addr, model_name):
                 if delta:
                     yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
                         ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(content=delta),
                                                            finish_reason=None)]))
-        except Exception as e:  # the worker went away mid-answer
-            yield _error_event(f"worker for '{model_name}' failed mid-answer: {type(e).__name__}: {e}",
-                               ErrorCode.INTERNAL_ERROR)
+        except _StreamFailed as f:
+            yield f.event
             yield "data: [DONE]\n\n"
             return
         finish_events.append(ChatStreamChunk(id=chunk_id, model=model_name, usage=_usage(content), choices=[
@@ -133,7 +148,6 @@ async def chat_completion_stream_generator(model_name: str, gen_params: dict, n:
 async def generate_completion_stream_generator(request, n: int, worker_addr: str):
     """FastChat's /v1/completions stream, with the same changes."""
     import shortuuid
-    from fastchat.constants import ErrorCode
     from fastchat.protocol.openai_api_protocol import CompletionResponseStreamChoice
     from fastchat.serve import openai_api_server as upstream
 
@@ -141,29 +155,21 @@ async def generate_completion_stream_generator(request, n: int, worker_addr: str
     finish_events = []
     for text in request.prompt:
         for i in range(n):
-            previous_text, content = "", {}
             gen_params = await upstream.get_gen_params(
                 request.model, worker_addr, text, temperature=request.temperature, top_p=request.top_p,
                 top_k=request.top_k, presence_penalty=request.presence_penalty,
                 frequency_penalty=request.frequency_penalty, max_tokens=request.max_tokens,
                 logprobs=request.logprobs, echo=request.echo, stop=request.stop)
+            content = {}
             try:
-                async for content in upstream.generate_completion_stream(gen_params, worker_addr):
-                    if content["error_code"] != 0:
-                        yield _error_event(content["text"], content["error_code"])
-                        yield "data: [DONE]\n\n"
-                        return
-                    decoded = content["text"].replace("\ufffd", "")
-                    delta = decoded[len(previous_text):]
-                    previous_text = decoded if len(decoded) > len(previous_text) else previous_text
+                async for delta, content in _worker_deltas(gen_params, worker_addr, request.model):
                     if delta:
                         yield _sse(CompletionStreamChunk(id=chunk_id, model=request.model, choices=[
                             CompletionResponseStreamChoice(
                                 index=i, text=delta, finish_reason=None,
                                 logprobs=upstream.create_openai_logprobs(content.get("logprobs")))]))
-            except Exception as e:
-                yield _error_event(f"worker for '{request.model}' failed mid-answer: {type(e).__name__}: {e}",
-                                   ErrorCode.INTERNAL_ERROR)
+            except _StreamFailed as f:
+                yield f.event
                 yield "data: [DONE]\n\n"
                 return
             finish_events.append(CompletionStreamChunk(id=chunk_id, model=request.model, usage=_usage(content), choices=[
