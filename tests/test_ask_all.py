@@ -74,6 +74,27 @@ def test_full_run_writes_jsonl_and_both_reports(fleet, tmp_path):
     assert "wall time" in r.stderr and "report:" in r.stdout
 
 
+def test_human_overrides_win_and_a_judge_grades_too(fleet, tmp_path):
+    r = ask_all(fleet, tmp_path, "--models", QWEN, "--puzzles", "winter-summer,mingming-baibai", "--max-tokens", "64",
+                "--judge", SMALL, "--run", "judged")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "results" / "judged"
+    judged = lines(run / "judgements.jsonl")
+    assert {(j["puzzle"], j["judge"]) for j in judged} == {("winter-summer", SMALL), ("mingming-baibai", SMALL)}
+    md = (run / "report.md").read_text()
+    assert f"judge:{SMALL}" in md  # its verdict, or its failure to give one, is shown, not hidden
+
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text(f'[[override]]\nmodel = "{QWEN}"\npuzzle = "mingming-baibai"\nscore = 1.0\n'
+                         f'reason = "a human read it"\n')
+    again = ask_all(fleet, tmp_path, "--resume", "--overrides", str(overrides))
+    assert again.returncode == 0 and "0 to ask" in again.stderr
+    assert len(lines(run / "judgements.jsonl")) == 2  # judged once, not again on resume
+    md = (run / "report.md").read_text()
+    assert "verdict (human): human: a human read it" in md
+    assert f"| {QWEN} | " in md and " | 1.00 | " in md.split("## Scores")[1].split("## Speed")[0]
+
+
 def test_bad_input_gives_one_line_errors(fleet, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[puzzle]]\nid = "x"\nquestion = "q"\n')

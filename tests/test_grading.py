@@ -150,3 +150,13 @@ def test_malformed_puzzle_files_name_the_problem(tmp_path):
     f.write_text('title = "nothing"\n')
     with pytest.raises(PuzzleFileError, match="no \\[\\[puzzle\\]\\] tables"):
         load_puzzles(f)
+
+
+def test_judge_reply_parsing():
+    from askall.judge import parse_reply
+
+    assert parse_reply('好的。{"score": 0.5, "reason": "只答对了冬天"}') == (0.5, "只答对了冬天")
+    with pytest.raises(ValueError, match="no JSON object"):
+        parse_reply("I think it is right.")
+    with pytest.raises(ValueError, match="outside 0..1"):
+        parse_reply('{"score": 7, "reason": "x"}')
