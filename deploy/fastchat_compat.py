@@ -19,13 +19,6 @@ the moment the upstream code we replace changes.
    middleware reads it from the request body into a context variable, and a wrapper
    around `get_gen_params` adds it to the parameters sent to the worker (our llama.cpp
    worker and the transformers worker both honour it).
-
-3. Chat templates in the web UI. `gradio_web_server.State` looks a template up
-   by *model name* through the adapter table and silently falls back to
-   `one_shot` for names no adapter matches. We replace that lookup, in the
-   web UI process only, with the template the model's worker reports, which
-   is the one configured in model_paths.toml; the API server already asks
-   the worker, so both paths now agree.
 """
 from __future__ import annotations
 
@@ -33,8 +26,6 @@ import inspect
 import json
 import logging
 from contextvars import ContextVar
-
-import requests
 
 log = logging.getLogger("deploy.fastchat_compat")
 
@@ -44,7 +35,6 @@ UPSTREAM = {
         "a996d8825d1d1be8c499b1bed9765e1605f0b6f2f65569cd83d2c001dbfd1df8",
     "openai_api_server.generate_completion_stream_generator":
         "bbc20ccff152a7887ae9b7108ea288bb0102569fece50c08d84b94198bcd2c1e",
-    "gradio_web_server.State.__init__": "8c1aa3f606a502a5b268a11141adc52182148fd869569b579b50b76d1b73cf79",
     "openai_api_server.get_gen_params": "cb39771052ec96e6775ac06142812291a69ee913992d65e6c47d95c1dae01137",
 }
 
@@ -56,10 +46,10 @@ class UpstreamChanged(RuntimeError):
 def _source_sha(qualname: str) -> str:
     import hashlib
 
-    from fastchat.serve import gradio_web_server, openai_api_server
+    from fastchat.serve import openai_api_server
 
     mod, _, attr = qualname.partition(".")
-    obj = {"openai_api_server": openai_api_server, "gradio_web_server": gradio_web_server}[mod]
+    obj = {"openai_api_server": openai_api_server}[mod]
     for part in attr.split("."):
         obj = getattr(obj, part)
     obj = getattr(obj, "_fleet_original", obj)
@@ -266,31 +256,6 @@ def patch_seed_passthrough() -> None:
     get_gen_params._fleet_original = current
     openai_api_server.get_gen_params = get_gen_params
     openai_api_server.app.add_middleware(SeedFromBody)
-
-
-class WorkerTemplates:
-    """model name -> the Conversation its worker serves, fetched from the controller/worker."""
-
-    def __init__(self, controller_url: str):
-        self.controller_url = controller_url.rstrip("/")
-
-    def __call__(self, model_name: str):
-        from deploy.templates import conversation_from_dict
-
-        addr = requests.post(f"{self.controller_url}/get_worker_address", json={"model": model_name},
-                             timeout=10).json()["address"]
-        if not addr:
-            raise RuntimeError(f"model '{model_name}' has no registered worker; it may have stopped. "
-                               f"Check `python -m deploy status` and the worker's log in logs/.")
-        conv = requests.post(f"{addr}/worker_get_conv_template", timeout=10).json()["conv"]
-        return conversation_from_dict(conv)
-
-
-def patch_webui_templates(controller_url: str) -> None:
-    from fastchat.serve import gradio_web_server
-
-    check_upstream()
-    gradio_web_server.get_conversation_template = WorkerTemplates(controller_url)
 
 
 def patch_api_server() -> None:

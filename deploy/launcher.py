@@ -119,7 +119,7 @@ def run_worker(name: str, registry_path: str | None = None, register: bool = Tru
         raise
     from deploy.worker_app import create_worker_app
 
-    app = create_worker_app(worker, register=register, info=worker_info(entry, lim))
+    app = create_worker_app(worker, register=register, info=worker_info(entry, lim), on_shutdown=lim.release)
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend.value, reg.deployment.host, entry.port)
     uvicorn.run(app, host=reg.deployment.host, port=entry.port, log_level="warning")
     return 0

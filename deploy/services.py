@@ -1,12 +1,9 @@
-"""Run FastChat's own API server and web UI with our compat shims applied.
-
-Both are FastChat's code as shipped; we only feed them the addresses from
-model_paths.toml and apply deploy/fastchat_compat.py first.
-"""
+"""Run the API server (FastChat's, with deploy/fastchat_compat.py applied) and the web UI
+(ours, deploy/webui/, on FastChat's controller, workers, templates and monitor code),
+at the addresses in model_paths.toml."""
 from __future__ import annotations
 
 import ipaddress
-import runpy
 import sys
 
 from deploy.config import load_registry
@@ -35,18 +32,50 @@ def run_api_server(registry: str | None = None) -> int:
     return 0
 
 
-def run_webui(registry: str | None = None, auth_file: str | None = None) -> int:
-    from deploy.fastchat_compat import patch_webui_templates
+def parse_auth(path: str) -> list[tuple[str, str]]:
+    """'user:password' pairs, comma or newline separated (FastChat's --gradio-auth-path format)."""
+    pairs = []
+    for item in open(path, encoding="utf-8").read().replace("\n", ",").split(","):
+        if item.strip():
+            user, sep, pw = item.strip().partition(":")
+            if not sep or not user or not pw:
+                raise ValueError(f"{path}: '{item.strip()}' is not user:password")
+            pairs.append((user, pw))
+    if not pairs:
+        raise ValueError(f"{path}: no user:password pairs")
+    return pairs
 
-    d = load_registry(registry).deployment
+
+def run_webui(registry: str | None = None, auth_file: str | None = None) -> int:
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    from deploy.fleet import root_of
+    from deploy.webui.app import create_webui
+    from deploy.webui.fleet_client import FleetClient
+    from deploy.webui.votes import VoteLog
+
+    reg = load_registry(registry)
+    d = reg.deployment
     if not _is_loopback(d.host) and not auth_file:
         print(f"ERROR: the web UI would be reachable by anyone on {d.host} without a login. "
               f"Fix: pass --auth-file FILE with 'user:password' pairs, or bind to 127.0.0.1.", file=sys.stderr)
         return 78
-    patch_webui_templates(d.controller_url)
-    sys.argv = ["gradio_web_server_multi", "--host", d.host, "--port", str(d.webui_port),
-                "--controller-url", d.controller_url, "--model-list-mode", "reload"]
-    if auth_file:
-        sys.argv += ["--gradio-auth-path", auth_file]
-    runpy.run_module("fastchat.serve.gradio_web_server_multi", run_name="__main__", alter_sys=True)
+    try:
+        auth = parse_auth(auth_file) if auth_file else None
+    except (OSError, ValueError) as e:
+        print(f"ERROR: {e}. Fix: write one user:password per line.", file=sys.stderr)
+        return 78
+    import gradio as gr
+    import uvicorn
+    from fastapi import FastAPI
+
+    from deploy.webui.offline import OfflinePage
+
+    votes = VoteLog(root_of(registry) / d.log_dir / "votes")
+    demo = create_webui(FleetClient(d.controller_url), votes).queue(default_concurrency_limit=16)
+    demo.show_api = False
+    app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth)
+    app.add_middleware(OfflinePage)
+    uvicorn.run(app, host=d.host, port=d.webui_port, log_level="warning")
     return 0

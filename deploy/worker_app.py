@@ -22,9 +22,10 @@ async def _call(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def create_worker_app(worker, register: bool = True, info: dict | None = None) -> FastAPI:
+def create_worker_app(worker, register: bool = True, info: dict | None = None, on_shutdown=None) -> FastAPI:
     """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
-    FastChat's own clients never call it."""
+    FastChat's own clients never call it. `on_shutdown` runs when uvicorn shuts down gracefully:
+    uvicorn then re-raises SIGTERM, so atexit handlers would never run."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
@@ -35,6 +36,8 @@ def create_worker_app(worker, register: bool = True, info: dict | None = None) -
         close = getattr(worker, "close", None)
         if close:
             await _call(close)
+        if on_shutdown:
+            on_shutdown()
 
     app = FastAPI(lifespan=lifespan, title=f"FastChat worker: {', '.join(worker.model_names)}")
     app.state.worker = worker

@@ -51,6 +51,20 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """A crash: SIGKILL, no graceful shutdown (uvicorn would let in-flight answers finish)."""
+        if self.p.poll() is None:
+            cgroups = _fleet_cgroups(self.p.pid)
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+            for d in cgroups:  # a killed worker cannot remove its own memory cgroup
+                for _ in range(50):
+                    try:
+                        d.rmdir()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+
     def stop(self, timeout: float = 15) -> None:
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGTERM)
@@ -60,6 +74,19 @@ class Proc:
                 os.killpg(self.p.pid, signal.SIGKILL)
                 self.p.wait()
         self._fh.close()
+
+
+def _fleet_cgroups(pid: int) -> list[Path]:
+    out = []
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "/fleet-" in path:
+                root = Path("/sys/fs/cgroup/memory") if "memory" in controllers.split(",") else Path("/sys/fs/cgroup")
+                out.append(root / path.lstrip("/"))
+    except OSError:
+        pass
+    return out
 
 
 def wait_for(pred, timeout: float, what: str, proc: Proc | None = None, every: float = 0.5):
@@ -141,6 +168,14 @@ class Stack:
 
     def start_worker(self, name: str, env: dict | None = None) -> Proc:
         return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name], env)
+
+    @property
+    def webui_url(self) -> str:
+        return f"http://127.0.0.1:{self.webui_port}"
+
+    def start_webui(self) -> None:
+        w = self.start("webui", [PY, "-m", "deploy", "webui"])
+        wait_for(lambda: _ok(self.webui_url, method="get"), 90, "web UI", w)
 
     def start_api(self) -> None:
         a = self.start("api", [PY, "-m", "deploy", "api-server"])

@@ -132,7 +132,7 @@ def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
     p = ask_all(fleet, tmp_path, "--max-tokens", "128", "--run", "failing", wait=False)
     answers = tmp_path / "results" / "failing" / "answers.jsonl"
     wait_for(lambda: any(x["model"] == "doomed" for x in lines(answers)), 300, "doomed's first answer")
-    fleet.procs["worker-doomed"].stop()
+    fleet.procs["worker-doomed"].kill()
     out, err = p.communicate(timeout=600)
     assert p.returncode == 1, err
     recs = lines(answers)

@@ -83,19 +83,6 @@ def test_patch_is_applied_once():
     fastchat_compat.check_upstream()  # still checks the original it replaced
 
 
-def test_webui_template_lookup_replaced():
-    from fastchat.serve import gradio_web_server
-
-    original = gradio_web_server.get_conversation_template
-    try:
-        fastchat_compat.patch_webui_templates("http://127.0.0.1:1")
-        assert isinstance(gradio_web_server.get_conversation_template, fastchat_compat.WorkerTemplates)
-    finally:
-        gradio_web_server.get_conversation_template = original
-    # what the web UI did before: an unknown name silently becomes one_shot
-    assert original("smollm2-135m-instruct").name == "one_shot"
-
-
 def test_seed_reaches_the_worker_params():
     from fastchat.serve import openai_api_server
 

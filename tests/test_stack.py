@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import QWEN, QWEN_HF, SMALL
-from deploy.fastchat_compat import WorkerTemplates
+from deploy.webui.fleet_client import FleetClient
 
 pytestmark = pytest.mark.slow
 SERVED = [SMALL, QWEN, QWEN_HF]
@@ -85,7 +85,7 @@ def test_both_paths_use_the_configured_template(stack):
         addr = requests.post(stack.controller + "/get_worker_address", json={"model": m["name"]}).json()["address"]
         served = requests.post(addr + "/worker_get_conv_template").json()["conv"]
         assert served["name"] == m["chat_template"]
-        assert WorkerTemplates(stack.controller)(m["name"]).name == m["chat_template"]  # the web UI's lookup
+        assert FleetClient(stack.controller).conversation(m["name"]).name == m["chat_template"]  # the web UI's lookup
 
 
 def test_llamacpp_worker_batches_concurrent_requests(client):

@@ -1,0 +1,134 @@
+"""Votes: logged durably in FastChat's own conversation-log format, and rated with FastChat's
+monitor code (Bradley–Terry fit with bootstrap confidence intervals, online Elo, pairwise wins).
+
+A log line is what FastChat's arena writes (`{"tstamp", "type", "models", "states", "ip"}`,
+in `YYYY-MM-DD-conv.json` files), so `fastchat.serve.monitor` tools read these files too.
+FastChat's `clean_battle_data` is not used for the leaderboard: it drops any battle whose text
+mentions e.g. "alibaba" or "chatglm" (identity leaks on LMSYS's public arena), which would drop
+every Qwen answer that introduces itself.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+VOTE_TYPES = {"leftvote": "model_a", "rightvote": "model_b", "tievote": "tie", "bothbad_vote": "tie (bothbad)"}
+
+
+def state_dict(conv, conv_id: str, model_name: str) -> dict:
+    """FastChat's gradio State.dict(): the conversation plus its id and model."""
+    d = conv.dict()
+    d.update({"conv_id": conv_id, "model_name": model_name})
+    return d
+
+
+@dataclass
+class Leaderboard:
+    ratings: list[dict]       # model, rating (BT), ci_low, ci_high, elo (online), battles, wins
+    pairwise: list[list]      # header row + one row per model: share of battles row beat column
+    n_votes: int
+
+
+class VoteLog:
+    def __init__(self, folder: Path, bootstrap_rounds: int = 200):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rounds = bootstrap_rounds
+        self._lock = threading.Lock()
+        self._cache: tuple[tuple, Leaderboard] | None = None
+
+    def _file(self) -> Path:
+        return self.folder / f"{datetime.date.today():%Y-%m-%d}-conv.json"
+
+    def record(self, vote_type: str, models: list[str], states: list[dict], ip: str, anony: bool) -> dict:
+        if vote_type not in VOTE_TYPES:
+            raise ValueError(f"unknown vote {vote_type}")
+        row = {"tstamp": round(datetime.datetime.now().timestamp(), 4), "type": vote_type,
+               "models": ["", ""] if anony else list(models), "states": states, "ip": ip}
+        with self._lock, open(self._file(), "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return row
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("*-conv.json"))
+
+    def battles(self) -> list[dict]:
+        out = []
+        for path in self.files():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if row.get("type") not in VOTE_TYPES:
+                    continue
+                names = [s.get("model_name") for s in row["states"]] if row["models"][0] == "" else row["models"]
+                if None in names or "" in names or names[0] == names[1]:
+                    continue
+                out.append({"model_a": names[0], "model_b": names[1], "winner": VOTE_TYPES[row["type"]],
+                            "anony": row["models"][0] == "", "tstamp": row["tstamp"]})
+        return out
+
+    def leaderboard(self) -> Leaderboard:
+        """Recomputed only when a log file changed."""
+        sig = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.files())
+        if self._cache and self._cache[0] == sig:
+            return self._cache[1]
+        lb = self._compute(self.battles())
+        self._cache = (sig, lb)
+        return lb
+
+    def _compute(self, battles: list[dict]) -> Leaderboard:
+        import numpy as np
+        import pandas as pd
+        from fastchat.serve.monitor.elo_analysis import (
+            compute_elo,
+            compute_elo_mle_with_tie,
+            compute_pairwise_win_fraction,
+        )
+
+        if not battles:
+            return Leaderboard([], [], 0)
+        df = pd.DataFrame(battles)
+        models = sorted(set(df.model_a) | set(df.model_b))
+        bt = _safe_bt(compute_elo_mle_with_tie, df, models)
+        rng = np.random.default_rng(0)
+        samples = []
+        for _ in range(self.rounds):
+            sample = df.iloc[rng.integers(0, len(df), len(df))].reset_index(drop=True)
+            samples.append(_safe_bt(compute_elo_mle_with_tie, sample, models))
+        boot = pd.DataFrame(samples)[models]
+        elo = compute_elo(df)
+        ratings = []
+        for m in models:
+            mine = df[(df.model_a == m) | (df.model_b == m)]
+            wins = int(((df.model_a == m) & (df.winner == "model_a")).sum() + ((df.model_b == m) & (df.winner == "model_b")).sum())
+            ratings.append({"model": m, "rating": round(float(bt[m]), 1),
+                            "ci_low": round(float(boot[m].quantile(0.025)), 1),
+                            "ci_high": round(float(boot[m].quantile(0.975)), 1),
+                            "elo": round(float(elo.get(m, 1000)), 1), "battles": int(len(mine)), "wins": wins})
+        ratings.sort(key=lambda r: -r["rating"])
+        order = [r["model"] for r in ratings]
+        try:
+            frac = compute_pairwise_win_fraction(df, None).reindex(index=order, columns=order)
+        except Exception:
+            frac = pd.DataFrame(index=order, columns=order)
+        pairwise = [["model \\ beat →"] + order]
+        for a in order:
+            pairwise.append([a] + ["–" if pd.isna(frac.loc[a, b]) else f"{float(frac.loc[a, b]):.2f}" for b in order])
+        return Leaderboard(ratings, pairwise, len(df))
+
+
+def _safe_bt(fit, df, models) -> dict:
+    """FastChat's BT fit needs both outcomes in the data; with too few votes, everyone stays at 1000."""
+    try:
+        s = fit(df)
+        return {m: float(s.get(m, 1000.0)) for m in models}
+    except ValueError:
+        return {m: 1000.0 for m in models}

@@ -1,0 +1,55 @@
+"""Votes: FastChat's log format, and ratings from FastChat's monitor code."""
+from deploy.templates import conversation_for
+from deploy.webui.votes import VoteLog, state_dict
+
+
+def states(a, b, question="你好"):
+    out = []
+    for m in (a, b):
+        c = conversation_for("qwen2.5")
+        c.append_message(c.roles[0], question)
+        c.append_message(c.roles[1], f"{m} says hi")
+        out.append(state_dict(c, f"id-{m}", m))
+    return out
+
+
+def test_votes_are_fastchat_conv_logs(tmp_path):
+    from fastchat.serve.monitor.clean_battle_data import read_file
+
+    log = VoteLog(tmp_path)
+    log.record("leftvote", ["a", "b"], states("a", "b"), "127.0.0.1", anony=False)
+    log.record("tievote", ["a", "b"], states("a", "b"), "127.0.0.1", anony=True)
+    (path,) = log.files()
+    assert path.name.endswith("-conv.json")
+    rows = read_file(str(path))  # FastChat's own reader
+    assert [r["type"] for r in rows] == ["leftvote", "tievote"]
+    assert rows[1]["models"] == ["", ""] and rows[1]["states"][0]["model_name"] == "a"
+    assert [(b["model_a"], b["model_b"], b["winner"], b["anony"]) for b in log.battles()] == [
+        ("a", "b", "model_a", False), ("a", "b", "tie", True)]
+
+
+def test_leaderboard_ranks_with_intervals_and_pairwise_wins(tmp_path):
+    log = VoteLog(tmp_path, bootstrap_rounds=50)
+    for kind, pair in [("leftvote", ("a", "b"))] * 4 + [("rightvote", ("b", "a"))] * 2 + \
+                      [("leftvote", ("b", "a")), ("tievote", ("a", "b")), ("leftvote", ("b", "c")), ("rightvote", ("a", "c"))]:
+        log.record(kind, list(pair), states(*pair), "127.0.0.1", anony=False)
+    lb = log.leaderboard()
+    assert lb.n_votes == 10
+    order = [r["model"] for r in lb.ratings]
+    assert order.index("a") < order.index("b")
+    for r in lb.ratings:
+        assert r["ci_low"] <= r["rating"] <= r["ci_high"]
+    a = next(r for r in lb.ratings if r["model"] == "a")
+    assert (a["battles"], a["wins"]) == (9, 6)
+    header, *rows = lb.pairwise
+    row_a = next(r for r in rows if r[0] == "a")
+    assert row_a[header.index("b")] == f"{6 / 8:.2f}"  # a beat b in 6 of 8 a-b battles (the tie counts for neither)
+    assert log.leaderboard() is lb  # cached until the log changes
+
+
+def test_one_vote_is_enough_to_show_something(tmp_path):
+    log = VoteLog(tmp_path, bootstrap_rounds=10)
+    assert log.leaderboard().ratings == []
+    log.record("leftvote", ["a", "b"], states("a", "b"), "", anony=False)
+    lb = log.leaderboard()
+    assert {r["model"] for r in lb.ratings} == {"a", "b"} and lb.n_votes == 1
