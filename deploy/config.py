@@ -99,6 +99,8 @@ class ModelEntry(BaseModel):
     context_length: int = Field(default=4096, ge=128, description="Tokens per request (prompt + answer).")
     concurrency: int = Field(default=4, ge=1, le=64, description="Requests served at once (llama.cpp batches them).")
     threads: int | None = Field(default=None, ge=1, description="Compute threads; default: number of cores.")
+    stream_interval_ms: int = Field(default=50, ge=0, le=1000,
+                                    description="llama.cpp: send streamed text at most this often (0: every token).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="transformers weights dtype; auto means float32 on CPU.")
     trust_remote_code: bool = Field(

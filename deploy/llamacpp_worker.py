@@ -44,6 +44,8 @@ def engine_request(params: dict, stream: bool) -> dict:
         "stream": stream,
         "cache_prompt": True,
     }
+    if params.get("ignore_eos"):  # benchmarks: a fixed number of tokens (FastChat's API never sends it)
+        body["ignore_eos"] = True
     if params.get("seed") is not None:
         body["seed"] = int(params["seed"])
         # A reused prompt cache changes the batch shapes, and so the logits' last bits, and so
@@ -69,6 +71,7 @@ class LlamaCppWorker(BaseModelWorker):
         params.n_threads_http = 1
         self.engine = xllamacpp.Server(params)
         self.context_len = entry.context_length
+        self.frame_interval = entry.stream_interval_ms / 1000
         self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
         self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60)
 
@@ -103,6 +106,7 @@ class LlamaCppWorker(BaseModelWorker):
         loop.run_in_executor(self._pool, run)
         text = params["prompt"] if params.get("echo") else ""
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        last_sent, sent_text = 0.0, None
         try:
             while (item := await queue.get()) is not _DONE:
                 if "error" in item or "choices" not in item:
@@ -118,8 +122,16 @@ class LlamaCppWorker(BaseModelWorker):
                 elif choice.get("text"):
                     usage["completion_tokens"] += 1
                     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                yield _frame({"text": text, "error_code": 0, "usage": usage,
-                              "finish_reason": choice.get("finish_reason")})
+                finish = choice.get("finish_reason")
+                now = loop.time()
+                # Coalesce tokens into frames at most every stream_interval_ms: every frame costs
+                # a wake-up and JSON work in this worker, the API server and the client, CPU the
+                # engine's threads lose on a small machine. The first text and the end go at once.
+                if finish is None and (text == (sent_text or "") or
+                                       (sent_text and now - last_sent < self.frame_interval)):
+                    continue
+                last_sent, sent_text = now, text
+                yield _frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish})
         finally:
             cancelled.set()
 

@@ -1,0 +1,171 @@
+"""Processes we start and stop ourselves, by PID, on loopback: a controller, workers, the
+API server and the web UI from a registry of our own. Used by the tests and the benchmark."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import tomlkit
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A process we started, in its own session so we can stop its whole group."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        self.log = log
+        self._fh = open(log, "wb")
+        self.p = subprocess.Popen(args, stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                  start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no graceful shutdown (uvicorn would let in-flight answers finish)."""
+        if self.p.poll() is None:
+            cgroups = _fleet_cgroups(self.p.pid)
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+            for d in cgroups:  # a killed worker cannot remove its own memory cgroup
+                for _ in range(50):
+                    try:
+                        d.rmdir()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self._fh.close()
+
+
+def _fleet_cgroups(pid: int) -> list[Path]:
+    out = []
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "/fleet-" in path:
+                root = Path("/sys/fs/cgroup/memory") if "memory" in controllers.split(",") else Path("/sys/fs/cgroup")
+                out.append(root / path.lstrip("/"))
+    except OSError:
+        pass
+    return out
+
+
+def wait_for(pred, timeout: float, what: str, proc: Proc | None = None, every: float = 0.5):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        if proc is not None and proc.p.poll() is not None:
+            raise AssertionError(f"{what}: process exited with {proc.p.returncode}:\n{proc.output()[-3000:]}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f"\n{proc.output()[-3000:]}" if proc else ""))
+
+
+def write_registry(path: Path, models: list[dict], controller_port: int, api_port: int, webui_port: int) -> Path:
+    doc = tomlkit.document()
+    doc["deployment"] = {"host": "127.0.0.1", "controller_port": controller_port, "api_port": api_port,
+                         "webui_port": webui_port, "log_dir": "logs"}
+    aot = tomlkit.aot()
+    for m in models:
+        aot.append(tomlkit.item(m))
+    doc["models"] = aot
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+class Stack:
+    """Controller + workers + API server from a registry of our own, on free loopback ports."""
+
+    def __init__(self, tmp: Path, models: list[dict]):
+        self.tmp = tmp
+        self.controller_port, self.api_port, self.webui_port = free_port(), free_port(), free_port()
+        self.registry = write_registry(tmp / "model_paths.toml", models, self.controller_port,
+                                       self.api_port, self.webui_port)
+        self.env = {"FLEET_REGISTRY": str(self.registry)}
+        self.models = models
+        self.procs: dict[str, Proc] = {}
+
+    @property
+    def controller(self) -> str:
+        return f"http://127.0.0.1:{self.controller_port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/v1"
+
+    def start(self, key: str, args: list[str], env: dict | None = None) -> Proc:
+        p = Proc(args, self.tmp / f"{key}.log", {**self.env, **(env or {})})
+        self.procs[key] = p
+        return p
+
+    def start_controller(self) -> None:
+        c = self.start("controller", [PY, "-m", "fastchat.serve.controller", "--host", "127.0.0.1",
+                                      "--port", str(self.controller_port)])
+        wait_for(lambda: _ok(self.controller + "/list_models"), 30, "controller", c)
+
+    def start_worker(self, name: str, env: dict | None = None) -> Proc:
+        return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name], env)
+
+    @property
+    def webui_url(self) -> str:
+        return f"http://127.0.0.1:{self.webui_port}"
+
+    def start_webui(self) -> None:
+        w = self.start("webui", [PY, "-m", "deploy", "webui"])
+        wait_for(lambda: _ok(self.webui_url, method="get"), 90, "web UI", w)
+
+    def start_api(self) -> None:
+        a = self.start("api", [PY, "-m", "deploy", "api-server"])
+        wait_for(lambda: _ok(self.api_base + "/models", method="get"), 60, "API server", a)
+
+    def registered(self) -> set[str]:
+        try:
+            return set(requests.post(self.controller + "/list_models", timeout=3).json()["models"])
+        except (requests.RequestException, ValueError):
+            return set()
+
+    def wait_registered(self, names: list[str], timeout: float = 180) -> None:
+        wait_for(lambda: set(names) <= self.registered(), timeout, f"{names} to register")
+
+    def stop(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            p.stop()
+
+
+def _ok(url: str, method: str = "post") -> bool:
+    try:
+        return getattr(requests, method)(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
