@@ -102,7 +102,7 @@ class ModelEntry(BaseModel):
     stream_interval_ms: int = Field(default=50, ge=0, le=1000,
                                     description="llama.cpp: send streamed text at most this often (0: every token).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="transformers weights dtype; auto means float32 on CPU.")
+        default="auto", description="transformers weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32.")
     trust_remote_code: bool = Field(
         default=False, description="Allow the model folder's own Python code (Qwen-7B-Chat, ChatGLM3 need it).")
     source: str = Field(default="", description="Where the model came from, e.g. modelscope:qwen/Qwen-7B-Chat.")

@@ -28,8 +28,14 @@ def test_entry_budget_is_the_estimate_plus_margin(tmp_path):
     e = build_entry("qwen/Qwen-7B-Chat", folder, 21010, [0, 1], {})
     assert e["name"] == "qwen-7b-chat" and e["chat_template"] == "qwen-7b-chat" and e["trust_remote_code"]
     assert e["source"] == "modelscope:qwen/Qwen-7B-Chat" and e["backend"] == "transformers"
+    from deploy.config import ModelEntry
+    from deploy.fit import estimate, resolve_dtype
+
+    need = estimate(ModelEntry.model_validate({**e, "memory_budget": "100GiB"})).total
     gib = float(e["memory_budget"].removesuffix("GiB"))
-    assert 2.9 < gib < 4.5  # 2.35 GiB fp32 weights + KV + runtime, +15 %
+    assert need * 1.15 <= gib * 1024**3 < need * 1.15 + 0.11 * 1024**3
+    weights_gib = 1.17 * (2 if resolve_dtype("auto") == "float32" else 1)  # bf16 on disk
+    assert gib > weights_gib
 
 
 def run_script(*args, registry):
