@@ -143,6 +143,8 @@ class Deployment(BaseModel):
     api_port: int = Field(default=8000, ge=1024, le=65535)
     webui_port: int = Field(default=7860, ge=1024, le=65535)
     log_dir: str = Field(default="logs", description="Log folder, relative to the repo root.")
+    webui_auth_file: str | None = Field(default=None, description="user:password lines; required for a web UI "
+                                                                  "bound beyond loopback.")
 
     @property
     def controller_url(self) -> str:

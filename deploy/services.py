@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 
-from deploy.config import load_registry
+from deploy.config import expand_path, load_registry
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,9 +57,11 @@ def run_webui(registry: str | None = None, auth_file: str | None = None) -> int:
 
     reg = load_registry(registry)
     d = reg.deployment
+    auth_file = auth_file or (str(expand_path(d.webui_auth_file)) if d.webui_auth_file else None)
     if not _is_loopback(d.host) and not auth_file:
         print(f"ERROR: the web UI would be reachable by anyone on {d.host} without a login. "
-              f"Fix: pass --auth-file FILE with 'user:password' pairs, or bind to 127.0.0.1.", file=sys.stderr)
+              f"Fix: set webui_auth_file in [deployment] of model_paths.toml (or pass --auth-file FILE) "
+              f"to a file of user:password lines, or bind to 127.0.0.1.", file=sys.stderr)
         return 78
     try:
         auth = parse_auth(auth_file) if auth_file else None

@@ -16,7 +16,7 @@ def test_webui_beyond_loopback_requires_a_login(tmp_path):
     r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "webui"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 78
-    assert "reachable by anyone on 0.0.0.0 without a login" in r.stderr and "--auth-file" in r.stderr
+    assert "reachable by anyone on 0.0.0.0 without a login" in r.stderr and "webui_auth_file" in r.stderr
 
 
 def test_auth_file_parsing(tmp_path):
