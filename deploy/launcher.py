@@ -14,7 +14,7 @@ import os
 import sys
 
 from deploy.config import Backend, ModelEntry, Registry, RegistryError, load_registry, validate_for_host
-from deploy.fit import DoesNotFit, require_fit
+from deploy.fit import DoesNotFit, require_fit, resolve_dtype
 from deploy.limits import apply_memory_budget, pin_to_cores
 
 log = logging.getLogger("deploy.launcher")
@@ -79,7 +79,8 @@ def worker_info(entry: ModelEntry, lim) -> dict:
         "name": entry.name, "backend": entry.backend.value, "cores": sorted(os.sched_getaffinity(0)),
         "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
         "context_length": entry.context_length, "concurrency": entry.concurrency,
-        "chat_template": entry.chat_template, "dtype": entry.dtype if entry.backend is Backend.TRANSFORMERS else None,
+        "chat_template": entry.chat_template,
+        "dtype": resolve_dtype(entry.dtype) if entry.backend is Backend.TRANSFORMERS else None,
         "model_file": entry.resolved_path.name, "source": entry.source,
     }
 
