@@ -21,8 +21,10 @@ from deploy.config import Backend
 
 log = logging.getLogger("deploy.limits")
 
-# Address space a worker reserves beyond its resident budget (libraries,
-# thread stacks, allocator arenas). Measured: VSZ - RSS of loaded workers.
+# Address space a worker reserves beyond its resident budget (libraries, thread stacks,
+# allocator arenas). Sized from VSZ - RSS of loaded workers (idle: ~1.0 GB llama.cpp,
+# ~1.1 GB transformers, more while loading); tests/test_stack.py loads the transformers
+# worker under this cap.
 AS_HEADROOM = {
     Backend.LLAMACPP: 3 * 1024**3,
     Backend.TRANSFORMERS: 5 * 1024**3,
