@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 from contextvars import ContextVar
-
-log = logging.getLogger("deploy.fastchat_compat")
 
 # sha256 of the upstream functions we replace or rely on; any change means re-checking the patch
 UPSTREAM = {

@@ -83,6 +83,8 @@ def test_human_overrides_win_and_a_judge_grades_too(fleet, tmp_path):
     assert {(j["puzzle"], j["judge"]) for j in judged} == {("winter-summer", SMALL), ("mingming-baibai", SMALL)}
     md = (run / "report.md").read_text()
     assert f"judge:{SMALL}" in md  # its verdict, or its failure to give one, is shown, not hidden
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    assert settings["judge_api_key_env"] == "JUDGE_API_KEY"  # kept, so a resumed run judges with the same key
 
     overrides = tmp_path / "overrides.toml"
     overrides.write_text(f'[[override]]\nmodel = "{QWEN}"\npuzzle = "mingming-baibai"\nscore = 1.0\n'

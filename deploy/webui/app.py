@@ -50,9 +50,9 @@ class Arena:
         self.max_new_tokens = max_new_tokens
 
     # ---- models -------------------------------------------------------------------------
-    def models_table(self) -> list[list]:
+    def models_table(self, models: list[str] | None = None) -> list[list]:
         rows = []
-        for m in self.client.list_models():
+        for m in self.client.list_models() if models is None else models:
             i = self.client.info(m)
             budget = f"{i['memory_budget'] / 1024**3:.1f} GiB" if i.get("memory_budget") else "?"
             rows.append([m, i.get("backend", "?"), ",".join(map(str, i.get("cores", []))) or "?", budget,
@@ -68,6 +68,16 @@ class Arena:
         side.conv.append_message(side.conv.roles[0], text)
         side.conv.append_message(side.conv.roles[1], None)
         side.history.append([text, ""])
+
+    def begin_turn(self, side: Side, model: str, text: str, label: str) -> bool:
+        """start_turn, or put the reason the model cannot answer into its pane."""
+        try:
+            self.start_turn(side, model, text)
+            return True
+        except ModelUnavailable as e:
+            side.history = side.history + [[text, f"Error: {label} failed: {e}"]]
+            side.error, side.conv = True, None
+            return False
 
     def stream_sides(self, sides: list[Side], temperature: float, labels: list[str], max_new_tokens: int | None = None):
         """Advance every side's stream at once; yield after each update. A failing side shows an
@@ -122,11 +132,7 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
                    max_new_tokens: int | None = None):
         """Both sides answer at once; yields (battle, history A, history B, input, status, *vote buttons)."""
         for side, model, label in zip(battle.sides, models, labels):
-            try:
-                arena.start_turn(side, model, text)
-            except ModelUnavailable as e:
-                side.history = side.history + [[text, f"Error: {label} failed: {e}"]]
-                side.error, side.conv = True, None
+            arena.begin_turn(side, model, text, label)
         yield battle, battle.sides[0].history, battle.sides[1].history, "", "", *[gr.update(interactive=False)] * 4
         for _ in arena.stream_sides(battle.sides, temp, labels, max_new_tokens):
             yield battle, battle.sides[0].history, battle.sides[1].history, "", "", *[gr.update()] * 4
@@ -135,6 +141,22 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
                "Which answer is better?" if ok else "One model failed; votes need two answers.",
                *[gr.update(interactive=ok)] * 4)
 
+    def vote_handler(kind: str, anony: bool):
+        def fn(battle: Battle, request: gr.Request):
+            if battle.voted or any(s.conv is None for s in battle.sides):
+                return battle, "Nothing to vote on.", *[gr.update(interactive=False)] * 4
+            arena.vote(battle, kind, anony, request)
+            msg = f"Vote recorded: {vote_label(kind)}."
+            if anony:
+                msg += f" Model A was **{battle.sides[0].model}**, Model B was **{battle.sides[1].model}**."
+            else:
+                msg += " Thanks!"
+            return battle, msg, *[gr.update(interactive=False)] * 4
+        return fn
+
+    def new_round():
+        return Battle(), [], [], "", *[gr.update(interactive=False)] * 4
+
     def choices_update(models, current, index):
         """Keep the user's pick while its model is registered; else the index-th model."""
         value = current if current in models else (models[min(index, len(models) - 1)] if models else None)
@@ -142,7 +164,7 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
 
     def refresh_models(a, b, d):
         models = client.list_models()
-        return (arena.models_table(), choices_update(models, a, 0), choices_update(models, b, 1),
+        return (arena.models_table(models), choices_update(models, a, 0), choices_update(models, b, 1),
                 choices_update(models, d, 0))
 
     with gr.Blocks(title=TITLE, theme=theme, css=CSS, analytics_enabled=False) as demo:
@@ -191,18 +213,9 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
                 send.click(named_send, send_inputs, send_outputs)
                 msg.submit(named_send, send_inputs, send_outputs)
 
-                def make_vote(kind):
-                    def fn(battle: Battle, request: gr.Request):
-                        if battle.voted or any(s.conv is None for s in battle.sides):
-                            return battle, "Nothing to vote on.", *[gr.update(interactive=False)] * 4
-                        arena.vote(battle, kind, False, request)
-                        return battle, f"Vote recorded: {vote_label(kind)}. Thanks!", *[gr.update(interactive=False)] * 4
-                    return fn
-
                 for btn, (kind, _) in zip(vote_btns, VOTES):
-                    btn.click(make_vote(kind), [named], [named, named_status, *vote_btns])
-                clear.click(lambda: (Battle(), [], [], "", *[gr.update(interactive=False)] * 4), None,
-                            [named, bot_a, bot_b, named_status, *vote_btns])
+                    btn.click(vote_handler(kind, anony=False), [named], [named, named_status, *vote_btns])
+                clear.click(new_round, None, [named, bot_a, bot_b, named_status, *vote_btns])
 
             # ---------------- anonymous battle ----------------
             with gr.Tab("Battle (anonymous)", id="anony"):
@@ -239,20 +252,9 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
                 asend.click(anony_send, [anony, amsg], a_outputs)
                 amsg.submit(anony_send, [anony, amsg], a_outputs)
 
-                def make_anony_vote(kind):
-                    def fn(battle: Battle, request: gr.Request):
-                        if battle.voted or any(s.conv is None for s in battle.sides):
-                            return battle, "Nothing to vote on.", *[gr.update(interactive=False)] * 4
-                        arena.vote(battle, kind, True, request)
-                        a, b = battle.sides[0].model, battle.sides[1].model
-                        return (battle, f"Vote recorded: {vote_label(kind)}. Model A was **{a}**, "
-                                        f"Model B was **{b}**.", *[gr.update(interactive=False)] * 4)
-                    return fn
-
                 for btn, (kind, _) in zip(avote_btns, VOTES):
-                    btn.click(make_anony_vote(kind), [anony], [anony, anony_status, *avote_btns])
-                aclear.click(lambda: (Battle(), [], [], "", *[gr.update(interactive=False)] * 4), None,
-                             [anony, abot_a, abot_b, anony_status, *avote_btns])
+                    btn.click(vote_handler(kind, anony=True), [anony], [anony, anony_status, *avote_btns])
+                aclear.click(new_round, None, [anony, abot_a, abot_b, anony_status, *avote_btns])
 
             # ---------------- direct chat ----------------
             with gr.Tab("Direct chat", id="direct"):
@@ -268,14 +270,10 @@ def create_webui(client: FleetClient, votes: VoteLog, refresh_seconds: float = 5
                     if not text or not text.strip() or not model:
                         yield side, gr.update(), gr.update()
                         return
-                    try:
-                        arena.start_turn(side, model, text)
-                    except ModelUnavailable as e:
-                        side.history = side.history + [[text, f"Error: {model} failed: {e}"]]
-                        side.error, side.conv = True, None
-                        yield side, side.history, ""
-                        return
+                    ok = arena.begin_turn(side, model, text, model)
                     yield side, side.history, ""
+                    if not ok:
+                        return
                     for _ in arena.stream_sides([side], 0.7, [model]):
                         yield side, side.history, ""
 

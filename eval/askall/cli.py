@@ -77,7 +77,8 @@ def open_run(args):
     store = RunStore.create(Path(args.results_dir), args.run)
     settings = {"api_base": args.api_base, "controller": args.controller, "temperature": args.temperature,
                 "max_tokens": args.max_tokens, "seed": args.seed, "repeats": args.repeats, "timeout": args.timeout,
-                "judge": args.judge, "judge_api_base": args.judge_api_base, "models": args.models,
+                "judge": args.judge, "judge_api_base": args.judge_api_base,
+                "judge_api_key_env": args.judge_api_key_env, "models": args.models,
                 "puzzles": args.puzzles, "puzzle_file": str(Path(args.puzzle_file).resolve()) if args.puzzle_file else None}
     return store, {"run": store.path.name, "settings": settings, "sessions": []}, False
 
