@@ -23,13 +23,13 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import httpx
 
-import httpx  # noqa: E402
-
-from deploy.config import load_registry  # noqa: E402
-from deploy.localstack import Stack, free_port  # noqa: E402
+from deploy.fleet_client import FleetClient, gen_params
+from deploy.registry.config import load_registry
+from deploy.registry.paths import REPO_ROOT as REPO
+from deploy.registry.render import write
+from tests.harness import Stack, copy_fleet, free_port, shutdown_supervisord
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 MODEL_HF = "qwen2.5-coder-0.5b-instruct-hf"
@@ -101,22 +101,26 @@ def via_engine(engine, n_predict: int) -> dict:
     return t.result()
 
 
-def via_worker(client: httpx.Client, addr: str, model: str, n_predict: int) -> dict:
+def worker_params(client: FleetClient, model: str, n_predict: int) -> dict:
+    """What the API server would send for QUESTION, plus ignore_eos for a fixed token count."""
+    conv = client.conversation(model)
+    conv.append_message(conv.roles[0], QUESTION)
+    conv.append_message(conv.roles[1], None)
+    params = gen_params(model, conv, temperature=0, max_new_tokens=n_predict)
+    assert params["prompt"] == PROMPT, "the engine rows and the worker rows must decode the same prompt"
+    return {**params, "ignore_eos": True}
+
+
+def via_worker(client: FleetClient, addr: str, model: str, n_predict: int) -> dict:
     t = Timer()
-    params = {"model": model, "prompt": PROMPT, "temperature": 0, "max_new_tokens": n_predict, "echo": False,
-              "ignore_eos": True}
+    params = worker_params(client, model, n_predict)
     prev = 0
-    with client.stream("POST", addr + "/worker_generate_stream", json=params, timeout=600) as r:
-        buf = b""
-        for raw in r.iter_raw():
-            buf += raw
-            while (i := buf.find(b"\0")) >= 0:
-                frame, buf = json.loads(buf[:i]), buf[i + 1:]
-                if len(frame["text"]) > prev:
-                    prev = len(frame["text"])
-                    t.piece()
-                if frame.get("usage"):
-                    t.tokens = frame["usage"]["completion_tokens"]
+    for frame in client.stream(addr, params):
+        if len(frame["text"]) > prev:
+            prev = len(frame["text"])
+            t.piece()
+        if frame.get("usage"):
+            t.tokens = frame["usage"]["completion_tokens"]
     return t.result()
 
 
@@ -186,9 +190,8 @@ def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predic
 
 
 def run_engine(path, cores, threads, n_predict, repeats) -> dict:
-    code = ("import json,sys; sys.path.insert(0, %r); from bench.bench import engine_child; "
-            "print('RESULT', json.dumps(engine_child(%r, %r, %d, 4, %d, %d)))"
-            % (str(REPO), path, cores, threads, n_predict, repeats))
+    code = ("import json; from bench.bench import engine_child; "
+            "print('RESULT', json.dumps(engine_child(%r, %r, %d, 4, %d, %d)))" % (path, cores, threads, n_predict, repeats))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
@@ -201,40 +204,18 @@ def run_engine(path, cores, threads, n_predict, repeats) -> dict:
 # ---------------------------------------------------------------- fleet phases
 def cold_start(tmp: Path) -> float:
     """Seconds from `supervisord -c supervisord.conf` to every default worker registered."""
-    import tomlkit
-
-    from deploy.render import write
-
-    root = tmp / "fleet"
-    root.mkdir()
-    (root / ".venv").symlink_to(REPO / ".venv")
-    (root / "deploy").symlink_to(REPO / "deploy")
+    root, _ = copy_fleet(tmp / "fleet")
     (root / "logs").mkdir()
-    doc = tomlkit.parse((REPO / "model_paths.toml").read_text())
-    for k in ("controller_port", "api_port", "webui_port"):
-        doc["deployment"][k] = free_port()
-    for m in doc["models"]:
-        m["port"] = free_port()
-    reg_path = root / "model_paths.toml"
-    reg_path.write_text(tomlkit.dumps(doc))
-    reg = load_registry(reg_path)
+    reg = load_registry(root / "model_paths.toml")
     write(reg, root / "supervisord.conf")
     names = {m.name for m in reg.models}
     t0 = time.perf_counter()
     subprocess.run([str(REPO / ".venv/bin/supervisord"), "-c", str(root / "supervisord.conf")], check=True, cwd=root)
     try:
-        while time.perf_counter() - t0 < 300:
-            try:
-                got = set(httpx.post(reg.deployment.controller_url + "/list_models", timeout=2).json()["models"])
-            except (httpx.HTTPError, ValueError, KeyError):
-                got = set()
-            if names <= got:
-                return time.perf_counter() - t0
-            time.sleep(0.25)
-        return float("nan")
+        got = FleetClient(reg.deployment.controller_url).wait_registered(names, timeout=300, every=0.25)
+        return time.perf_counter() - t0 if names <= got else float("nan")
     finally:
-        subprocess.run([str(REPO / ".venv/bin/supervisorctl"), "-c", str(root / "supervisord.conf"), "shutdown"],
-                       capture_output=True)
+        shutdown_supervisord(root)
 
 
 def ask_all_ratio(stack: Stack, tmp: Path) -> dict:
@@ -300,12 +281,12 @@ def main(argv=None) -> int:
             stack.start_worker(e["name"])
         stack.start_api()
         stack.wait_registered([e["name"] for e in entries])
-        client = httpx.Client()
-        addr = {e["name"]: f"http://127.0.0.1:{e['port']}" for e in entries}
+        client, fleet = httpx.Client(), FleetClient(stack.controller)
+        addr = {e["name"]: stack.worker_address(e["name"]) for e in entries}
         for t in (1, 2):
             name = f"bench-{t}t"
             print(f"worker and API, {t} thread(s) ...", flush=True)
-            w = lambda: via_worker(client, addr[name], name, n)  # noqa: E731
+            w = lambda: via_worker(fleet, addr[name], name, n)  # noqa: E731
             a = lambda: via_api(client, stack.api_base, name, n)  # noqa: E731
             w(), a()  # warm-up
             res.setdefault("worker", {})[t] = {"single": single(w, repeats),
@@ -316,7 +297,7 @@ def main(argv=None) -> int:
         print("transformers backend, fp32 and bf16 ...", flush=True)
         for dt in ("fp32", "bf16"):
             name = f"bench-hf-{dt}"
-            w = lambda: via_worker(client, addr[name], name, min(n, 64))  # noqa: E731
+            w = lambda: via_worker(fleet, addr[name], name, min(n, 64))  # noqa: E731
             w()
             res.setdefault("transformers", {})[dt] = {"single": single(w, 1 if args.quick else 2),
                                                       "rss": rss(stack.procs[f"worker-{name}"].pid)}

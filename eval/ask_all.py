@@ -6,19 +6,18 @@
     python eval/ask_all.py --resume             # finish an interrupted run
     python eval/ask_all.py --judge qwen2.5-coder-1.5b-instruct
 
-Results: eval/results/<run>/answers.jsonl, report.md, report.html. Exit code 0 when every
-answer was asked and answered, 1 when some failed (recorded), 2 for bad input.
+Also `python -m eval.ask_all`. Results: eval/results/<run>/answers.jsonl, report.md, report.html.
+Exit code 0 when every answer was asked and answered, 1 when some failed (recorded), 2 for bad input.
 """
+import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if sys.prefix == sys.base_prefix and (HERE.parent / ".venv/bin/python").exists():
-    import os  # run with the deployment's own environment, whatever `python` the user typed
+VENV_PY = Path(__file__).resolve().parent.parent / ".venv/bin/python"
+if sys.prefix == sys.base_prefix and VENV_PY.exists():  # run in the deployment's environment, whatever `python` was typed
+    os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
 
-    os.execv(str(HERE.parent / ".venv/bin/python"), [str(HERE.parent / ".venv/bin/python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(HERE))
+from eval.askall.cli import main  # noqa: E402  (importable: the project is installed in .venv)
 
-from askall.cli import main  # noqa: E402
-
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,21 +1,18 @@
 """Fixtures that start the real stack on loopback and stop only what they started, by PID."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from deploy.registry.paths import FleetPaths
+
 # FastChat modules write log files into $LOGDIR (default: cwd) as soon as they are imported.
-os.environ.setdefault("LOGDIR", str(Path(__file__).resolve().parent.parent / "logs" / "fastchat"))
-os.makedirs(os.environ["LOGDIR"], exist_ok=True)
+FleetPaths.resolve(Path(__file__).resolve().parent.parent / "model_paths.toml").use_fastchat_logdir()
 
-from deploy.config import load_registry
-from deploy.localstack import PY, Proc, Stack, free_port, wait_for, write_registry  # noqa: F401 (used by tests)
+from deploy.registry.config import load_registry  # noqa: E402
+from tests.harness import PY, REPO, Proc, Stack, free_port, wait_for, write_registry  # noqa: E402,F401 (used by tests)
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "eval"))  # the eval/askall package, as eval/ask_all.py imports it
 DEFAULTS = {m.name: m for m in load_registry(REPO / "model_paths.toml").models}
 SMALL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"

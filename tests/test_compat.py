@@ -9,7 +9,7 @@ from fastchat.protocol.openai_api_protocol import (
     DeltaMessage,
 )
 
-from deploy import fastchat_compat
+from deploy.api import fastchat_compat
 
 
 def test_upstream_is_what_the_patches_were_written_against():
@@ -74,25 +74,45 @@ def test_worker_errors_become_openai_error_events(monkeypatch):
     assert json.loads(events[-2][6:])["error"]["message"] == "llama.cpp engine error: boom"
 
 
-def test_patch_is_applied_once():
+def test_patch_is_applied_once(monkeypatch):
     from fastchat.serve import openai_api_server
 
+    for name in ("chat_completion_stream_generator", "generate_completion_stream_generator"):
+        monkeypatch.setattr(openai_api_server, name, getattr(openai_api_server, name))  # restored afterwards
     fastchat_compat.patch_openai_streaming()
     fastchat_compat.patch_openai_streaming()
     assert openai_api_server.chat_completion_stream_generator is fastchat_compat.chat_completion_stream_generator
     fastchat_compat.check_upstream()  # still checks the original it replaced
 
 
-def test_seed_reaches_the_worker_params():
-    from fastchat.serve import openai_api_server
+def test_seed_reaches_the_worker_params(monkeypatch):
+    """The middleware reads `seed` from the body (replaying the body untouched) and the patched
+    get_gen_params adds it to what is sent to the worker; FastChat is restored afterwards."""
+    from fastchat.serve import openai_api_server as upstream
 
+    monkeypatch.setattr(upstream, "get_gen_params", upstream.get_gen_params)  # restored after the test
+    monkeypatch.setattr(upstream.app, "user_middleware", list(upstream.app.user_middleware))
     fastchat_compat.patch_seed_passthrough()
     fastchat_compat.patch_seed_passthrough()  # once only
+    assert sum(m.cls is fastchat_compat.SeedFromBody for m in upstream.app.user_middleware) == 1
+
+    async def get_conv(model_name, worker_addr):  # what a qwen2.5 worker would send
+        from fastchat.conversation import get_conv_template
+
+        from deploy.registry import templates  # noqa: F401
+
+        from fastapi.encoders import jsonable_encoder
+
+        return jsonable_encoder(get_conv_template("qwen2.5"))  # what the worker's route sends
+
+    monkeypatch.setattr(upstream, "get_conv", get_conv)
     seen = {}
 
-    async def app(scope, receive, send):
+    async def app(scope, receive, send):  # stands for the API server's route
         seen["body"] = (await receive())["body"]
-        seen["seed"] = fastchat_compat._request_seed.get()
+        seen["params"] = await upstream.get_gen_params(
+            "m", "http://w", [{"role": "user", "content": "你好"}], temperature=0.0, top_p=1.0, top_k=-1,
+            presence_penalty=0.0, frequency_penalty=0.0, max_tokens=8, echo=False, stop=None)
 
     async def go(body):
         msgs = [{"type": "http.request", "body": body, "more_body": False}]
@@ -104,7 +124,7 @@ def test_seed_reaches_the_worker_params():
                                                 receive, None)
 
     asyncio.run(go(b'{"model": "m", "seed": 7}'))
-    assert seen == {"body": b'{"model": "m", "seed": 7}', "seed": 7}
+    assert seen["body"] == b'{"model": "m", "seed": 7}'
+    assert seen["params"]["seed"] == 7 and "你好" in seen["params"]["prompt"]
     asyncio.run(go(b"not json"))
-    assert seen["seed"] is None and seen["body"] == b"not json"
-    assert openai_api_server.get_gen_params._fleet_patched
+    assert seen["body"] == b"not json" and "seed" not in seen["params"]

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.config import RegistryError, check_host, load_registry, parse_registry
-from deploy.host import HostInfo
-from deploy.sizes import fmt_size, parse_size
+from deploy.registry.config import RegistryError, check_host, load_registry, parse_registry
+from deploy.registry.host import HostInfo
+from deploy.registry.sizes import fmt_size, parse_size
 
 GiB = 1024**3
 HOST = HostInfo(cores=frozenset({0, 1}), mem_total=24 * GiB)
@@ -26,7 +26,7 @@ def errors_of(data) -> str:
 
 def test_committed_registry_is_valid():
     reg = load_registry()
-    assert {m.backend.value for m in reg.models} == {"llama.cpp", "transformers"}
+    assert {m.backend for m in reg.models} == {"llama.cpp", "transformers"}
     errors, _ = check_host(reg, HOST, check_paths=False)
     assert errors == []
 
@@ -116,12 +116,16 @@ def test_add_model_cli_is_generated_from_the_entry_fields(tmp_path):
     import sys
     import tomllib
 
-    from deploy.config import ModelEntry
+    from deploy.registry.config import ModelEntry
 
     reg = tmp_path / "model_paths.toml"
     help_text = subprocess.run([sys.executable, "-m", "deploy", "add-model", "--help"], capture_output=True, text=True).stdout
+    download_help = subprocess.run([sys.executable, "-m", "deploy", "download", "--help"], capture_output=True,
+                                   text=True).stdout
     for name in ModelEntry.model_fields:
         assert "--" + name.replace("_", "-") in help_text
+        if name not in ("path", "source"):  # the download decides those
+            assert "--" + name.replace("_", "-") in download_help, name
     args = [sys.executable, "-m", "deploy", "--registry", str(reg), "add-model", "--name", "glm", "--path", "/m/chatglm3-6b",
             "--backend", "transformers", "--port", "21010", "--cores", "0-1", "--memory-budget", "14GiB",
             "--chat-template", "chatglm3", "--trust-remote-code"]
@@ -133,3 +137,22 @@ def test_add_model_cli_is_generated_from_the_entry_fields(tmp_path):
     assert "[program:worker-glm]" in (tmp_path / "supervisord.conf").read_text()
     bad = subprocess.run(args[:-1] + ["--name", "x", "--port", "70000"], capture_output=True, text=True)
     assert bad.returncode == 2 and "add-model: models[0] 'x', field 'port': Input should be less than or equal to 65535" in bad.stderr
+
+
+def test_add_model_refuses_a_duplicate_and_replace_replaces_it(tmp_path):
+    import subprocess
+    import sys
+    import tomllib
+
+    reg = tmp_path / "model_paths.toml"
+    base = [sys.executable, "-m", "deploy", "--registry", str(reg), "add-model", "--name", "glm", "--path", "/m/glm",
+            "--backend", "transformers", "--port", "21010", "--cores", "0", "--memory-budget", "14GiB",
+            "--chat-template", "chatglm3"]
+    assert subprocess.run(base, capture_output=True, text=True).returncode == 0
+    dup = subprocess.run(base[:-1] + ["qwen-7b-chat"], capture_output=True, text=True)
+    assert dup.returncode == 2 and "an entry named 'glm' exists already" in dup.stderr and "--replace" in dup.stderr
+    assert tomllib.loads(reg.read_text())["models"][0]["chat_template"] == "chatglm3"  # untouched
+    rep = subprocess.run(base[:-1] + ["qwen-7b-chat", "--replace"], capture_output=True, text=True)
+    assert rep.returncode == 0 and "replaced 'glm'" in rep.stdout, rep.stderr
+    models = tomllib.loads(reg.read_text())["models"]
+    assert len(models) == 1 and models[0]["chat_template"] == "qwen-7b-chat"

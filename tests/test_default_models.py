@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy import default_models as dm
-from deploy.gguf_meta import GGUFError, read_gguf
+from deploy.provision import default_models as dm
+from deploy.backends.gguf import GGUFError, read_gguf
 
 
 def test_manifest_matches_the_known_files():

@@ -1,13 +1,12 @@
 """Memory estimate before loading, and the budget/affinity mechanisms (in child processes we start)."""
-import os
 import subprocess
 import sys
 
 import pytest
 
-from deploy.config import Backend, parse_registry
-from deploy.fit import DoesNotFit, ModelShape, estimate, require_fit
-from deploy.limits import AS_HEADROOM
+from deploy.backends import ModelShape
+from deploy.registry.config import parse_registry
+from deploy.worker.fit import DoesNotFit, estimate, require_fit
 
 GiB = 1024**3
 
@@ -38,22 +37,19 @@ def test_refuses_with_the_numbers_and_the_fix():
 
 
 def test_real_default_gguf_shapes():
-    from deploy.default_models import load_manifest
-    from deploy.fit import gguf_shape
+    from conftest import DEFAULTS, QWEN, SMALL
 
-    g = {m.name: m for m in load_manifest()[0]}
-    s = gguf_shape(g["qwen2.5-coder-0.5b-instruct"].path)
+    s = DEFAULTS[QWEN].runtime.shape(DEFAULTS[QWEN])
     assert (s.n_layers, s.n_kv_heads, s.head_dim) == (24, 2, 64)
-    s = gguf_shape(g["smollm2-135m-instruct"].path)
+    s = DEFAULTS[SMALL].runtime.shape(DEFAULTS[SMALL])
     assert (s.n_layers, s.n_kv_heads, s.head_dim) == (30, 3, 64)
 
 
 CHILD = """
 import os, resource, sys
-from deploy.config import Backend
-from deploy.limits import apply_memory_budget, pin_to_cores
+from deploy.worker.limits import apply_memory_budget, pin_to_cores
 pin_to_cores([0], 1)
-lim = apply_memory_budget(256 * 1024**2, Backend.LLAMACPP, "pytest-%d" % os.getpid(), prefer=sys.argv[1])
+lim = apply_memory_budget(256 * 1024**2, 3 * 1024**3, "pytest-%d" % os.getpid(), prefer=sys.argv[1])
 print(lim.mechanism, sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"], resource.getrlimit(resource.RLIMIT_AS)[0],
       lim.where or "-", flush=True)
 try:
@@ -74,7 +70,7 @@ def test_rlimit_as_fallback_caps_address_space():
     r = run_child("rlimit_as")
     first = r.stdout.splitlines()[0].split()
     assert first[0] == "rlimit_as" and first[1:3] == ["[0]", "1"]
-    assert int(first[3]) == 256 * 1024**2 + AS_HEADROOM[Backend.LLAMACPP]
+    assert int(first[3]) == 256 * 1024**2 + 3 * 1024**3
 
 
 def test_cgroup_budget_kills_an_overshoot_when_the_host_offers_one():

@@ -1,8 +1,8 @@
 """Grading rules on real answers from the seed reports (../shared/seeds): right, wrong, echoing, hedging."""
 import pytest
 
-from askall.grading import grade
-from askall.puzzles import PuzzleFileError, load_puzzles
+from eval.askall.grading import grade
+from eval.askall.puzzles import PuzzleFileError, load_puzzles
 
 P = {p.id: p for p in load_puzzles()}
 
@@ -153,7 +153,7 @@ def test_malformed_puzzle_files_name_the_problem(tmp_path):
 
 
 def test_judge_reply_parsing():
-    from askall.judge import parse_reply
+    from eval.askall.judge import parse_reply
 
     assert parse_reply('好的。{"score": 0.5, "reason": "只答对了冬天"}') == (0.5, "只答对了冬天")
     with pytest.raises(ValueError, match="no JSON object"):

@@ -39,3 +39,47 @@ def test_remote_code_needs_an_explicit_opt_in(tmp_path):
     r = launch(tmp_path, entry(QWEN_HF, path=str(folder), source="modelscope:someone/custom"))
     assert r.returncode == 78
     assert "ships its own Python code" in r.stderr and "set trust_remote_code = true" in r.stderr
+
+
+ECHO_WORKER = """
+import sys
+from deploy import backends
+from tests.echo_backend import Echo
+backends.BACKENDS["echo"] = Echo()  # the one registration line
+from deploy.ops.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path):
+    """The launcher, the fit check, the limits and the worker app know no backend by name: a new
+    backend (tests/echo_backend.py) is validated, sized, pinned, limited and served as it is."""
+    from conftest import Proc, wait_for
+    from deploy.fleet_client import FleetClient
+    from tests.echo_backend import Echo
+
+    (tmp_path / "hello.txt").write_text("hello from echo")
+    m = {"name": "echo-model", "path": str(tmp_path / "hello.txt"), "backend": "echo", "port": free_port(),
+         "cores": [1], "memory_budget": "512MiB", "chat_template": "qwen2.5", "concurrency": 2}
+    reg = write_registry(tmp_path / "model_paths.toml", [m], free_port(), free_port(), free_port())
+    p = Proc([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-model"],
+             tmp_path / "echo.log", {"FLEET_MEMORY_MECHANISM": "rlimit_as"})
+    try:
+        addr = f"http://127.0.0.1:{m['port']}"
+        wait_for(lambda: FleetClient("http://unused").worker_info(addr), 60, "echo worker", p)
+        info = FleetClient("http://unused").worker_info(addr)
+        assert (info["backend"], info["greeting"], info["cores"]) == ("echo", "hello from echo", [1])
+        limits = open(f"/proc/{p.pid}/limits").read()
+        assert str(512 * 1024**2 + Echo.address_space_headroom) in limits  # the backend's own headroom
+        assert "memory estimate for 'echo-model': weights 15 B + KV cache" in p.output()
+        frames = list(FleetClient("http://unused").stream(addr, {"prompt": "one two three"}))
+        assert frames[-1] == {"text": "one two three ", "error_code": 0, "finish_reason": "stop"}
+    finally:
+        p.stop()
+
+    # the path check is the backend's own
+    m2 = dict(m, path=str(tmp_path), name="echo-dir", port=free_port())
+    reg = write_registry(tmp_path / "model_paths.toml", [m2], free_port(), free_port(), free_port())
+    r = subprocess.run([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-dir"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78 and f"field 'path': {tmp_path} is not a .txt file" in r.stderr

@@ -7,11 +7,11 @@ import tomllib
 import pytest
 
 from conftest import DEFAULTS, QWEN_HF, REPO, copy_model_folder
-from deploy.modelscope_download import PRESETS, build_entry
+from deploy.provision.modelscope import PRESETS, build_entry
 
 
 def test_seed_presets_use_known_templates_and_opt_in_to_remote_code():
-    from deploy.templates import known_templates
+    from deploy.registry.templates import known_templates
 
     assert {p["chat_template"] for p in PRESETS.values()} <= known_templates()
     assert PRESETS["qwen/Qwen-7B-Chat"]["trust_remote_code"] and PRESETS["ZhipuAI/chatglm3-6b"]["trust_remote_code"]
@@ -28,8 +28,9 @@ def test_entry_budget_is_the_estimate_plus_margin(tmp_path):
     e = build_entry("qwen/Qwen-7B-Chat", folder, 21010, [0, 1], {})
     assert e["name"] == "qwen-7b-chat" and e["chat_template"] == "qwen-7b-chat" and e["trust_remote_code"]
     assert e["source"] == "modelscope:qwen/Qwen-7B-Chat" and e["backend"] == "transformers"
-    from deploy.config import ModelEntry
-    from deploy.fit import estimate, resolve_dtype
+    from deploy.backends.transformers import resolve_dtype
+    from deploy.registry.config import ModelEntry
+    from deploy.worker.fit import estimate
 
     need = estimate(ModelEntry.model_validate({**e, "memory_budget": "100GiB"})).total
     gib = float(e["memory_budget"].removesuffix("GiB"))

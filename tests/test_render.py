@@ -1,9 +1,13 @@
 """supervisord.conf is generated from model_paths.toml and must not drift from it."""
 import configparser
+import subprocess
+import sys
 
-from deploy.config import REPO_ROOT, load_registry
-from deploy.fit import estimate
-from deploy.render import render, startsecs_for
+from deploy.registry.config import load_registry, parse_registry
+from deploy.registry.paths import REPO_ROOT
+from deploy.registry.render import render
+
+GiB = 1024**3
 
 
 def parsed(text: str) -> configparser.RawConfigParser:
@@ -32,16 +36,38 @@ def test_programs_one_worker_per_model_loopback_and_group_kill():
     assert cp["program:webui"]["command"].endswith("-m deploy webui")
 
 
-def test_startsecs_exceeds_load_time_and_bounds_restarts():
-    """A worker that fails while loading must be a failed start (FATAL after retries), not a restart loop."""
-    reg = load_registry(REPO_ROOT / "model_paths.toml")
-    cp = parsed(render(reg))
-    for m in reg.models:
-        sec = cp[f"program:worker-{m.name}"]
-        assert int(sec["startsecs"]) >= 30 > 1
-        assert int(sec["startretries"]) <= 3
-        assert sec["autorestart"] == "unexpected"
-        # load time is bounded by reading the weights; even at 100 MB/s it fits in startsecs
-        weights = m.memory_budget
-        assert int(sec["startsecs"]) > weights / 100e6
-    assert startsecs_for(reg.models[0]) == int(cp[f"program:worker-{reg.models[0].name}"]["startsecs"])
+def _worker_section(budget: str):
+    m = {"name": "m", "path": "/x.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
+         "memory_budget": budget, "chat_template": "qwen2.5"}
+    return parsed(render(parse_registry({"models": [m]})))["program:worker-m"]
+
+
+def test_startsecs_grows_with_the_budget_and_bounds_restarts():
+    """A worker that fails while loading must be a failed start (FATAL after retries), not a restart
+    loop: startsecs must outlast loading, which grows with the model, which the budget bounds."""
+    small, big, huge = _worker_section("1GiB"), _worker_section("16GiB"), _worker_section("200GiB")
+    assert int(small["startsecs"]) == 40       # 30 s + 10 s per GiB
+    assert int(big["startsecs"]) == 190
+    assert int(huge["startsecs"]) == 600       # capped: supervisord waits no longer than 10 minutes
+    # loading reads the weights: even at 100 MB/s a 16 GiB budget's weights load within startsecs
+    assert int(big["startsecs"]) > 16 * GiB / 100e6
+    for sec in (small, big, huge):
+        assert int(sec["startretries"]) <= 3 and sec["autorestart"] == "unexpected" and sec["exitcodes"] == "0"
+
+
+def test_render_check_and_write(tmp_path):
+    """`render --check` fails on a stale supervisord.conf and passes once `render` rewrote it."""
+    import shutil
+
+    reg = tmp_path / "model_paths.toml"
+    shutil.copy(REPO_ROOT / "model_paths.toml", reg)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "render", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    r = run("--check")
+    assert r.returncode == 1 and "out of date" in r.stderr  # there is none yet
+    r = run()
+    assert r.returncode == 0 and "updated" in r.stdout
+    assert run("--check").returncode == 0 and "already up to date" in run().stdout
+    reg.write_text(reg.read_text().replace('name = "smollm2-135m-instruct"', 'name = "smol"'))
+    r = run("--check")
+    assert r.returncode == 1 and "python -m deploy render" in r.stderr

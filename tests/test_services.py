@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from conftest import free_port, write_registry
-from deploy.services import parse_auth
+from deploy.webui.server import parse_auth
 from deploy.webui.offline import strip_offsite
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import QWEN, QWEN_HF, SMALL
-from deploy.webui.fleet_client import FleetClient
+from deploy.fleet_client import FleetClient
 
 pytestmark = pytest.mark.slow
 SERVED = [SMALL, QWEN, QWEN_HF]
@@ -82,8 +82,7 @@ def test_workers_are_pinned_to_their_cores(stack):
 
 def test_both_paths_use_the_configured_template(stack):
     for m in stack.models[:3]:
-        addr = requests.post(stack.controller + "/get_worker_address", json={"model": m["name"]}).json()["address"]
-        served = requests.post(addr + "/worker_get_conv_template").json()["conv"]
+        served = requests.post(stack.worker_address(m["name"]) + "/worker_get_conv_template").json()["conv"]
         assert served["name"] == m["chat_template"]
         assert FleetClient(stack.controller).conversation(m["name"]).name == m["chat_template"]  # the web UI's lookup
 
@@ -111,16 +110,23 @@ def test_llamacpp_worker_batches_concurrent_requests(client):
 
 def test_workers_describe_themselves(stack):
     for m in stack.models[:3]:
-        addr = requests.post(stack.controller + "/get_worker_address", json={"model": m["name"]}).json()["address"]
-        info = requests.get(addr + "/fleet_info").json()
+        info = stack.fleet.worker_info(stack.worker_address(m["name"]))
         assert (info["name"], info["backend"], info["cores"]) == (m["name"], m["backend"], m["cores"])
         assert info["memory_budget"] > 0 and info["memory_limit"]
 
 
-def test_count_token_matches_the_engine(stack):
-    addr = requests.post(stack.controller + "/get_worker_address", json={"model": QWEN}).json()["address"]
-    n = requests.post(addr + "/count_token", json={"prompt": "<|im_start|>user\n你好<|im_end|>"}).json()
-    assert n == {"count": 5, "error_code": 0}
+def test_count_token_matches_an_independent_tokenizer(stack):
+    """The worker counts with the engine's tokenizer; the HF tokenizer of the same model must agree."""
+    from transformers import AutoTokenizer
+
+    from conftest import DEFAULTS
+
+    tok = AutoTokenizer.from_pretrained(str(DEFAULTS[QWEN_HF].resolved_path))
+    addr = stack.worker_address(QWEN)
+    for text in ("<|im_start|>user\n你好<|im_end|>", "单身狗产生的原因有两个，一是谁都看不上，二是谁都看不上" * 7,
+                 "def f(x):\n    return x ** 2  # squares"):
+        n = requests.post(addr + "/count_token", json={"prompt": text}).json()
+        assert n == {"count": len(tok(text).input_ids), "error_code": 0}, text
 
 
 def test_memory_mechanism_is_logged_and_applied(stack):
@@ -129,8 +135,11 @@ def test_memory_mechanism_is_logged_and_applied(stack):
     limits = open(f"/proc/{hf.pid}/limits").read()
     line = next(l for l in limits.splitlines() if l.startswith("Max address space"))
     assert str(4 * 1024**3 + 5 * 1024**3) in line
-    small = stack.procs[f"worker-{SMALL}"].output()
-    assert "memory budget enforced by cgroup" in small or "memory budget enforced by RLIMIT_AS" in small
+    from deploy.worker.limits import strongest_mechanism
+
+    expected = {"cgroup2": "cgroup v2 memory.max", "cgroup1": "cgroup v1 memory.limit_in_bytes",
+                "rlimit_as": "RLIMIT_AS"}[strongest_mechanism()]  # what this host offers, probed
+    assert f"memory budget enforced by {expected} = 1.00 GiB" in stack.procs[f"worker-{SMALL}"].output()
 
 
 def test_seed_makes_sampling_repeatable(client):

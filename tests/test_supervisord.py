@@ -1,44 +1,24 @@
 """The quick start for real: supervisord runs the default fleet from a rendered supervisord.conf."""
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
-import tomlkit
 
 from conftest import REPO, free_port
+from tests.harness import copy_fleet, shutdown_supervisord
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def fleet_root(tmp_path):
-    """A copy of the deployment (registry with free ports) beside links to our .venv and deploy/."""
-    root = tmp_path / "fleet"
-    root.mkdir()
-    (root / ".venv").symlink_to(REPO / ".venv")
-    (root / "deploy").symlink_to(REPO / "deploy")
-    doc = tomlkit.parse((REPO / "model_paths.toml").read_text())
-    for k in ("controller_port", "api_port", "webui_port"):
-        doc["deployment"][k] = free_port()
-    for m in doc["models"]:
-        m["port"] = free_port()
-    bad = tomlkit.table()
-    bad.update({"name": "typo-model", "path": str(tmp_path / "Qwen-7B-Chat"), "backend": "transformers",
-                "port": free_port(), "cores": [0], "memory_budget": "1GiB", "chat_template": "qwen-7b-chat"})
-    doc["models"].append(bad)
-    (root / "model_paths.toml").write_text(tomlkit.dumps(doc))
+    """A copy of the deployment (registry with free ports, plus a model with a wrong path)."""
+    bad = {"name": "typo-model", "path": str(tmp_path / "Qwen-7B-Chat"), "backend": "transformers",
+           "port": free_port(), "cores": [0], "memory_budget": "1GiB", "chat_template": "qwen-7b-chat"}
+    root, doc = copy_fleet(tmp_path / "fleet", [bad])
     yield root, doc
-    conf = root / "supervisord.conf"
-    if conf.exists():
-        subprocess.run([str(REPO / ".venv/bin/supervisorctl"), "-c", str(conf), "shutdown"], capture_output=True)
-        pidfile = root / "logs" / "supervisord.pid"
-        for _ in range(60):
-            if not pidfile.exists():
-                break
-            time.sleep(0.5)
+    shutdown_supervisord(root)
 
 
 def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
@@ -64,9 +44,10 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
                                                max_tokens=24, temperature=0)
         assert reply.choices[0].message.content.strip()
 
-    from deploy.fleet import programs
+    from deploy.ops.supervisor import programs
+    from deploy.registry.paths import FleetPaths
 
-    progs = programs(root)
+    progs = programs(FleetPaths.resolve(registry))
     for m in doc["models"]:
         p = progs[f"worker-{m['name']}"]
         if m["name"] == "typo-model":
@@ -80,3 +61,41 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
 
     page = requests.get(f"http://127.0.0.1:{d['webui_port']}", timeout=30)
     assert page.status_code == 200 and "gradio" in page.text.lower()
+
+    # status: one row per model with its state, registration and the cores it really runs on
+    st = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "status"],
+                        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert st.returncode == 0, st.stderr
+    rows = {line.split()[0]: line.split() for line in st.stdout.splitlines()[1:] if line.strip()}
+    for m in doc["models"]:
+        row = rows[m["name"]]
+        cores = ",".join(map(str, m["cores"])) if isinstance(m["cores"], list) else m["cores"]
+        if m["name"] == "typo-model":
+            assert row[2:4] == ["FATAL", "no"] and row[5] == "-"
+        else:
+            assert row[2] in ("STARTING", "RUNNING") and row[3] == "yes" and row[4] == row[5] == cores, row
+    assert rows["controller"][1] in ("STARTING", "RUNNING") and rows["api_server"][1] in ("STARTING", "RUNNING")
+
+    # down: everything stops, supervisord exits; a second down has nothing to stop
+    dn = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "down"],
+                        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert dn.returncode == 0 and "Shut down" in dn.stdout, dn.stdout + dn.stderr
+    from tests.harness import wait_for
+
+    wait_for(lambda: not (root / "logs" / "supervisord.pid").exists(), 30, "supervisord to exit")
+    for m in doc["models"]:
+        pid = progs[f"worker-{m['name']}"].pid
+        assert pid is None or not _alive(pid), m["name"]
+    again = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "down"],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert again.returncode == 0 and "nothing to stop" in again.stdout
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"

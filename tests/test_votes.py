@@ -1,5 +1,7 @@
 """Votes: FastChat's log format, and ratings from FastChat's monitor code."""
-from deploy.templates import conversation_for
+from fastchat.conversation import get_conv_template as conversation_for
+
+from deploy.registry import templates  # noqa: F401  (registers qwen2.5 with FastChat)
 from deploy.webui.votes import VoteLog, state_dict
 
 

@@ -1,7 +1,5 @@
 """The web UI in a real browser (Debian's Chromium, headless, driven by Playwright), with no network."""
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -128,11 +126,9 @@ def test_anonymous_battle_reveals_names_after_the_vote(page, ui):
     page.get_by_role("tab", name="Battle (anonymous)").click()
     page.fill("#anony_input textarea", "你好")
     page.click("#anony_send")
-    wait_for(lambda: "Which answer is better?" in status(page, "anony_status")
-             or "failed" in status(page, "anony_status"), 180, "battle answers")
+    # every registered model is healthy at this point (the doomed one fails in a later test)
+    wait_for(lambda: "Which answer is better?" in status(page, "anony_status"), 180, "battle answers")
     assert QWEN not in page.inner_text("#anony_pane_a") + page.inner_text("#anony_pane_b")  # names hidden
-    if "failed" in status(page, "anony_status"):
-        pytest.skip("a sampled model failed (the doomed one may be down already)")
     page.click("#anony_tievote")
     wait_for(lambda: "Model A was" in status(page, "anony_status"), 30, "reveal")
     votes = [json.loads(l) for f in (ui.tmp / "logs" / "votes").glob("*-conv.json") for l in f.read_text().splitlines()]

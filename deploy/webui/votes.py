@@ -16,7 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-VOTE_TYPES = {"leftvote": "model_a", "rightvote": "model_b", "tievote": "tie", "bothbad_vote": "tie (bothbad)"}
+# FastChat's vote types: (button label, winner as FastChat's monitor code names it)
+VOTES = {"leftvote": ("A is better", "model_a"), "rightvote": ("B is better", "model_b"),
+         "tievote": ("Tie", "tie"), "bothbad_vote": ("Both are bad", "tie (bothbad)")}
 
 
 def state_dict(conv, conv_id: str, model_name: str) -> dict:
@@ -45,7 +47,7 @@ class VoteLog:
         return self.folder / f"{datetime.date.today():%Y-%m-%d}-conv.json"
 
     def record(self, vote_type: str, models: list[str], states: list[dict], ip: str, anony: bool) -> dict:
-        if vote_type not in VOTE_TYPES:
+        if vote_type not in VOTES:
             raise ValueError(f"unknown vote {vote_type}")
         row = {"tstamp": round(datetime.datetime.now().timestamp(), 4), "type": vote_type,
                "models": ["", ""] if anony else list(models), "states": states, "ip": ip}
@@ -66,12 +68,12 @@ class VoteLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if row.get("type") not in VOTE_TYPES:
+                if row.get("type") not in VOTES:
                     continue
                 names = [s.get("model_name") for s in row["states"]] if row["models"][0] == "" else row["models"]
                 if None in names or "" in names or names[0] == names[1]:
                     continue
-                out.append({"model_a": names[0], "model_b": names[1], "winner": VOTE_TYPES[row["type"]],
+                out.append({"model_a": names[0], "model_b": names[1], "winner": VOTES[row["type"]][1],
                             "anony": row["models"][0] == "", "tstamp": row["tstamp"]})
         return out
 

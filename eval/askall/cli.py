@@ -7,27 +7,23 @@ import os
 import sys
 from pathlib import Path
 
-from askall.fleet import AskAllError, discover
-from askall.grading import Verdict, grade
-from askall.overrides import load_overrides, override_for
-from askall.puzzles import PuzzleFileError, load_puzzles
-from askall.report import Graded, html_report, markdown
-from askall.runner import Settings, run_all
-from askall.store import RESULTS_DIR, RunStore, key
-
-REPO = Path(__file__).resolve().parent.parent.parent
-
+from eval.askall.fleet import AskAllError, discover
+from eval.askall.grading import Verdict, grade
+from eval.askall.overrides import load_overrides, override_for
+from eval.askall.puzzles import PuzzleFileError, load_puzzles
+from eval.askall.report import Graded, html_report, markdown
+from eval.askall.runner import Settings, run_all
+from eval.askall.store import RESULTS_DIR, RunStore, key
 
 def fleet_defaults() -> tuple[str, str]:
-    """Controller and API addresses from the deployment's model_paths.toml, if there is one."""
-    try:
-        sys.path.insert(0, str(REPO))
-        from deploy.config import load_registry
+    """Controller and API addresses from the deployment's model_paths.toml, if it reads."""
+    from deploy.registry.config import Deployment, RegistryError, load_registry
 
+    try:
         d = load_registry().deployment
-        return d.controller_url, f"http://{d.host}:{d.api_port}/v1"
-    except Exception:
-        return "http://127.0.0.1:21001", "http://127.0.0.1:8000/v1"
+    except RegistryError:
+        d = Deployment()
+    return d.controller_url, f"http://{d.host}:{d.api_port}/v1"
 
 
 def parse_args(argv):
@@ -106,7 +102,7 @@ def grade_all(store, meta, puzzles, records, overrides) -> list[Graded]:
                 j = judged[k]["verdict"]
                 chain.append(Verdict(**j))
             else:
-                from askall.judge import judge
+                from eval.askall.judge import judge
 
                 v = judge(judge_client, s["judge"], p, rec["answer"])
                 store.append_judgement({"model": rec["model"], "puzzle": rec["puzzle"], "repeat": rec["repeat"],
@@ -121,43 +117,39 @@ def grade_all(store, meta, puzzles, records, overrides) -> list[Graded]:
     return out
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        store, meta, resumed = open_run(args)
-        s = meta["settings"]
-        puzzles = load_puzzles(s.get("puzzle_file"))
-        if s.get("puzzles"):
-            ids = [x.strip() for x in s["puzzles"].split(",")]
-            unknown = [i for i in ids if i not in {p.id for p in puzzles}]
-            if unknown:
-                raise AskAllError(f"--puzzles: no puzzle {', '.join(unknown)} (have: {', '.join(p.id for p in puzzles)})")
-            puzzles = [p for p in puzzles if p.id in ids]
-        overrides = load_overrides(args.overrides)
-        fleet = discover(s["controller"])
-        registered = [m.name for m in fleet]
-        if resumed:
-            names = [m["name"] for m in meta["models"]]
-            gone = [n for n in names if n not in registered]
-            fleet_names = [n for n in names if n in registered]
-        else:
-            names = pick(registered, s.get("models"))
-            fleet_names, gone = names, []
-            meta["models"] = [{"name": m.name, "worker": m.worker, "info": m.info} for m in fleet if m.name in names]
-            store.write_meta(meta)
-    except (AskAllError, PuzzleFileError) as e:
-        print(f"ask_all: {e}", file=sys.stderr)
-        if "store" in locals() and not resumed and not any(store.path.iterdir()):
-            store.path.rmdir()
-        return 2
+def select_puzzles(settings: dict) -> list:
+    puzzles = load_puzzles(settings.get("puzzle_file"))
+    if settings.get("puzzles"):
+        ids = [x.strip() for x in settings["puzzles"].split(",")]
+        unknown = [i for i in ids if i not in {p.id for p in puzzles}]
+        if unknown:
+            raise AskAllError(f"--puzzles: no puzzle {', '.join(unknown)} (have: {', '.join(p.id for p in puzzles)})")
+        puzzles = [p for p in puzzles if p.id in ids]
+    return puzzles
 
+
+def resolve_models(store: RunStore, meta: dict, resumed: bool) -> tuple[list[str], list[str], list[str]]:
+    """(every model of the run, those registered now, those gone); a new run records its models."""
+    fleet = discover(meta["settings"]["controller"])
+    registered = [m.name for m in fleet]
+    if resumed:
+        names = [m["name"] for m in meta["models"]]
+        return names, [n for n in names if n in registered], [n for n in names if n not in registered]
+    names = pick(registered, meta["settings"].get("models"))
+    meta["models"] = [{"name": m.name, "worker": m.worker, "info": m.info} for m in fleet if m.name in names]
+    store.write_meta(meta)
+    return names, names, []
+
+
+def ask(args, store: RunStore, meta: dict, puzzles: list, live: list[str], gone: list[str], resumed: bool) -> None:
+    """Ask what has no answer yet (and failed ones with --retry-failed); record gone models as failed."""
+    s = meta["settings"]
     done = {key(r) for r in store.records() if not (args.retry_failed and r.get("error"))}
     settings = Settings(api_base=s["api_base"], temperature=s["temperature"], max_tokens=s["max_tokens"],
                         seed=s.get("seed"), repeats=s["repeats"], timeout=s["timeout"])
-    todo = [(m, p.id, r) for m in fleet_names for r in range(settings.repeats) for p in puzzles
-            if (m, p.id, r) not in done]
-    print(f"{'Resuming' if resumed else 'Run'} {store.path} : {len(names)} model(s) × {len(puzzles)} puzzle(s)"
-          f" × {settings.repeats}; {len(todo)} to ask" + (f"; not registered now: {', '.join(gone)}" if gone else ""),
+    todo = [(m, p.id, r) for m in live for r in range(settings.repeats) for p in puzzles if (m, p.id, r) not in done]
+    print(f"{'Resuming' if resumed else 'Run'} {store.path} : {len(live) + len(gone)} model(s) × {len(puzzles)} "
+          f"puzzle(s) × {settings.repeats}; {len(todo)} to ask" + (f"; not registered now: {', '.join(gone)}" if gone else ""),
           file=sys.stderr)
     for m in gone:  # recorded as failed, so the run can finish and the report says why
         for r in range(settings.repeats):
@@ -165,49 +157,65 @@ def main(argv=None) -> int:
                 if (m, p.id, r) not in done:
                     store.append({"model": m, "puzzle": p.id, "repeat": r, "question": p.question, "answer": None,
                                   "error": "model is no longer registered with the controller"})
-
+    if not todo:
+        return
     bar = None
-    if not args.no_progress and todo:
+    if not args.no_progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="answer", desc="asking", file=sys.stderr)
-    failed = []
 
     def on_answer(rec):
-        if rec.get("error"):
-            failed.append(rec)
         if bar:
             bar.set_postfix_str(f"{rec['model']}: {rec['puzzle']}" + (" FAILED" if rec.get("error") else ""))
             bar.update(1)
 
-    timing = run_all(fleet_names, puzzles, settings, store, done, on_answer) if todo else {"wall_s": 0, "busy_s": {}}
+    timing = run_all(live, puzzles, settings, store, done, on_answer)
     if bar:
         bar.close()
-    if todo:
-        meta["sessions"].append(timing)
-        store.write_meta(meta)
+    meta["sessions"].append(timing)
+    store.write_meta(meta)
+    slowest = max(timing["busy_s"].values()) if timing["busy_s"] else 0
+    print(f"wall time {timing['wall_s']:.1f} s; slowest model's share {slowest:.1f} s", file=sys.stderr)
 
-    try:
-        graded = grade_all(store, meta, puzzles, store.records(), overrides)
-    except AskAllError as e:
-        print(f"ask_all: {e}", file=sys.stderr)
-        return 2
+
+def summarise(args, store: RunStore, meta: dict, puzzles: list, names: list[str], graded: list[Graded]) -> int:
+    """Write both reports, print totals; 1 if any answer is missing or failed."""
     (store.path / "report.md").write_text(markdown(meta, puzzles, graded), encoding="utf-8")
     (store.path / "report.html").write_text(html_report(meta, puzzles, graded), encoding="utf-8")
-
-    expected = {(m, p.id, r) for m in names for p in puzzles for r in range(settings.repeats)}
+    repeats = meta["settings"]["repeats"]
     recs = {key(r): r for r in store.records()}
-    missing = [k for k in expected if k not in recs or recs[k].get("error")]
-    totals = {}
+    missing = [k for k in ((m, p.id, r) for m in names for p in puzzles for r in range(repeats))
+               if k not in recs or recs[k].get("error")]
+    totals: dict[str, float] = {}
     for g in graded:
         totals[g.rec["model"]] = totals.get(g.rec["model"], 0) + g.final.score
-    print("\n".join(f"  {m:34} {totals.get(m, 0):.2f} / {len(puzzles) * settings.repeats}" for m in names), file=sys.stderr)
-    if todo:
-        slowest = max(timing["busy_s"].values()) if timing["busy_s"] else 0
-        print(f"wall time {timing['wall_s']:.1f} s; slowest model's share {slowest:.1f} s", file=sys.stderr)
+    print("\n".join(f"  {m:34} {totals.get(m, 0):.2f} / {len(puzzles) * repeats}" for m in names), file=sys.stderr)
     print(f"answers:  {store.answers}\nreport:   {store.path / 'report.md'}\n          {store.path / 'report.html'}")
     if missing:
         print(f"ask_all: {len(missing)} answer(s) missing or failed (see the report); "
               f"`python eval/ask_all.py --resume --retry-failed` asks them again", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    store = None
+    try:
+        store, meta, resumed = open_run(args)
+        puzzles = select_puzzles(meta["settings"])
+        overrides = load_overrides(args.overrides)
+        names, live, gone = resolve_models(store, meta, resumed)
+    except (AskAllError, PuzzleFileError) as e:
+        print(f"ask_all: {e}", file=sys.stderr)
+        if store is not None and not resumed and not any(store.path.iterdir()):
+            store.path.rmdir()
+        return 2
+    ask(args, store, meta, puzzles, live, gone, resumed)
+    try:
+        graded = grade_all(store, meta, puzzles, store.records(), overrides)
+    except AskAllError as e:
+        print(f"ask_all: {e}", file=sys.stderr)
+        return 2
+    return summarise(args, store, meta, puzzles, names, graded)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import requests
+from deploy.fleet_client import FleetClient, ModelUnavailable
 
 
 class AskAllError(Exception):
@@ -17,23 +17,21 @@ class ModelInfo:
     info: dict = field(default_factory=dict)  # backend, cores, budget... from the worker's /fleet_info
 
 
-def discover(controller: str, timeout: float = 5) -> list[ModelInfo]:
-    controller = controller.rstrip("/")
+def discover(controller: str) -> list[ModelInfo]:
+    client = FleetClient(controller)
     try:
-        requests.post(controller + "/refresh_all_workers", timeout=timeout)
-        names = requests.post(controller + "/list_models", timeout=timeout).json()["models"]
-    except (requests.RequestException, ValueError, KeyError) as e:
-        raise AskAllError(f"cannot reach the controller at {controller} ({type(e).__name__}). "
-                          f"Fix: start the fleet (scripts/up.sh) or pass --controller URL") from None
+        names = client.list_models(refresh=True)
+    except ModelUnavailable as e:
+        raise AskAllError(f"{e}. Fix: start the fleet (scripts/up.sh) or pass --controller URL") from None
     if not names:
-        raise AskAllError(f"no models are registered with the controller at {controller}. "
+        raise AskAllError(f"no models are registered with the controller at {client.controller_url}. "
                           f"Fix: start the workers (scripts/up.sh; python -m deploy status shows why one is missing)")
     out = []
-    for name in sorted(names):
-        addr = requests.post(controller + "/get_worker_address", json={"model": name}, timeout=timeout).json()["address"]
+    for name in names:
         try:
-            info = requests.get(addr + "/fleet_info", timeout=timeout).json()
-        except (requests.RequestException, ValueError):
-            info = {}  # a worker that is not ours (e.g. FastChat's vLLM worker on a GPU host)
-        out.append(ModelInfo(name, addr, info if isinstance(info, dict) else {}))
+            addr = client.worker_address(name)
+        except ModelUnavailable:
+            continue  # gone between the two calls
+        out.append(ModelInfo(name, addr, client.worker_info(addr)))
+    client.close()
     return out

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from askall.puzzles import Puzzle
+from eval.askall.puzzles import Puzzle
 
 
 def normalize(text: str) -> str:
@@ -57,7 +57,8 @@ class Verdict:
         return asdict(self)
 
 
-def _label(score: float, max_score: float) -> str:
+def label_for(score: float, max_score: float) -> str:
+    """The one rule from a score to a label, for rules, judges, humans and report cells."""
     if score >= max_score - 1e-6:
         return "right"
     return "partial" if score > 0 else "wrong"
@@ -134,7 +135,7 @@ def grade(puzzle: Puzzle, answer: str | None, error: str | None = None) -> Verdi
     if score == 0 and not stated_options and question_coverage(na, nq) >= 0.5 and added < puzzle.min_new_chars:
         return Verdict(0.0, mx, "echo", f"echoes the question: repeats it and adds only {added} character(s) "
                                          f"of its own (an answer needs {puzzle.min_new_chars})")
-    label = _label(score, mx)
+    label = label_for(score, mx)
     met = ", ".join(f"{e['criterion']} (“{e['matched']}”)" for e in evidence) or "none"
     reason = f"rules: met {len(evidence)}/{len(puzzle.criteria)}: {met}"
     if missed:

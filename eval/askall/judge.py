@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from askall.grading import Verdict
-from askall.puzzles import Puzzle
+from eval.askall.grading import Verdict, label_for
+from eval.askall.puzzles import Puzzle
 
 PROMPT = """You grade answers to a Chinese language puzzle against a reference answer.
 
@@ -46,5 +46,4 @@ def judge(client, model: str, puzzle: Puzzle, answer: str, max_tokens: int = 256
         return Verdict(0.0, mx, "error", f"judge {model} gave no usable verdict: {type(e).__name__}: {e}",
                        source=f"judge:{model}")
     score = round(score * mx, 4)
-    label = "right" if score >= mx - 1e-6 else ("partial" if score > 0 else "wrong")
-    return Verdict(score, mx, label, f"judge {model}: {reason}", source=f"judge:{model}")
+    return Verdict(score, mx, label_for(score, mx), f"judge {model}: {reason}", source=f"judge:{model}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from askall.fleet import AskAllError
-from askall.grading import Verdict
+from eval.askall.fleet import AskAllError
+from eval.askall.grading import Verdict, label_for
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "overrides.toml"
 
@@ -32,6 +32,5 @@ def override_for(overrides: list[dict], run: str, model: str, puzzle: str, repea
         if (o["model"], o["puzzle"]) == (model, puzzle) and o.get("run", run) == run \
                 and int(o.get("repeat", repeat)) == repeat:
             s = round(float(o["score"]) * max_score, 4)
-            label = "right" if s >= max_score - 1e-6 else ("partial" if s > 0 else "wrong")
-            return Verdict(s, max_score, label, f"human: {o['reason']}", source="human")
+            return Verdict(s, max_score, label_for(s, max_score), f"human: {o['reason']}", source="human")
     return None

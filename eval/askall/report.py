@@ -1,13 +1,17 @@
 """Reports of a run: Markdown, and one self-contained HTML file (inline CSS and SVG, no scripts,
-no fonts or images from anywhere), readable offline."""
+no fonts or images from anywhere), readable offline.
+
+Each table and each answer is built once as data (`Table`, `AnswerView`) and rendered twice,
+so the two reports cannot disagree.
+"""
 from __future__ import annotations
 
 import html
 import statistics
 from dataclasses import dataclass, field
 
-from askall.grading import Verdict
-from askall.puzzles import Puzzle
+from eval.askall.grading import Verdict, label_for
+from eval.askall.puzzles import Puzzle
 
 
 @dataclass
@@ -34,7 +38,7 @@ class ModelStats:
         return round(statistics.mean(xs), 3) if xs else None
 
 
-def collect(models: list[str], puzzles: list[Puzzle], graded: list[Graded]) -> dict[str, ModelStats]:
+def collect(models: list[str], graded: list[Graded]) -> dict[str, ModelStats]:
     stats = {m: ModelStats(m) for m in models}
     for g in graded:
         st = stats.setdefault(g.rec["model"], ModelStats(g.rec["model"]))
@@ -59,10 +63,121 @@ def _fmt(x, unit="", nd=2):
     return "–" if x is None else f"{x:.{nd}f}{unit}"
 
 
-def _model_line(name: str, info: dict) -> tuple[str, str, str, str]:
-    cores = ",".join(map(str, info.get("cores", []))) or "?"
-    budget = f"{info['memory_budget'] / 1024**3:.1f} GiB" if info.get("memory_budget") else "?"
-    return name, info.get("backend", "?"), cores, budget
+# ---- the data both reports show ----------------------------------------------------------------
+@dataclass
+class Cell:
+    text: str
+    css: str = ""      # HTML class (a label colour)
+    strong: bool = False
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]]
+    note: str = ""
+
+
+def _c(x, **kw) -> Cell:
+    return Cell(str(x), **kw)
+
+
+def settings_table(meta: dict, puzzles: list[Puzzle]) -> Table:
+    s = meta["settings"]
+    rows = [[_c(k), _c(s.get(k))] for k in ("api_base", "temperature", "max_tokens", "seed", "repeats", "judge")]
+    rows.append([_c("puzzles"), _c(f"{len(puzzles)} ({', '.join(p.id for p in puzzles)})")])
+    last = meta["sessions"][-1] if meta.get("sessions") else {}
+    if last:
+        slowest = max(last["busy_s"].values()) if last.get("busy_s") else None
+        ratio = f"{last['wall_s'] / slowest:.2f}" if slowest else "–"
+        rows.append([_c("wall time (last session)"),
+                     _c(f"{last['wall_s']:.1f} s; slowest model's share {_fmt(slowest, ' s', 1)}; ratio {ratio}")])
+    rows.append([_c("sessions"), _c(f"{len(meta.get('sessions', []))} (a resumed run has more than one)")])
+    return Table("Settings", ["setting", "value"], rows)
+
+
+def models_table(meta: dict, stats: dict[str, ModelStats]) -> Table:
+    rows = []
+    for m in meta["models"]:
+        info, st = m.get("info", {}), stats[m["name"]]
+        budget = f"{info['memory_budget'] / 1024**3:.1f} GiB" if info.get("memory_budget") else "?"
+        rows.append([_c(m["name"]), _c(info.get("backend", "?")), _c(",".join(map(str, info.get("cores", []))) or "?"),
+                     _c(budget), _c(st.asked - st.failed), _c(st.failed)])
+    return Table("Models", ["model", "backend", "cores", "memory budget", "answered", "failed"], rows)
+
+
+def scores_table(models: list[str], puzzles: list[Puzzle], graded: list[Graded], stats: dict[str, ModelStats]) -> Table:
+    rows = []
+    for m in models:
+        row = [_c(m)]
+        for p in puzzles:
+            gs = _cell(p.id, m, graded)
+            if not gs:
+                row.append(_c("–"))
+                continue
+            score = statistics.mean(g.final.score for g in gs)
+            label = gs[0].final.label if len(gs) == 1 else label_for(score, p.max_score)
+            row.append(_c(f"{score:.2f}", css=f"score {label}"))
+        row.append(_c(f"{stats[m].score:.2f} / {stats[m].max_score:.0f}", css="score", strong=True))
+        rows.append(row)
+    return Table("Scores", ["model", *[p.id for p in puzzles], "total"], rows,
+                 "Final verdicts (human over judge over rules), mean over repeats.")
+
+
+def speed_table(models: list[str], stats: dict[str, ModelStats]) -> Table:
+    rows = [[_c(m), _c(_fmt(st.mean(st.ttft), " s")), _c(_fmt(st.mean(st.latency), " s")),
+             _c(_fmt(st.mean(st.tps), "", 1)), _c(st.tokens)] for m, st in ((m, stats[m]) for m in models)]
+    return Table("Speed", ["model", "mean TTFT", "mean latency", "mean decode tok/s", "tokens"], rows)
+
+
+def speed_charts(models: list[str], stats: dict[str, ModelStats]) -> list[tuple[str, dict, str]]:
+    return [(title, {m: stats[m].mean(getattr(stats[m], attr)) for m in models}, unit)
+            for title, attr, unit in (("Mean latency (s)", "latency", "s"), ("Mean decode speed (tok/s)", "tps", "tok/s"),
+                                      ("Mean time to first token (s)", "ttft", "s"))]
+
+
+@dataclass
+class AnswerView:
+    """One answer as both reports show it."""
+    model: str
+    repeat: str
+    verdict: Verdict
+    others: list[Verdict]
+    timing: str
+    error: str | None
+    answer: str
+
+
+def answer_views(meta: dict, p: Puzzle, models: list[str], graded: list[Graded]) -> list[AnswerView]:
+    out = []
+    for m in models:
+        for g in _cell(p.id, m, graded):
+            r = g.rec
+            timing = (f"{_fmt(r.get('ttft_s'), ' s')} to first token, {_fmt(r.get('latency_s'), ' s')} in all, "
+                      f"{r.get('completion_tokens') or '–'} tokens, {_fmt(r.get('decode_tps'), ' tok/s', 1)}, "
+                      f"finish: {r.get('finish_reason') or '–'}")
+            repeat = f"repeat {r['repeat']}" if meta["settings"].get("repeats", 1) > 1 else ""
+            out.append(AnswerView(m, repeat, g.final, g.others, timing, r.get("error"), r.get("answer") or ""))
+    return out
+
+
+def _parts(meta: dict, puzzles: list[Puzzle], graded: list[Graded]):
+    models = [m["name"] for m in meta["models"]]
+    stats = collect(models, graded)
+    tables = [settings_table(meta, puzzles), models_table(meta, stats), scores_table(models, puzzles, graded, stats),
+              speed_table(models, stats)]
+    return models, stats, tables
+
+
+# ---- Markdown ------------------------------------------------------------------------------------
+def md_table(t: Table) -> list[str]:
+    def cell(c: Cell) -> str:
+        return f"**{c.text}**" if c.strong else c.text
+    out = ["", f"## {t.title}", ""] + ([t.note, ""] if t.note else [])
+    out += ["| " + " | ".join(t.headers) + " |", "| " + " | ".join("---" for _ in t.headers) + " |"]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in t.rows]
+    return out
 
 
 def _bar(value, vmax, width=30) -> str:
@@ -72,72 +187,31 @@ def _bar(value, vmax, width=30) -> str:
 
 
 def markdown(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
-    models = [m["name"] for m in meta["models"]]
-    info = {m["name"]: m.get("info", {}) for m in meta["models"]}
-    stats = collect(models, puzzles, graded)
-    s = meta["settings"]
-    out = [f"# Puzzle run `{meta['run']}`", ""]
-    last = meta["sessions"][-1] if meta.get("sessions") else {}
-    out += ["## Settings", "", "| setting | value |", "| --- | --- |"]
-    for k in ("api_base", "temperature", "max_tokens", "seed", "repeats", "judge"):
-        out.append(f"| {k} | {s.get(k)} |")
-    out.append(f"| puzzles | {len(puzzles)} ({', '.join(p.id for p in puzzles)}) |")
-    if last:
-        slowest = max(last["busy_s"].values()) if last.get("busy_s") else None
-        ratio = f"{last['wall_s'] / slowest:.2f}" if slowest else "–"
-        out.append(f"| wall time (last session) | {last['wall_s']:.1f} s; slowest model's share "
-                   f"{_fmt(slowest, ' s', 1)}; ratio {ratio} |")
-    out.append(f"| sessions | {len(meta.get('sessions', []))} (a resumed run has more than one) |")
-    out += ["", "## Models", "", "| model | backend | cores | memory budget | answered | failed |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    for m in models:
-        n, b, c, bud = _model_line(m, info[m])
-        out.append(f"| {n} | {b} | {c} | {bud} | {stats[m].asked - stats[m].failed} | {stats[m].failed} |")
-
-    out += ["", "## Scores", "", "Final verdicts (human over judge over rules), mean over repeats.", "",
-            "| model | " + " | ".join(p.id for p in puzzles) + " | total |",
-            "| --- | " + " | ".join("---" for _ in puzzles) + " | --- |"]
-    for m in models:
-        cells = []
-        for p in puzzles:
-            gs = _cell(p.id, m, graded)
-            cells.append(f"{statistics.mean(g.final.score for g in gs):.2f}" if gs else "–")
-        out.append(f"| {m} | " + " | ".join(cells) + f" | **{stats[m].score:.2f}** / {stats[m].max_score:.0f} |")
-
-    out += ["", "## Speed", "", "| model | mean TTFT | mean latency | mean decode tok/s | tokens |",
-            "| --- | --- | --- | --- | --- |"]
-    for m in models:
-        st = stats[m]
-        out.append(f"| {m} | {_fmt(st.mean(st.ttft), ' s')} | {_fmt(st.mean(st.latency), ' s')} | "
-                   f"{_fmt(st.mean(st.tps), '', 1)} | {st.tokens} |")
-    for title, attr, unit in (("Mean latency (s)", "latency", "s"), ("Mean decode speed (tok/s)", "tps", "tok/s")):
-        vals = {m: stats[m].mean(getattr(stats[m], attr)) for m in models}
+    models, stats, tables = _parts(meta, puzzles, graded)
+    out = [f"# Puzzle run `{meta['run']}`"]
+    for t in tables:
+        out += md_table(t)
+    width = max((len(m) for m in models), default=0)
+    for title, vals, unit in speed_charts(models, stats):
         vmax = max((v for v in vals.values() if v is not None), default=None)
         out += ["", f"**{title}**", "", "```"]
-        width = max(len(m) for m in models)
-        for m in models:
-            out.append(f"{m:<{width}}  {_bar(vals[m], vmax)} {_fmt(vals[m], ' ' + unit, 1)}")
+        out += [f"{m:<{width}}  {_bar(vals[m], vmax)} {_fmt(vals[m], ' ' + unit, 1)}" for m in models]
         out.append("```")
-
     out += ["", "## Answers, puzzle by puzzle"]
     for p in puzzles:
         out += ["", f"### {p.id}", "", f"**Question:** {p.question}", "", f"**Reference:** {p.reference}"]
-        for m in models:
-            for g in _cell(p.id, m, graded):
-                r, v = g.rec, g.final
-                rep = f" (repeat {r['repeat']})" if meta["settings"].get("repeats", 1) > 1 else ""
-                out += ["", f"#### {m}{rep}: {v.label}, {v.score:.2f}/{v.max_score:.0f}", "",
-                        f"- verdict ({v.source}): {v.reason}"]
-                for o in g.others:
-                    out.append(f"- overridden {o.source} verdict: {o.label} {o.score:.2f}: {o.reason}")
-                out.append(f"- {_fmt(r.get('ttft_s'), ' s')} to first token, {_fmt(r.get('latency_s'), ' s')} in all, "
-                           f"{r.get('completion_tokens') or '–'} tokens, {_fmt(r.get('decode_tps'), ' tok/s', 1)}, "
-                           f"finish: {r.get('finish_reason') or '–'}" + (f", error: {r['error']}" if r.get("error") else ""))
-                if r.get("answer"):
-                    out += ["", "```text", r["answer"].replace("```", "ˋˋˋ"), "```"]
+        for a in answer_views(meta, p, models, graded):
+            v = a.verdict
+            out += ["", f"#### {a.model}{f' ({a.repeat})' if a.repeat else ''}: {v.label}, "
+                        f"{v.score:.2f}/{v.max_score:.0f}", "", f"- verdict ({v.source}): {v.reason}"]
+            out += [f"- overridden {o.source} verdict: {o.label} {o.score:.2f}: {o.reason}" for o in a.others]
+            out.append(f"- {a.timing}" + (f", error: {a.error}" if a.error else ""))
+            if a.answer:
+                out += ["", "```text", a.answer.replace("```", "ˋˋˋ"), "```"]
     return "\n".join(out) + "\n"
 
 
+# ---- HTML ----------------------------------------------------------------------------------------
 CSS = """
 body{font-family:"Noto Sans CJK SC","WenQuanYi Micro Hei","PingFang SC","Microsoft YaHei",sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
@@ -152,8 +226,20 @@ border:1px solid #eee;padding:6px;max-height:420px;overflow:auto}.meta{font-size
 """
 
 
+def html_table(t: Table) -> str:
+    e = html.escape
+
+    def cell(c: Cell) -> str:
+        attr = f' class="{e(c.css)}"' if c.css else ""
+        return f"<td{attr}>{f'<b>{e(c.text)}</b>' if c.strong else e(c.text)}</td>"
+    head = "".join(f"<th>{e(h)}</th>" for h in t.headers)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in t.rows)
+    note = f"<p>{e(t.note)}</p>" if t.note else ""
+    return f"<h2>{e(t.title)}</h2>{note}<table><tr>{head}</tr>{body}</table>"
+
+
 def _svg_bars(title: str, values: dict, unit: str) -> str:
-    items = [(k, v) for k, v in values.items()]
+    items = list(values.items())
     vmax = max((v for _, v in items if v is not None), default=0) or 1
     row, label_w, bar_w = 22, 260, 360
     h = row * len(items) + 30
@@ -171,64 +257,30 @@ def _svg_bars(title: str, values: dict, unit: str) -> str:
     return "".join(parts)
 
 
+def _html_card(a: AnswerView) -> str:
+    e, v = html.escape, a.verdict
+    overridden = "".join(f'<div class="meta">overridden {e(o.source)}: {e(o.label)} {o.score:.2f}: {e(o.reason)}</div>'
+                         for o in a.others)
+    err = f'<div class="meta">error: {e(a.error)}</div>' if a.error else ""
+    return (f'<div class="card"><h4>{e(a.model)}{f" · {e(a.repeat)}" if a.repeat else ""} '
+            f'<span class="badge {v.label}">{e(v.label)} {v.score:.2f}</span></h4>'
+            f'<div class="meta">{e(v.source)}: {e(v.reason)}</div>{overridden}'
+            f'<div class="meta">{e(a.timing)}</div>{err}<div class="answer">{e(a.answer)}</div></div>')
+
+
 def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
     e = html.escape
-    models = [m["name"] for m in meta["models"]]
-    info = {m["name"]: m.get("info", {}) for m in meta["models"]}
-    stats = collect(models, puzzles, graded)
-    s = meta["settings"]
+    models, stats, tables = _parts(meta, puzzles, graded)
     out = ['<!doctype html><html lang="zh"><head><meta charset="utf-8">',
            f"<title>Puzzle run {e(meta['run'])}</title><style>{CSS}</style></head><body>",
-           f"<h1>Puzzle run <code>{e(meta['run'])}</code></h1>", "<h2>Settings</h2><table>"]
-    for k in ("api_base", "temperature", "max_tokens", "seed", "repeats", "judge"):
-        out.append(f"<tr><th>{k}</th><td>{e(str(s.get(k)))}</td></tr>")
-    last = meta["sessions"][-1] if meta.get("sessions") else {}
-    if last:
-        slowest = max(last["busy_s"].values()) if last.get("busy_s") else None
-        out.append(f"<tr><th>wall time</th><td>{last['wall_s']:.1f} s (slowest model's share "
-                   f"{_fmt(slowest, ' s', 1)})</td></tr>")
-    out.append("</table><h2>Models</h2><table><tr><th>model</th><th>backend</th><th>cores</th>"
-               "<th>memory budget</th><th>answered</th><th>failed</th></tr>")
-    for m in models:
-        n, b, c, bud = _model_line(m, info[m])
-        out.append(f"<tr><td>{e(n)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(bud)}</td>"
-                   f"<td>{stats[m].asked - stats[m].failed}</td><td>{stats[m].failed}</td></tr>")
-    out.append("</table><h2>Scores</h2><table><tr><th>model</th>" +
-               "".join(f"<th>{e(p.id)}</th>" for p in puzzles) + "<th>total</th></tr>")
-    for m in models:
-        out.append(f"<tr><td>{e(m)}</td>")
-        for p in puzzles:
-            gs = _cell(p.id, m, graded)
-            if not gs:
-                out.append("<td>–</td>")
-                continue
-            sc = statistics.mean(g.final.score for g in gs)
-            lab = gs[0].final.label if len(gs) == 1 else ("right" if sc >= 0.999 else "partial" if sc > 0 else "wrong")
-            out.append(f'<td class="score {lab}">{sc:.2f}</td>')
-        out.append(f'<td class="score">{stats[m].score:.2f} / {stats[m].max_score:.0f}</td></tr>')
-    out.append("</table><h2>Speed</h2>")
-    out.append(_svg_bars("Mean latency per answer", {m: stats[m].mean(stats[m].latency) for m in models}, "s"))
-    out.append(_svg_bars("Mean decode speed", {m: stats[m].mean(stats[m].tps) for m in models}, "tok/s"))
-    out.append(_svg_bars("Mean time to first token", {m: stats[m].mean(stats[m].ttft) for m in models}, "s"))
+           f"<h1>Puzzle run <code>{e(meta['run'])}</code></h1>"]
+    out += [html_table(t) for t in tables]
+    out += [_svg_bars(title, vals, unit) for title, vals, unit in speed_charts(models, stats)]
     out.append("<h2>Answers, side by side</h2>")
     for p in puzzles:
         out.append(f"<h3>{e(p.id)}</h3><p><b>Question:</b> {e(p.question)}</p>"
                    f"<p><b>Reference:</b> {e(p.reference)}</p><div class=\"grid\">")
-        for m in models:
-            for g in _cell(p.id, m, graded):
-                r, v = g.rec, g.final
-                overridden = "".join(f"<div class=\"meta\">overridden {e(o.source)}: {e(o.label)} {o.score:.2f}: "
-                                     f"{e(o.reason)}</div>" for o in g.others)
-                err = f"<div class=\"meta\">error: {e(r['error'])}</div>" if r.get("error") else ""
-                rep = f" · repeat {r['repeat']}" if s.get("repeats", 1) > 1 else ""
-                out.append(
-                    f'<div class="card"><h4>{e(m)}{rep} '
-                    f'<span class="badge {v.label}">{e(v.label)} {v.score:.2f}</span></h4>'
-                    f'<div class="meta">{e(v.source)}: {e(v.reason)}</div>{overridden}'
-                    f'<div class="meta">TTFT {_fmt(r.get("ttft_s"), " s")} · latency {_fmt(r.get("latency_s"), " s")}'
-                    f' · {r.get("completion_tokens") or "–"} tokens · {_fmt(r.get("decode_tps"), " tok/s", 1)}'
-                    f' · finish {e(str(r.get("finish_reason") or "–"))}</div>{err}'
-                    f'<div class="answer">{e(r.get("answer") or "")}</div></div>')
+        out += [_html_card(a) for a in answer_views(meta, p, models, graded)]
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out)

@@ -10,8 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from askall.puzzles import Puzzle
-from askall.store import RunStore
+from eval.askall.puzzles import Puzzle
+from eval.askall.store import RunStore
 
 
 @dataclass
@@ -22,7 +22,6 @@ class Settings:
     seed: int | None = None
     repeats: int = 1
     timeout: float = 600.0
-    api_key: str = "unused"
 
 
 def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dict:
@@ -69,7 +68,7 @@ def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunSto
     """Ask what is not in `done`; returns {"wall_s", "busy_s": {model: seconds}}."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=s.api_base, api_key=s.api_key, max_retries=0)
+    client = OpenAI(base_url=s.api_base, api_key="unused", max_retries=0)
     lock = threading.Lock()
     busy = {m: 0.0 for m in models}
 

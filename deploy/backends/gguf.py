@@ -38,22 +38,24 @@ class _Reader:
             raise GGUFError("implausible string length in header")
         return self.f.read(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, keep: bool):
+    def value(self, vtype: int):
+        """A scalar or string; arrays (the vocabulary, merges) are skipped and read as None."""
         if vtype in _SCALARS:
             return self.take(_SCALARS[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
             itype, count = self.take("<I"), self.take("<Q")
-            if itype in _SCALARS and not keep:
+            if itype in _SCALARS:
                 self.f.seek(struct.calcsize(_SCALARS[itype]) * count, 1)
-                return None
-            items = [self.value(itype, keep) for _ in range(count)]
-            return items if keep else None
+            else:
+                for _ in range(count):
+                    self.value(itype)
+            return None
         raise GGUFError(f"unknown metadata value type {vtype}")
 
 
-def read_gguf(path: str | Path, keep_arrays: bool = False) -> tuple[dict, list[dict]]:
+def read_gguf(path: str | Path) -> tuple[dict, list[dict]]:
     """(metadata, tensors); raises GGUFError if the file is not well-formed GGUF."""
     path = Path(path)
     size = path.stat().st_size
@@ -68,7 +70,7 @@ def read_gguf(path: str | Path, keep_arrays: bool = False) -> tuple[dict, list[d
         meta: dict = {"GGUF.version": version}
         for _ in range(n_kv):
             key = r.string()
-            meta[key] = r.value(r.take("<I"), keep_arrays)
+            meta[key] = r.value(r.take("<I"))
         tensors = []
         for _ in range(n_tensors):
             name = r.string()

@@ -1,5 +1,6 @@
-"""Processes we start and stop ourselves, by PID, on loopback: a controller, workers, the
-API server and the web UI from a registry of our own. Used by the tests and the benchmark."""
+"""The test harness: processes we start and stop ourselves, by PID, on loopback (a controller,
+workers, the API server and the web UI from a registry of our own), and copies of the
+deployment with free ports for supervisord. Used by the tests and the benchmark."""
 from __future__ import annotations
 
 import os
@@ -10,17 +11,26 @@ import sys
 import time
 from pathlib import Path
 
-import requests
+import httpx
 import tomlkit
+
+from deploy.fleet_client import FleetClient
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in this process (the kernel may offer a
+    just-released port again before anything binds the first one)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Proc:
@@ -91,6 +101,37 @@ def wait_for(pred, timeout: float, what: str, proc: Proc | None = None, every: f
                          + (f"\n{proc.output()[-3000:]}" if proc else ""))
 
 
+def copy_fleet(root: Path, extra_models: list[dict] = ()) -> tuple[Path, tomlkit.TOMLDocument]:
+    """The repository's deployment (its model_paths.toml with free ports, plus `extra_models`) in
+    `root`, beside links to our .venv and deploy/, ready for `supervisord -c root/supervisord.conf`."""
+    root.mkdir(parents=True)
+    (root / ".venv").symlink_to(REPO / ".venv")
+    (root / "deploy").symlink_to(REPO / "deploy")
+    doc = tomlkit.parse((REPO / "model_paths.toml").read_text())
+    for k in ("controller_port", "api_port", "webui_port"):
+        doc["deployment"][k] = free_port()
+    for m in doc["models"]:
+        m["port"] = free_port()
+    for extra in extra_models:
+        t = tomlkit.table()
+        t.update(extra)
+        doc["models"].append(t)
+    (root / "model_paths.toml").write_text(tomlkit.dumps(doc))
+    return root, doc
+
+
+def shutdown_supervisord(root: Path, timeout: float = 30) -> None:
+    """Stop a supervisord started from root/supervisord.conf and wait until it is gone."""
+    conf = root / "supervisord.conf"
+    if not conf.exists():
+        return
+    subprocess.run([str(REPO / ".venv/bin/supervisorctl"), "-c", str(conf), "shutdown"], capture_output=True)
+    pidfile = root / "logs" / "supervisord.pid"
+    t0 = time.monotonic()
+    while pidfile.exists() and time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+
+
 def write_registry(path: Path, models: list[dict], controller_port: int, api_port: int, webui_port: int) -> Path:
     doc = tomlkit.document()
     doc["deployment"] = {"host": "127.0.0.1", "controller_port": controller_port, "api_port": api_port,
@@ -114,6 +155,7 @@ class Stack:
         self.env = {"FLEET_REGISTRY": str(self.registry)}
         self.models = models
         self.procs: dict[str, Proc] = {}
+        self.fleet = FleetClient(self.controller)
 
     @property
     def controller(self) -> str:
@@ -131,7 +173,14 @@ class Stack:
     def start_controller(self) -> None:
         c = self.start("controller", [PY, "-m", "fastchat.serve.controller", "--host", "127.0.0.1",
                                       "--port", str(self.controller_port)])
-        wait_for(lambda: _ok(self.controller + "/list_models"), 30, "controller", c)
+        wait_for(self._controller_answers, 30, "controller", c)
+
+    def _controller_answers(self) -> bool:
+        try:
+            self.fleet.list_models()
+            return True
+        except Exception:
+            return False
 
     def start_worker(self, name: str, env: dict | None = None) -> Proc:
         return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name], env)
@@ -142,30 +191,29 @@ class Stack:
 
     def start_webui(self) -> None:
         w = self.start("webui", [PY, "-m", "deploy", "webui"])
-        wait_for(lambda: _ok(self.webui_url, method="get"), 90, "web UI", w)
+        wait_for(lambda: _ok(self.webui_url), 90, "web UI", w)
 
     def start_api(self) -> None:
         a = self.start("api", [PY, "-m", "deploy", "api-server"])
-        wait_for(lambda: _ok(self.api_base + "/models", method="get"), 60, "API server", a)
+        wait_for(lambda: _ok(self.api_base + "/models"), 60, "API server", a)
 
     def registered(self) -> set[str]:
-        try:
-            return set(requests.post(self.controller + "/list_models", timeout=3).json()["models"])
-        except (requests.RequestException, ValueError):
-            return set()
+        return self.fleet.registered()
 
     def wait_registered(self, names: list[str], timeout: float = 180) -> None:
-        wait_for(lambda: set(names) <= self.registered(), timeout, f"{names} to register")
+        got = self.fleet.wait_registered(names, timeout)
+        assert set(names) <= got, f"timed out after {timeout}s waiting for {sorted(set(names) - got)} to register"
+
+    def worker_address(self, model: str) -> str:
+        return self.fleet.worker_address(model)
 
     def stop(self) -> None:
         for p in reversed(list(self.procs.values())):
             p.stop()
 
 
-def _ok(url: str, method: str = "post") -> bool:
+def _ok(url: str) -> bool:
     try:
-        return getattr(requests, method)(url, timeout=2).status_code == 200
-    except requests.RequestException:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
         return False
-
-

@@ -5,8 +5,8 @@ Memory, strongest mechanism first (the one used is logged):
 2. cgroup v1 `memory.limit_in_bytes` likewise (this project's CI machines
    offer this one: the kernel OOM-kills the worker at the budget);
 3. otherwise `RLIMIT_AS`, an address-space cap. Address space is not memory:
-   runtimes reserve far more than they touch, so the cap is the budget plus a
-   headroom measured per backend (a transformers worker for a 2.5 GB model
+   runtimes reserve far more than they touch, so the cap is the budget plus the
+   headroom the backend declares (a transformers worker for a 2.5 GB model
    needed about 6.6 GiB of address space to load).
 """
 from __future__ import annotations
@@ -17,20 +17,9 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.config import Backend
-
-log = logging.getLogger("deploy.limits")
-
-# Address space a worker reserves beyond its resident budget (libraries, thread stacks,
-# allocator arenas). Sized from VSZ - RSS of loaded workers (idle: ~1.0 GB llama.cpp,
-# ~1.1 GB transformers, more while loading); tests/test_stack.py loads the transformers
-# worker under this cap.
-AS_HEADROOM = {
-    Backend.LLAMACPP: 3 * 1024**3,
-    Backend.TRANSFORMERS: 5 * 1024**3,
-    Backend.VLLM: 16 * 1024**3,
-}
-
+log = logging.getLogger("deploy.worker.limits")
+MECHANISMS = {"cgroup2": "cgroup v2 memory.max", "cgroup1": "cgroup v1 memory.limit_in_bytes",
+              "rlimit_as": "RLIMIT_AS (an address-space cap)"}
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "NUMEXPR_NUM_THREADS", "LLAMA_ARG_THREADS")
 
@@ -86,7 +75,8 @@ def _own_cgroup(version: int) -> Path | None:
     return None
 
 
-def _try_cgroup(version: int, label: str, budget: int) -> MemoryLimit | None:
+def _try_cgroup(version: int, label: str, budget: int, join: bool = True) -> MemoryLimit | None:
+    """A child cgroup with the budget, joined by this process (or only created, join=False)."""
     base = _own_cgroup(version)
     if base is None:
         return None
@@ -107,15 +97,27 @@ def _try_cgroup(version: int, label: str, budget: int) -> MemoryLimit | None:
                 (child / "memory.memsw.limit_in_bytes").write_text(str(budget))
             except OSError:
                 pass  # swap accounting off: no swap to escape into either
-        (child / "cgroup.procs").write_text(str(os.getpid()))
+        if join:
+            (child / "cgroup.procs").write_text(str(os.getpid()))
     except OSError as e:
         log.debug("cgroup v%d not usable at %s: %s", version, child, e)
         return None
     return MemoryLimit(f"cgroup{version}", budget, str(child))
 
 
-def apply_memory_budget(budget: int, backend: Backend, label: str, prefer: str | None = None) -> MemoryLimit:
-    """Apply the strongest available mechanism; `prefer` forces one (tests, FLEET_MEMORY_MECHANISM)."""
+def strongest_mechanism() -> str:
+    """Which mechanism apply_memory_budget would use on this host (probed with a throwaway cgroup)."""
+    for version in (2, 1):
+        probe = _try_cgroup(version, f"probe-{os.getpid()}", 1 << 30, join=False)
+        if probe:
+            Path(probe.where).rmdir()
+            return probe.mechanism
+    return "rlimit_as"
+
+
+def apply_memory_budget(budget: int, as_headroom: int, label: str, prefer: str | None = None) -> MemoryLimit:
+    """Apply the strongest available mechanism; `prefer` forces one (tests, FLEET_MEMORY_MECHANISM).
+    `as_headroom` is what the RLIMIT_AS fallback allows beyond the budget (the backend's own figure)."""
     prefer = prefer or os.environ.get("FLEET_MEMORY_MECHANISM") or None
     if prefer in (None, "cgroup2"):
         lim = _try_cgroup(2, label, budget)
@@ -125,6 +127,6 @@ def apply_memory_budget(budget: int, backend: Backend, label: str, prefer: str |
         lim = _try_cgroup(1, label, budget)
         if lim:
             return lim
-    cap = budget + AS_HEADROOM[backend]
+    cap = budget + as_headroom
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     return MemoryLimit("rlimit_as", cap)

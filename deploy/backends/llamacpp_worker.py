@@ -1,9 +1,8 @@
 """A FastChat worker on llama.cpp (xllamacpp: the llama.cpp server engine in-process).
 
-It registers and heart-beats like any FastChat worker (BaseModelWorker does
-that part) and answers the worker protocol used by FastChat's API server and
-web UI. Concurrent requests run in the engine's parallel slots, batched
-together, rather than queued behind one another.
+It registers and heart-beats like any FastChat worker (BaseModelWorker does that part) and
+answers the worker protocol used by FastChat's API server and web UI. Concurrent requests run
+in the engine's parallel slots, batched together, rather than queued behind one another.
 """
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ import httpx
 from fastchat.constants import ErrorCode
 from fastchat.serve.base_model_worker import BaseModelWorker
 
-from deploy.config import ModelEntry
-
-log = logging.getLogger("deploy.llamacpp_worker")
+log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
 
 
@@ -55,7 +52,7 @@ def engine_request(params: dict, stream: bool) -> dict:
 
 
 class LlamaCppWorker(BaseModelWorker):
-    def __init__(self, entry: ModelEntry, controller_addr: str, worker_addr: str):
+    def __init__(self, entry, controller_addr: str, worker_addr: str):
         import xllamacpp
 
         super().__init__(
@@ -92,8 +89,10 @@ class LlamaCppWorker(BaseModelWorker):
         cancelled = threading.Event()
 
         def on_chunk(chunk):  # engine thread
+            if cancelled.is_set():
+                return True  # the client went away: True asks the engine to stop this request
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            return cancelled.is_set()  # True asks the engine to stop this request
+            return False
 
         def run():
             try:

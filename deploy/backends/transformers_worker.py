@@ -12,26 +12,22 @@ import json
 import logging
 import uuid
 
-from deploy.config import ModelEntry
-from deploy.fit import resolve_dtype
+from deploy.backends.base import ConfigProblem
+from deploy.backends.transformers import resolve_dtype
 
-log = logging.getLogger("deploy.hf_worker")
-
-
-class RemoteCodeNotAllowed(Exception):
-    pass
+log = logging.getLogger("deploy.backends.transformers_worker")
 
 
-def _check_remote_code(entry: ModelEntry, cfg: dict) -> None:
+def _check_remote_code(entry, cfg: dict) -> None:
     if "auto_map" in cfg and not entry.trust_remote_code:
-        raise RemoteCodeNotAllowed(
+        raise ConfigProblem(
             f"model '{entry.name}' ships its own Python code ({entry.resolved_path}/config.json has auto_map), "
             f"which runs with your user's rights when loaded. Fix: if you trust its source ({entry.source or 'unknown'}), "
             f"set trust_remote_code = true for this entry in model_paths.toml."
         )
 
 
-def load_hf_model(entry: ModelEntry):
+def load_hf_model(entry):
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -68,8 +64,9 @@ def load_hf_model(entry: ModelEntry):
     return model.eval(), tokenizer
 
 
-def make_transformers_worker(entry: ModelEntry, controller_addr: str, worker_addr: str):
+def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
     """Build FastChat's ModelWorker around a model we loaded (its __init__ would load by path)."""
+    import torch
     from fastchat.model.model_adapter import get_generate_stream_function
     from fastchat.serve.base_model_worker import BaseModelWorker
     from fastchat.serve.model_worker import ModelWorker
@@ -98,4 +95,5 @@ def make_transformers_worker(entry: ModelEntry, controller_addr: str, worker_add
                 set_seed(int(params["seed"]))
             yield from super().generate_stream_gate(params)
 
+    torch.set_num_threads(entry.n_threads)
     return TransformersWorker()

@@ -1,0 +1,251 @@
+"""The one client of FastChat's control plane and worker protocol.
+
+Everything of ours that asks the controller which models are up, where a model's worker is,
+or streams from a worker goes through here: the web UI, eval/ask_all.py, `deploy up/status`,
+the benchmark and the test harness. The route names are spelled only here (the worker app
+serves them by these constants). Two transports share one protocol: `FleetClient` (blocking,
+for the CLI, threads and tests) and `AsyncFleetClient` (for async callers such as the web UI).
+
+Generation parameters are built from a conversation exactly as FastChat's OpenAI API server
+builds them (`gen_params`), so a model sees the same prompt and settings from every door.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+
+# ---- FastChat's routes ------------------------------------------------------------------------
+# controller
+LIST_MODELS = "/list_models"
+GET_WORKER_ADDRESS = "/get_worker_address"
+REFRESH_ALL_WORKERS = "/refresh_all_workers"
+REGISTER_WORKER = "/register_worker"
+RECEIVE_HEART_BEAT = "/receive_heart_beat"
+# worker
+WORKER_GET_STATUS = "/worker_get_status"
+WORKER_GENERATE_STREAM = "/worker_generate_stream"
+WORKER_GENERATE = "/worker_generate"
+WORKER_GET_CONV_TEMPLATE = "/worker_get_conv_template"
+COUNT_TOKEN = "/count_token"
+MODEL_DETAILS = "/model_details"
+FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, ...)
+
+
+class ModelUnavailable(Exception):
+    """The controller cannot be reached, or no worker serves the model now."""
+
+
+# ---- the protocol, independent of the transport -----------------------------------------------
+def gen_params(model: str, conv, *, temperature: float = 0.7, top_p: float = 1.0, top_k: int = -1,
+               max_new_tokens: int | None = None, stop: str | list[str] | None = None, seed: int | None = None,
+               presence_penalty: float = 0.0, frequency_penalty: float = 0.0, echo: bool = False,
+               logprobs: int | None = None) -> dict[str, Any]:
+    """A worker request for `conv` (whose last message is the empty assistant turn), with the keys
+    and defaults FastChat's API server sends for /v1/chat/completions, plus the OpenAI `seed`."""
+    stops: set[str] = set()
+    for s in (stop, conv.stop_str):  # FastChat's _add_to_set: a string or a list, each optional
+        if s:
+            stops.update([s] if isinstance(s, str) else s)
+    params = {"model": model, "prompt": conv.get_prompt(), "temperature": temperature, "logprobs": logprobs,
+              "top_p": top_p, "top_k": top_k, "presence_penalty": presence_penalty,
+              "frequency_penalty": frequency_penalty, "max_new_tokens": max_new_tokens, "echo": echo,
+              "stop_token_ids": conv.stop_token_ids, "stop": sorted(stops)}
+    if seed is not None:
+        params["seed"] = int(seed)
+    return params
+
+
+def conversation_from_dict(d: dict):
+    """The Conversation a worker sent (/worker_get_conv_template), rebuilt as the API server does."""
+    from fastchat.conversation import Conversation, SeparatorStyle
+
+    return Conversation(
+        name=d["name"], system_template=d["system_template"], system_message=d["system_message"],
+        roles=tuple(d["roles"]), messages=[list(m) for m in d.get("messages", [])], offset=d.get("offset", 0),
+        sep_style=SeparatorStyle(d["sep_style"]), sep=d["sep"], sep2=d.get("sep2"), stop_str=d.get("stop_str"),
+        stop_token_ids=d.get("stop_token_ids"),
+    )
+
+
+class FrameDecoder:
+    """FastChat's worker stream: JSON objects, each followed by a NUL byte, split anywhere by TCP."""
+
+    def __init__(self):
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self._buf += chunk
+        *frames, self._buf = self._buf.split(b"\0")
+        return [json.loads(f) for f in frames if f.strip()]
+
+    @property
+    def leftover(self) -> bytes:
+        return self._buf
+
+
+def _models(body: Any) -> list[str]:
+    return sorted(body["models"])
+
+
+def _address(model: str, body: Any) -> str:
+    addr = body.get("address") if isinstance(body, dict) else None
+    if not addr:
+        raise ModelUnavailable(f"'{model}' has no registered worker now (it may have stopped)")
+    return addr
+
+
+def _unreachable(controller: str, e: Exception) -> ModelUnavailable:
+    return ModelUnavailable(f"cannot reach the controller at {controller} ({type(e).__name__})")
+
+
+_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError)
+
+
+# ---- blocking transport -------------------------------------------------------------------------
+class FleetClient:
+    def __init__(self, controller_url: str, timeout: float = 5):
+        self.controller_url = controller_url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, url: str, body: dict | None = None) -> Any:
+        r = self.http.post(url, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def list_models(self, refresh: bool = False) -> list[str]:
+        """Registered models; raises ModelUnavailable if the controller does not answer.
+        `refresh` makes the controller re-poll every worker first (costly: use it rarely)."""
+        try:
+            if refresh:
+                self._post(self.controller_url + REFRESH_ALL_WORKERS)
+            return _models(self._post(self.controller_url + LIST_MODELS))
+        except _ERRORS as e:
+            raise _unreachable(self.controller_url, e) from None
+
+    def registered(self) -> set[str]:
+        """Registered models, or none when the controller is down (for polling loops)."""
+        try:
+            return set(self.list_models())
+        except ModelUnavailable:
+            return set()
+
+    def worker_address(self, model: str) -> str:
+        try:
+            body = self._post(self.controller_url + GET_WORKER_ADDRESS, {"model": model})
+        except _ERRORS as e:
+            raise _unreachable(self.controller_url, e) from None
+        return _address(model, body)
+
+    def worker_info(self, addr: str) -> dict:
+        """/fleet_info of one of our workers; {} for workers that are not ours."""
+        try:
+            info = self.http.get(addr + FLEET_INFO).json()
+        except _ERRORS:
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def worker_status(self, addr: str) -> dict | None:
+        try:
+            return self._post(addr + WORKER_GET_STATUS)
+        except _ERRORS:
+            return None
+
+    def conversation(self, model: str):
+        addr = self.worker_address(model)
+        try:
+            return conversation_from_dict(self._post(addr + WORKER_GET_CONV_TEMPLATE)["conv"])
+        except _ERRORS as e:
+            raise ModelUnavailable(f"the worker of '{model}' does not answer ({type(e).__name__})") from None
+
+    def count_tokens(self, addr: str, prompt: str) -> int:
+        return int(self._post(addr + COUNT_TOKEN, {"prompt": prompt})["count"])
+
+    def stream(self, addr: str, params: dict, timeout: float = 600) -> Iterator[dict]:
+        """The worker's frames (cumulative text, error_code, usage, finish_reason) as they come."""
+        dec = FrameDecoder()
+        with self.http.stream("POST", addr + WORKER_GENERATE_STREAM, json=params,
+                              timeout=httpx.Timeout(timeout, connect=5)) as r:
+            r.raise_for_status()
+            for chunk in r.iter_raw():
+                yield from dec.feed(chunk)
+
+    def wait_registered(self, names, timeout: float, every: float = 0.5, on_poll=None) -> set[str]:
+        """Poll until every name is registered or `timeout` passes; returns the registered set.
+        `on_poll(registered)` may return True to stop early (e.g. a process died)."""
+        t0 = time.monotonic()
+        while True:
+            got = self.registered()
+            if set(names) <= got or time.monotonic() - t0 >= timeout or (on_poll and on_poll(got)):
+                return got
+            time.sleep(every)
+
+
+# ---- async transport ----------------------------------------------------------------------------
+class AsyncFleetClient:
+    def __init__(self, controller_url: str, timeout: float = 5):
+        self.controller_url = controller_url.rstrip("/")
+        self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _post(self, url: str, body: dict | None = None) -> Any:
+        r = await self.http.post(url, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    async def list_models(self, refresh: bool = False) -> list[str]:
+        try:
+            if refresh:
+                await self._post(self.controller_url + REFRESH_ALL_WORKERS)
+            return _models(await self._post(self.controller_url + LIST_MODELS))
+        except _ERRORS as e:
+            raise _unreachable(self.controller_url, e) from None
+
+    async def worker_address(self, model: str) -> str:
+        try:
+            body = await self._post(self.controller_url + GET_WORKER_ADDRESS, {"model": model})
+        except _ERRORS as e:
+            raise _unreachable(self.controller_url, e) from None
+        return _address(model, body)
+
+    async def worker_info(self, addr: str) -> dict:
+        try:
+            info = (await self.http.get(addr + FLEET_INFO)).json()
+        except _ERRORS:
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    async def conversation(self, model: str):
+        addr = await self.worker_address(model)
+        try:
+            return conversation_from_dict((await self._post(addr + WORKER_GET_CONV_TEMPLATE))["conv"])
+        except _ERRORS as e:
+            raise ModelUnavailable(f"the worker of '{model}' does not answer ({type(e).__name__})") from None
+
+    async def stream(self, addr: str, params: dict, timeout: float = 600) -> AsyncIterator[dict]:
+        dec = FrameDecoder()
+        async with self.http.stream("POST", addr + WORKER_GENERATE_STREAM, json=params,
+                                    timeout=httpx.Timeout(timeout, connect=5)) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_raw():
+                for frame in dec.feed(chunk):
+                    yield frame
+
+    async def wait_registered(self, names, timeout: float, every: float = 0.5) -> set[str]:
+        t0 = time.monotonic()
+        while True:
+            try:
+                got = set(await self.list_models())
+            except ModelUnavailable:
+                got = set()
+            if set(names) <= got or time.monotonic() - t0 >= timeout:
+                return got
+            await asyncio.sleep(every)

@@ -1,0 +1,176 @@
+"""`python -m deploy COMMAND`: one command line for every job (one argparse, not one per script).
+
+Where the fleet is (the registry, the folder beside it, its logs, FastChat's LOGDIR) is
+resolved once here, from --registry or $FLEET_REGISTRY, and passed to each command.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deploy.registry.config import RegistryError, load_registry
+from deploy.registry.paths import FleetPaths
+
+
+def cmd_check(args, paths: FleetPaths) -> int:
+    from deploy.registry.config import validate_for_host
+
+    from deploy.worker.limits import MECHANISMS, strongest_mechanism
+
+    reg = load_registry(paths.registry)
+    for w in validate_for_host(reg, check_paths=not args.no_paths):
+        print(f"warning: {w}")
+    print(f"{paths.registry}: {len(reg.models)} model(s) OK; memory budgets are enforced by "
+          f"{MECHANISMS[strongest_mechanism()]} on this host")
+    return 0
+
+
+def cmd_render(args, paths: FleetPaths) -> int:
+    from deploy.registry.render import render, write
+
+    reg = load_registry(paths.registry)
+    target = paths.supervisord_conf
+    if args.check:
+        if not target.exists() or target.read_text() != render(reg):
+            print("supervisord.conf is out of date with model_paths.toml. Fix: python -m deploy render", file=sys.stderr)
+            return 1
+        print("supervisord.conf matches model_paths.toml")
+        return 0
+    print("supervisord.conf " + ("updated" if write(reg, target) else "already up to date"))
+    return 0
+
+
+def cmd_templates(args, paths: FleetPaths) -> int:
+    from deploy.registry.templates import OUR_TEMPLATES, known_templates
+
+    ours = {c.name for c in OUR_TEMPLATES}
+    for name in sorted(known_templates()):
+        print(f"{name}{'  (added by this project)' if name in ours else ''}")
+    return 0
+
+
+def cmd_reference(args, paths: FleetPaths) -> int:
+    from deploy.registry.config import fields_markdown
+
+    print(fields_markdown())
+    return 0
+
+
+def cmd_worker(args, paths: FleetPaths) -> int:
+    from deploy.worker.launcher import EXIT_CONFIG, run_worker
+
+    try:
+        reg = load_registry(paths.registry)
+    except RegistryError as e:
+        print(f"ERROR: worker '{args.name}' not started:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_worker(reg, args.name)
+
+
+def cmd_api_server(args, paths: FleetPaths) -> int:
+    from deploy.api.server import run_api_server
+
+    return run_api_server(load_registry(paths.registry))
+
+
+def cmd_webui(args, paths: FleetPaths) -> int:
+    from deploy.webui.server import run_webui
+
+    return run_webui(load_registry(paths.registry), paths, args.auth_file)
+
+
+def cmd_up(args, paths: FleetPaths) -> int:
+    from deploy.ops.fleet import up
+
+    return up(paths, timeout=args.timeout)
+
+
+def cmd_status(args, paths: FleetPaths) -> int:
+    from deploy.ops.fleet import status
+
+    return status(paths)
+
+
+def cmd_down(args, paths: FleetPaths) -> int:
+    from deploy.ops.fleet import down
+
+    return down(paths)
+
+
+def cmd_fetch_defaults(args, paths: FleetPaths) -> int:
+    from deploy.provision.default_models import FetchError, ensure_default_entries, fetch_all
+
+    try:
+        fetch_all()
+    except FetchError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    ensure_default_entries(paths)
+    return 0
+
+
+def cmd_add_model(args, paths: FleetPaths) -> int:
+    from deploy.registry.edit import add_entry, entry_from_args
+
+    add_entry(entry_from_args(args), paths, replace=args.replace)
+    return 0
+
+
+def cmd_download(args, paths: FleetPaths) -> int:
+    from deploy.provision.modelscope import download_and_register
+    from deploy.registry.edit import entry_overrides
+
+    return download_and_register(paths, args.model_id, entry_overrides(args), args.revision, args.from_folder)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deploy.registry.edit import add_entry_options
+
+    registry_help = "model_paths.toml to use (default: $FLEET_REGISTRY or the repo's)"
+    p = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.split("\n")[0])
+    p.add_argument("--registry", help=registry_help)
+    common = argparse.ArgumentParser(add_help=False)  # --registry also after the command
+    common.add_argument("--registry", default=argparse.SUPPRESS, help=registry_help)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help, parents=[common])
+        s.set_defaults(fn=fn)
+        return s
+
+    command("check", cmd_check, "validate model_paths.toml against this host").add_argument(
+        "--no-paths", action="store_true", help="skip checking that model files exist")
+    command("render", cmd_render, "write supervisord.conf from model_paths.toml").add_argument(
+        "--check", action="store_true", help="exit 1 if supervisord.conf is out of date")
+    command("templates", cmd_templates, "list chat template names")
+    command("reference", cmd_reference, "print the model_paths.toml field reference")
+    command("worker", cmd_worker, "run one model worker (supervisord does this)").add_argument("name")
+    command("api-server", cmd_api_server, "run the OpenAI-compatible API server")
+    command("webui", cmd_webui, "run the Gradio web UI").add_argument(
+        "--auth-file", help="user:password lines; required when bound beyond loopback")
+    command("up", cmd_up, "start supervisord and wait until every worker registered").add_argument(
+        "--timeout", type=float, default=600)
+    command("status", cmd_status, "programs, registered models and their cores")
+    command("down", cmd_down, "stop the fleet")
+    command("fetch-defaults", cmd_fetch_defaults, "fetch and check the offline default models")
+    s = command("add-model", cmd_add_model, "add an entry to model_paths.toml (options from the entry's fields)")
+    add_entry_options(s)
+    s.add_argument("--replace", action="store_true", help="replace an entry of the same name")
+    s = command("download", cmd_download, "download a model from ModelScope and add its entry "
+                "(entry options default to the model's preset and the fit estimate)")
+    s.add_argument("model_id", help="e.g. qwen/Qwen-7B-Chat, ZhipuAI/chatglm3-6b, deepseek-ai/deepseek-llm-7b-chat")
+    s.add_argument("--revision")
+    s.add_argument("--from-folder", help="register an already downloaded folder instead of downloading")
+    add_entry_options(s, all_optional=True, skip=("path", "source"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = FleetPaths.resolve(args.registry)
+    paths.use_fastchat_logdir()
+    try:
+        return args.fn(args, paths)
+    except RegistryError as e:
+        print(f"ERROR:\n{e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,141 @@
+"""Bring the fleet up under supervisord and wait until every worker registered; status; down.
+
+`supervisord -c supervisord.conf` is all it takes to start; this wrapper adds what a person
+wants to see: which models are answering, on which cores, and the URLs, or, for a model that
+failed, the reason from its log.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+
+from deploy.fleet_client import FleetClient
+from deploy.ops.supervisor import Program, is_running, programs, start_supervisord, supervisorctl
+from deploy.registry.config import Registry, check_host, load_registry
+from deploy.registry.host import HostInfo, describe_cores
+from deploy.registry.paths import FleetPaths
+from deploy.registry.render import render, write
+from deploy.registry.sizes import fmt_size
+
+FAILED_STATES = ("FATAL", "EXITED", "STOPPED")
+
+
+def _log_tail(paths: FleetPaths, program: str, n: int = 6) -> str:
+    p = paths.logs / f"{program}.log"
+    if not p.exists():
+        return ""
+    lines = [line for line in p.read_text(errors="replace").splitlines() if line.strip()]
+    err = [i for i, line in enumerate(lines) if line.startswith("ERROR")]
+    return "\n".join(lines[err[-1]:][:n] if err else lines[-n:])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(paths: FleetPaths, reg: Registry) -> None:
+    errors, warnings = check_host(reg, HostInfo.current())
+    for w in warnings:
+        print(f"warning: {w}")
+    for e in errors:
+        print(f"problem (that model will not start): {e}")
+    conf = paths.supervisord_conf
+    if not conf.exists() or conf.read_text() != render(reg):
+        write(reg, conf)
+        print("supervisord.conf re-rendered from model_paths.toml")
+    paths.logs.mkdir(exist_ok=True)
+    if is_running(paths):
+        supervisorctl(paths, "update")
+        supervisorctl(paths, "start", "all")
+        print("supervisord was already running: updated and started all programs")
+    else:
+        start_supervisord(paths)
+        print("supervisord started")
+
+
+def _wait_for_workers(paths: FleetPaths, client: FleetClient, names: list[str], deadline: float) -> dict[str, str]:
+    """Print progress as it changes; return the models whose worker failed to start."""
+    t0 = time.monotonic()
+    failed: dict[str, str] = {}
+    last = None
+
+    def poll(got: set[str]) -> bool:
+        nonlocal last
+        progs = programs(paths)
+        for m in names:
+            p = progs.get(f"worker-{m}")
+            if m not in got and p and p.state in FAILED_STATES:
+                failed[m] = p.state
+        waiting = [m for m in names if m not in got and m not in failed]
+        line = f"registered {len(got & set(names))}/{len(names)}" + (f", waiting for {', '.join(waiting)}" if waiting else "")
+        if line != last:
+            print(f"[{time.monotonic() - t0:5.0f}s] {line}", flush=True)
+            last = line
+        return not waiting
+
+    client.wait_registered(names, timeout=max(0.0, deadline - time.monotonic()), every=1, on_poll=poll)
+    poll(client.registered())
+    return failed
+
+
+def up(paths: FleetPaths, timeout: float = 600) -> int:
+    reg = load_registry(paths.registry)
+    _start(paths, reg)
+    d = reg.deployment
+    client = FleetClient(d.controller_url)
+    deadline = time.monotonic() + timeout
+    names = [m.name for m in reg.models]
+    failed = _wait_for_workers(paths, client, names, deadline)
+    for what, url in (("API server", f"http://{d.host}:{d.api_port}/v1/models"),
+                      ("web UI", f"http://{d.host}:{d.webui_port}/")):
+        while not _answers(url) and time.monotonic() < deadline:
+            time.sleep(1)
+        if not _answers(url):
+            print(f"problem: the {what} does not answer at {url}; see {d.log_dir}/ for its log")
+    print()
+    status(paths, reg)
+    for m, state in failed.items():
+        print(f"\n{m}: worker {state}. From {d.log_dir}/worker-{m}.log:\n{_log_tail(paths, f'worker-{m}')}")
+    print(f"\nOpenAI API: http://{d.host}:{d.api_port}/v1   (try: curl http://{d.host}:{d.api_port}/v1/models)")
+    print(f"Web UI:     http://{d.host}:{d.webui_port}")
+    print("Stop with:  python -m deploy down   (or: .venv/bin/supervisorctl -c supervisord.conf shutdown)")
+    return 0 if set(names) <= client.registered() else 1
+
+
+def _actual_cores(p: Program | None) -> str:
+    if p and p.pid:
+        try:
+            return describe_cores(os.sched_getaffinity(p.pid))
+        except OSError:
+            pass
+    return "-"
+
+
+def status(paths: FleetPaths, reg: Registry | None = None) -> int:
+    reg = reg or load_registry(paths.registry)
+    got = FleetClient(reg.deployment.controller_url).registered()
+    progs = programs(paths)
+    print(f"{'model':34} {'backend':12} {'state':9} {'registered':10} {'cores(cfg)':10} {'cores(actual)':13} budget")
+    for m in reg.models:
+        p = progs.get(f"worker-{m.name}")
+        print(f"{m.name:34} {m.backend:12} {(p.state if p else 'absent'):9} "
+              f"{('yes' if m.name in got else 'no'):10} {describe_cores(m.cores):10} {_actual_cores(p):13} "
+              f"{fmt_size(m.memory_budget)}")
+    for name in ("controller", "api_server", "webui"):
+        p = progs.get(name)
+        print(f"{name:34} {'':12} {(p.state if p else 'absent'):9}")
+    return 0
+
+
+def down(paths: FleetPaths) -> int:
+    if not is_running(paths):
+        print(f"supervisord is not running for {paths.supervisord_conf}: nothing to stop")
+        return 0
+    r = supervisorctl(paths, "shutdown")
+    print(r.stdout.strip() or r.stderr.strip())
+    return 0 if r.returncode == 0 else 1

@@ -1,0 +1,59 @@
+"""Does a model fit its memory budget? Estimated before loading, from the files.
+
+resident ≈ weights + KV cache (context × concurrency) + the backend's runtime overhead
+(measured on this project's 2-core/24 GiB machines: RSS of a loaded, idle worker minus its
+weights). The backend supplies the shape and the overhead; this module knows none by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.backends import ModelShape
+from deploy.registry.config import ModelEntry
+from deploy.registry.sizes import fmt_size
+
+
+@dataclass
+class FitEstimate:
+    weights: int
+    kv_cache: int
+    overhead: int
+    budget: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.budget
+
+    def describe(self) -> str:
+        return (f"weights {fmt_size(self.weights)} + KV cache {fmt_size(self.kv_cache)} + runtime "
+                f"{fmt_size(self.overhead)} = {fmt_size(self.total)} against a budget of {fmt_size(self.budget)}")
+
+
+def kv_cache_bytes(shape: ModelShape, tokens: int) -> int:
+    """K and V, per layer, per KV head, per head dimension, per token."""
+    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.kv_bytes_per_value * tokens
+
+
+def estimate(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
+    shape = shape or entry.runtime.shape(entry)
+    kv = kv_cache_bytes(shape, entry.context_length * entry.concurrency)
+    return FitEstimate(shape.weight_bytes, kv, entry.runtime.runtime_overhead, entry.memory_budget)
+
+
+class DoesNotFit(Exception):
+    pass
+
+
+def require_fit(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
+    est = estimate(entry, shape)
+    if not est.fits:
+        raise DoesNotFit(
+            f"model '{entry.name}' does not fit its memory budget: {est.describe()}. "
+            f"Fix: raise memory_budget to at least {fmt_size(est.total)}, or lower context_length "
+            f"({entry.context_length}) or concurrency ({entry.concurrency}), or use a smaller quantisation."
+        )
+    return est

@@ -1,0 +1,93 @@
+"""Start one model worker, held to its registry entry.
+
+Order matters: every check that can fail fast (path, cores, template, fit) runs before
+anything heavy is imported, so a bad entry fails in a second with a message that names the
+fix, and supervisord marks it FATAL instead of restarting it forever. Then the process is
+pinned to its cores, its memory budget is applied, and the backend builds its worker.
+The launcher knows no backend by name: the entry's backend object does the specific parts.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+
+from deploy.backends import ConfigProblem
+from deploy.registry.config import ModelEntry, Registry, RegistryError, validate_for_host
+from deploy.worker.fit import DoesNotFit, require_fit
+from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
+
+log = logging.getLogger("deploy.worker.launcher")
+EXIT_CONFIG = 78  # EX_CONFIG: supervisord treats it as a failed start, not a crash to retry forever
+
+
+class LaunchError(Exception):
+    pass
+
+
+def preflight(reg: Registry, entry: ModelEntry) -> None:
+    """Everything that can be known wrong before loading; raises LaunchError naming the fix."""
+    single = reg.model_copy(update={"models": [entry]})
+    try:
+        for w in validate_for_host(single):
+            log.warning(w)
+    except RegistryError as e:
+        raise LaunchError(str(e)) from None
+    try:
+        est = require_fit(entry)
+    except DoesNotFit as e:
+        raise LaunchError(str(e)) from None
+    except Exception as e:  # unreadable file: say so rather than crash inside the loader
+        raise LaunchError(f"model '{entry.name}': cannot read {entry.resolved_path} ({e}). "
+                          f"Fix: re-download it; scripts/setup.sh checks the default models.") from None
+    log.info("memory estimate for '%s': %s", entry.name, est.describe())
+
+
+def worker_info(entry: ModelEntry, lim: MemoryLimit) -> dict:
+    """What this worker is, as reports and the web UI show it (served at /fleet_info)."""
+    return {
+        "name": entry.name, "cores": sorted(os.sched_getaffinity(0)),
+        "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
+        "context_length": entry.context_length, "concurrency": entry.concurrency,
+        "chat_template": entry.chat_template, "model_file": entry.resolved_path.name, "source": entry.source,
+        **entry.runtime.describe(entry),
+    }
+
+
+def _refuse(name: str, message: str) -> int:
+    print(f"ERROR: worker '{name}' not started:\n{message}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+
+
+def run_worker(reg: Registry, name: str) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        entry = reg.get(name)
+        preflight(reg, entry)
+    except (RegistryError, LaunchError) as e:
+        return _refuse(name, str(e))
+
+    backend = entry.runtime
+    pin_to_cores(entry.cores, entry.n_threads)
+    log.info("pinned to cores %s with %d thread(s)", entry.cores, entry.n_threads)
+    lim = apply_memory_budget(entry.memory_budget, backend.address_space_headroom, f"{entry.name}-{entry.port}")
+    log.info("memory budget enforced by %s", lim.describe())
+    atexit.register(lim.release)
+
+    d = reg.deployment
+    try:
+        worker = backend.build_worker(entry, d.controller_url, f"http://{d.host}:{entry.port}")
+    except ConfigProblem as e:
+        return _refuse(name, str(e))
+    except MemoryError:
+        return _refuse(name, f"it ran out of its memory budget while loading ({lim.describe()}). "
+                             f"Fix: raise memory_budget in model_paths.toml.")
+    from deploy.worker.app import create_worker_app
+
+    app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release)
+    log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)
+    uvicorn.run(app, host=d.host, port=entry.port, log_level="warning")
+    return 0
