@@ -25,6 +25,7 @@ GET_WORKER_ADDRESS = "/get_worker_address"
 REFRESH_ALL_WORKERS = "/refresh_all_workers"
 REGISTER_WORKER = "/register_worker"
 RECEIVE_HEART_BEAT = "/receive_heart_beat"
+FLEET_WORKERS = "/fleet_workers"  # ours: every worker with its health, queue and last heartbeat
 # worker
 WORKER_GET_STATUS = "/worker_get_status"
 WORKER_GENERATE_STREAM = "/worker_generate_stream"
@@ -33,6 +34,7 @@ WORKER_GET_CONV_TEMPLATE = "/worker_get_conv_template"
 COUNT_TOKEN = "/count_token"
 MODEL_DETAILS = "/model_details"
 FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, ...)
+SECRET_HEADER = "X-Fleet-Secret"  # registration and heartbeats carry the fleet secret in it
 
 
 class ModelUnavailable(Exception):
@@ -50,13 +52,32 @@ def gen_params(model: str, conv, *, temperature: float = 0.7, top_p: float = 1.0
     for s in (stop, conv.stop_str):  # FastChat's _add_to_set: a string or a list, each optional
         if s:
             stops.update([s] if isinstance(s, str) else s)
-    params = {"model": model, "prompt": conv.get_prompt(), "temperature": temperature, "logprobs": logprobs,
+    from deploy.registry.templates import exact_prompt
+
+    params = {"model": model, "prompt": exact_prompt(conv) or conv.get_prompt(), "temperature": temperature,
+              "logprobs": logprobs,
               "top_p": top_p, "top_k": top_k, "presence_penalty": presence_penalty,
               "frequency_penalty": frequency_penalty, "max_new_tokens": max_new_tokens, "echo": echo,
               "stop_token_ids": conv.stop_token_ids, "stop": sorted(stops)}
     if seed is not None:
         params["seed"] = int(seed)
     return params
+
+
+def conversation_from_messages(conv_dict: dict, messages: list[dict]):
+    """The conversation FastChat's API server builds from OpenAI messages (its get_gen_params), with
+    the empty assistant turn at the end; for rendering the prompt where its template is inexact."""
+    conv = conversation_from_dict(conv_dict)
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = "\n".join(part["text"] for part in content if part.get("type") == "text")
+        if m["role"] == "system":
+            conv.set_system_message(content)
+        else:
+            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], content)
+    conv.append_message(conv.roles[1], None)
+    return conv
 
 
 def conversation_from_dict(d: dict):
@@ -119,12 +140,10 @@ class FleetClient:
         r.raise_for_status()
         return r.json()
 
-    def list_models(self, refresh: bool = False) -> list[str]:
-        """Registered models; raises ModelUnavailable if the controller does not answer.
-        `refresh` makes the controller re-poll every worker first (costly: use it rarely)."""
+    def list_models(self) -> list[str]:
+        """Registered models whose workers answer (the controller checks them every second);
+        raises ModelUnavailable if the controller does not answer."""
         try:
-            if refresh:
-                self._post(self.controller_url + REFRESH_ALL_WORKERS)
             return _models(self._post(self.controller_url + LIST_MODELS))
         except _ERRORS as e:
             raise _unreachable(self.controller_url, e) from None
@@ -150,6 +169,15 @@ class FleetClient:
         except _ERRORS:
             return {}
         return info if isinstance(info, dict) else {}
+
+    def workers(self) -> list[dict]:
+        """Our controller's view of every worker: models, queue, heartbeat age, health."""
+        try:
+            r = self.http.get(self.controller_url + FLEET_WORKERS)
+            r.raise_for_status()
+            return r.json()["workers"]
+        except _ERRORS:
+            return []
 
     def worker_status(self, addr: str) -> dict | None:
         try:
@@ -201,10 +229,8 @@ class AsyncFleetClient:
         r.raise_for_status()
         return r.json()
 
-    async def list_models(self, refresh: bool = False) -> list[str]:
+    async def list_models(self) -> list[str]:
         try:
-            if refresh:
-                await self._post(self.controller_url + REFRESH_ALL_WORKERS)
             return _models(await self._post(self.controller_url + LIST_MODELS))
         except _ERRORS as e:
             raise _unreachable(self.controller_url, e) from None
@@ -238,6 +264,19 @@ class AsyncFleetClient:
             async for chunk in r.aiter_raw():
                 for frame in dec.feed(chunk):
                     yield frame
+
+    async def register_worker(self, worker_url: str, status: dict, secret: str) -> None:
+        """Join the controller (raises httpx.HTTPStatusError on 401/400, httpx errors if it is down)."""
+        r = await self.http.post(self.controller_url + REGISTER_WORKER, headers={SECRET_HEADER: secret}, json={
+            "worker_name": worker_url, "check_heart_beat": True, "worker_status": status, "multimodal": False})
+        r.raise_for_status()
+
+    async def heart_beat(self, worker_url: str, queue_length: int, secret: str) -> bool:
+        """False when the controller does not know this worker (it must register again)."""
+        r = await self.http.post(self.controller_url + RECEIVE_HEART_BEAT, headers={SECRET_HEADER: secret},
+                                 json={"worker_name": worker_url, "queue_length": queue_length})
+        r.raise_for_status()
+        return bool(r.json().get("exist"))
 
     async def wait_registered(self, names, timeout: float, every: float = 0.5) -> set[str]:
         t0 = time.monotonic()

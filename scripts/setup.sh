@@ -54,7 +54,8 @@ else
   quiet_pip .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . --config-settings editable_mode=compat
 fi
 
-step "[5/5] Offline default models, model_paths.toml, supervisord.conf"
+step "[5/5] Offline default models, model_paths.toml, the fleet secret, supervisord.conf"
 .venv/bin/python -m deploy fetch-defaults
+.venv/bin/python -m deploy secret
 .venv/bin/python -m deploy render
 .venv/bin/python -m deploy check

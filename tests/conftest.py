@@ -48,14 +48,15 @@ def stack(tmp_path_factory):
     worker runs under the RLIMIT_AS fallback, to prove its measured headroom is enough to load."""
     tmp = tmp_path_factory.mktemp("stack")
     models = [entry(SMALL), entry(QWEN), entry(QWEN_HF),
-              entry(QWEN, name="broken-path", path=str(tmp / "missing" / "model.gguf"))]
+              entry(QWEN, name="broken-path", path=str(tmp / "missing" / "model.gguf")),
+              entry(SMALL, name="victim")]
     s = Stack(tmp, models)
     try:
         s.start_controller()
         for m in models:
             s.start_worker(m["name"], {"FLEET_MEMORY_MECHANISM": "rlimit_as"} if m["name"] == QWEN_HF else None)
         s.start_api()
-        s.wait_registered([SMALL, QWEN, QWEN_HF])
+        s.wait_registered([SMALL, QWEN, QWEN_HF, "victim"])
         yield s
     finally:
         s.stop()

@@ -39,8 +39,8 @@ class EchoWorker:
         self.conv_template = entry.chat_template
         self.call_ct = 0
 
-    def init_heart_beat(self):
-        pass  # no controller in these tests
+    def get_queue_length(self):
+        return 0
 
     def get_status(self):
         return {"model_names": self.model_names, "speed": 1, "queue_length": 0}

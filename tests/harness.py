@@ -110,6 +110,7 @@ def copy_fleet(root: Path, extra_models: list[dict] = ()) -> tuple[Path, tomlkit
     doc = tomlkit.parse((REPO / "model_paths.toml").read_text())
     for k in ("controller_port", "api_port", "webui_port"):
         doc["deployment"][k] = free_port()
+    doc["deployment"]["fleet_secret_file"] = str(fleet_secret(root))
     for m in doc["models"]:
         m["port"] = free_port()
     for extra in extra_models:
@@ -132,10 +133,20 @@ def shutdown_supervisord(root: Path, timeout: float = 30) -> None:
         time.sleep(0.5)
 
 
+def fleet_secret(folder: Path) -> Path:
+    """A fleet secret of the test's own, in `folder` (created once)."""
+    from deploy.control.secret import create_secret
+
+    path = folder / "fleet.secret"
+    create_secret(path)
+    return path
+
+
 def write_registry(path: Path, models: list[dict], controller_port: int, api_port: int, webui_port: int) -> Path:
     doc = tomlkit.document()
     doc["deployment"] = {"host": "127.0.0.1", "controller_port": controller_port, "api_port": api_port,
-                         "webui_port": webui_port, "log_dir": "logs"}
+                         "webui_port": webui_port, "log_dir": "logs",
+                         "fleet_secret_file": str(fleet_secret(path.parent))}
     aot = tomlkit.aot()
     for m in models:
         aot.append(tomlkit.item(m))
@@ -156,6 +167,7 @@ class Stack:
         self.models = models
         self.procs: dict[str, Proc] = {}
         self.fleet = FleetClient(self.controller)
+        self.secret = (tmp / "fleet.secret").read_text().strip()
 
     @property
     def controller(self) -> str:
@@ -171,8 +183,7 @@ class Stack:
         return p
 
     def start_controller(self) -> None:
-        c = self.start("controller", [PY, "-m", "fastchat.serve.controller", "--host", "127.0.0.1",
-                                      "--port", str(self.controller_port)])
+        c = self.start("controller", [PY, "-m", "deploy", "controller"])
         wait_for(self._controller_answers, 30, "controller", c)
 
     def _controller_answers(self) -> bool:

@@ -3,19 +3,23 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from conftest import DEFAULTS, QWEN_HF, REPO, copy_model_folder
-from deploy.provision.modelscope import PRESETS, build_entry
+from deploy.provision.modelscope import build_entry, catalog, lookup
 
 
-def test_seed_presets_use_known_templates_and_opt_in_to_remote_code():
+def test_catalog_short_names_use_known_templates_and_opt_in_to_remote_code():
     from deploy.registry.templates import known_templates
 
-    assert {p["chat_template"] for p in PRESETS.values()} <= known_templates()
-    assert PRESETS["qwen/Qwen-7B-Chat"]["trust_remote_code"] and PRESETS["ZhipuAI/chatglm3-6b"]["trust_remote_code"]
-    assert not PRESETS["deepseek-ai/deepseek-llm-7b-chat"].get("trust_remote_code")
+    cat = catalog()
+    assert {c.chat_template for c in cat.values()} <= known_templates()
+    assert cat["qwen-7b-chat"].trust_remote_code and cat["chatglm3-6b"].trust_remote_code
+    assert not cat["deepseek-llm-7b-chat"].trust_remote_code
+    assert {"qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-gguf"} <= set(cat)
+    assert lookup("zhipuai/ChatGLM3-6B").name == "chatglm3-6b" and lookup("someone/else") is None
 
 
 def fake_download(tmp_path):
@@ -65,14 +69,130 @@ def test_unknown_model_needs_a_template(tmp_path):
 
 
 @pytest.mark.slow
-def test_unreachable_hub_fails_with_a_clear_error(tmp_path):
-    """The real modelscope client, pointed at a closed loopback port: fails fast, says what to do."""
+def test_unreachable_hub_fails_with_one_line_naming_the_endpoint_and_the_setting(tmp_path):
+    """The real modelscope client, pointed at a closed loopback port through its own endpoint setting."""
     import os
 
     reg = tmp_path / "model_paths.toml"
-    env = {**os.environ, "MODELSCOPE_DOMAIN": "127.0.0.1:9", "FLEET_CACHE": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, str(REPO / "scripts/download_modelscope.py"), "qwen/Qwen-7B-Chat",
-                        "--registry", str(reg)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    env = {**os.environ, "MODELSCOPE_ENDPOINT": "http://127.0.0.1:9", "FLEET_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "download", "qwen-7b-chat"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 1
-    assert "could not download 'qwen/Qwen-7B-Chat' from ModelScope" in r.stderr and "--from-folder" in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(err) == 1, r.stderr
+    assert "cannot reach ModelScope at http://127.0.0.1:9 to download 'qwen/Qwen-7B-Chat'" in err[0]
+    assert "set MODELSCOPE_ENDPOINT" in err[0] and "--from-folder" in err[0]
     assert not reg.exists()
+
+
+@pytest.mark.slow
+def test_modelscope_download_to_a_served_q4_k_m(tmp_path):
+    """The real modelscope client against a local stand-in of its hub serving the default HF folder:
+    a progress bar; killed halfway, it resumes without fetching twice; a corrupted file is refused;
+    the entry is registered with template, remote-code flag and budget; `quantize` makes a Q4_K_M
+    with llama.cpp's own tools; the worker comes up and answers through the API, stopping at its
+    end-of-turn token."""
+    import os
+    import signal
+
+    from conftest import Stack, free_port, wait_for
+    from deploy.backends.gguf import read_gguf
+    from tests.modelscope_standin import ModelScopeStandIn
+
+    src = DEFAULTS[QWEN_HF].resolved_path
+    weights = (src / "model.safetensors").stat().st_size
+    reg = tmp_path / "model_paths.toml"
+    hub = ModelScopeStandIn(src, "qwen/Qwen2.5-0.5B-Instruct")
+    from deploy.registry.paths import tools_dir
+
+    env = {**os.environ, "MODELSCOPE_ENDPOINT": hub.url, "FLEET_CACHE": str(tmp_path / "cache"),
+           "FLEET_TOOLS": str(tools_dir())}  # llama.cpp's tools are built once per machine, not per test
+    download = [sys.executable, "-m", "deploy", "--registry", str(reg), "download", "qwen2.5-0.5b-instruct",
+                "--cores", "1"]
+    try:
+        hub.rate = 150e6  # slow enough to kill it halfway
+        p = subprocess.Popen(download, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        wait_for(lambda: hub.bytes_sent.get("model.safetensors", 0) > weights // 3, 120, "a third of the weights")
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        hub.rate = None
+        r = subprocess.run(download, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "model.safetensors" in r.stderr and "%|" in r.stderr  # ModelScope's own progress bars
+        resumed = [q for q in hub.requests if q["query"].get("FilePath") == "model.safetensors" and q["range"]]
+        assert resumed and int(resumed[0]["range"].split("=")[1].rstrip("-")) > weights // 4
+        assert hub.bytes_sent["model.safetensors"] < weights * 1.05  # not fetched twice
+        assert all(hub.bytes_sent[f] == (src / f).stat().st_size for f in hub.files if f != "model.safetensors")
+    finally:
+        hub.close()
+    entry = {m["name"]: m for m in tomllib.loads(reg.read_text())["models"]}["qwen2.5-0.5b-instruct"]
+    assert (entry["backend"], entry["chat_template"], entry["source"]) == (
+        "transformers", "qwen2.5", "modelscope:qwen/Qwen2.5-0.5B-Instruct")
+    assert "trust_remote_code" not in entry and float(entry["memory_budget"].removesuffix("GiB")) > 1.0
+
+    # a model that ships its own code is registered with trust_remote_code (same files, seed model's id)
+    hub = ModelScopeStandIn(src, "qwen/Qwen-7B-Chat")
+    try:
+        r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "download", "qwen-7b-chat"],
+                           cwd=REPO, env={**env, "MODELSCOPE_ENDPOINT": hub.url}, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr
+    finally:
+        hub.close()
+    seed = {m["name"]: m for m in tomllib.loads(reg.read_text())["models"]}["qwen-7b-chat"]
+    assert seed["trust_remote_code"] is True and seed["chat_template"] == "qwen-7b-chat"
+
+    # a corrupted file is detected by its sha256, and nothing is registered
+    hub = ModelScopeStandIn(src, "qwen/Qwen2.5-1.5B-Instruct")
+    hub.corrupt = "config.json"
+    try:
+        r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "download", "qwen2.5-1.5b-instruct"],
+                           cwd=REPO, env={**env, "MODELSCOPE_ENDPOINT": hub.url}, capture_output=True, text=True,
+                           timeout=600)
+    finally:
+        hub.close()
+    assert r.returncode == 1 and "Hash mismatch for config.json" in r.stderr and "rerun" in r.stderr
+    assert "qwen2.5-1.5b-instruct" not in reg.read_text()
+
+    # quantize with llama.cpp's own converter and quantiser
+    q = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "quantize", "qwen2.5-0.5b-instruct"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert q.returncode == 0, q.stdout[-3000:] + q.stderr[-3000:]
+    for step in ("[1/4] disk: needs", "[2/4]", "[3/4]", "[4/4] registered 'qwen2.5-0.5b-instruct-q4_k_m'"):
+        assert step in q.stdout, q.stdout
+    new = {m["name"]: m for m in tomllib.loads(reg.read_text())["models"]}["qwen2.5-0.5b-instruct-q4_k_m"]
+    gguf = Path(new["path"])
+    assert gguf.parent == Path(entry["path"]).parent  # next to the model
+    meta, tensors = read_gguf(gguf)
+    assert meta["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert {12, 14} <= {t["type"] for t in tensors}  # llama.cpp's mix of Q4_K and Q6_K
+    assert (new["backend"], new["chat_template"], new["cores"], new["threads"]) == ("llama.cpp", "qwen2.5", [0, 1], 1)
+    assert "[program:worker-qwen2.5-0.5b-instruct-q4_k_m]" in (tmp_path / "supervisord.conf").read_text()
+    again = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "quantize", "qwen2.5-0.5b-instruct"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing converted twice" in again.stdout
+
+    (tmp_path / "stack").mkdir()
+    s = Stack(tmp_path / "stack", [dict(new, port=free_port())])
+    try:
+        s.start_controller()
+        s.start_worker(new["name"])
+        s.start_api()
+        s.wait_registered([new["name"]], timeout=120)
+        from openai import OpenAI
+
+        client = OpenAI(base_url=s.api_base, api_key="unused", timeout=120)
+        reply = client.chat.completions.create(model=new["name"], temperature=0, max_tokens=64, messages=[
+            {"role": "user", "content": "What is 17 + 25? Answer with the number only."}])
+        text = reply.choices[0].message.content
+        assert "42" in text, text  # coherent
+        assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens < 64  # stopped at <|im_end|>
+        assert "<|im_end|>" not in text and "<|im_start|>" not in text
+        code = client.chat.completions.create(model=new["name"], temperature=0, max_tokens=200, messages=[
+            {"role": "user", "content": "用 Python 写一个函数 add(a, b)，返回两数之和。"}]).choices[0].message.content
+        assert "def add(" in code and "return" in code, code  # the coder model still writes code
+        served = s.fleet.worker_info(s.worker_address(new["name"]))
+        assert (served["quantisation"], served["chat_template"]) == ("Q4_K_M", "qwen2.5")
+    finally:
+        s.stop()

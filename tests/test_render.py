@@ -28,7 +28,8 @@ def test_programs_one_worker_per_model_loopback_and_group_kill():
     progs = [s.split(":", 1)[1] for s in cp.sections() if s.startswith("program:")]
     assert progs[:3] == ["controller", "api_server", "webui"]
     assert progs[3:] == [f"worker-{m.name}" for m in reg.models]
-    assert "--host 127.0.0.1" in cp["program:controller"]["command"]
+    assert cp["program:controller"]["command"].endswith("-m deploy controller")  # ours, behind the fleet secret
+    assert reg.deployment.host == "127.0.0.1"  # every service binds where [deployment] says: loopback by default
     for p in progs:
         sec = cp[f"program:{p}"]
         assert sec["stopasgroup"] == "true" and sec["killasgroup"] == "true"

@@ -1,4 +1,5 @@
 """The real stack: FastChat controller and API server, our workers on both backends, the official openai client."""
+import json
 import re
 import subprocess
 import threading
@@ -150,3 +151,37 @@ def test_seed_makes_sampling_repeatable(client):
 
     assert ask(11) == ask(11)
     assert len({ask(s) for s in (1, 2, 3)}) > 1
+
+
+def test_a_worker_without_the_fleet_secret_cannot_take_over_a_model(stack, client):
+    """The hijack: a server of an attacker's registers under an existing model name. Without the
+    secret, or with a wrong one, it is refused, and no chat ever reaches it."""
+    from deploy.fleet_client import SECRET_HEADER
+    from test_control_plane import FakeWorker, registration
+
+    fake = FakeWorker(models=(QWEN,))
+    try:
+        for headers in ({}, {SECRET_HEADER: "guessed"}, {"Content-Type": "text/plain"}):
+            r = requests.post(stack.controller + "/register_worker", data=json.dumps(registration(fake.url, (QWEN,))),
+                              headers=headers, timeout=5)
+            assert r.status_code == 401, r.text
+        for i in range(10):
+            reply = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": f"秘密 {i}"}],
+                                                   max_tokens=4, temperature=0)
+            assert reply.choices[0].message.content != "stolen"
+        assert fake.prompts == []
+        assert fake.url not in {w["worker"] for w in stack.fleet.workers()}
+    finally:
+        fake.close()
+
+
+def test_a_killed_worker_leaves_routing_within_seconds(stack):
+    assert "victim" in stack.registered()
+    stack.procs["worker-victim"].kill()
+    t0 = time.monotonic()
+    while "victim" in stack.registered() and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert "victim" not in stack.registered()
+    assert time.monotonic() - t0 < 5
+    down = [w for w in stack.fleet.workers() if "victim" in w["models"]]
+    assert down and down[0]["healthy"] is False

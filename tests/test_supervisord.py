@@ -62,19 +62,25 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
     page = requests.get(f"http://127.0.0.1:{d['webui_port']}", timeout=30)
     assert page.status_code == 200 and "gradio" in page.text.lower()
 
-    # status: one row per model with its state, registration and the cores it really runs on
+    # status: one row per model: state, health, the cores it really runs on, live RSS against its budget
+    import re
+
     st = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "status"],
                         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert st.returncode == 0, st.stderr
-    rows = {line.split()[0]: line.split() for line in st.stdout.splitlines()[1:] if line.strip()}
+    lines = {line.split()[0]: line for line in st.stdout.splitlines()[1:] if line.strip()}
+    units = {"MiB": 2**20, "GiB": 2**30}
     for m in doc["models"]:
-        row = rows[m["name"]]
+        line, row = lines[m["name"]], lines[m["name"]].split()
         cores = ",".join(map(str, m["cores"])) if isinstance(m["cores"], list) else m["cores"]
         if m["name"] == "typo-model":
-            assert row[2:4] == ["FATAL", "no"] and row[5] == "-"
-        else:
-            assert row[2] in ("STARTING", "RUNNING") and row[3] == "yes" and row[4] == row[5] == cores, row
-    assert rows["controller"][1] in ("STARTING", "RUNNING") and rows["api_server"][1] in ("STARTING", "RUNNING")
+            assert row[3:5] == ["FATAL", "unregistered"] and row[6] == "-", line
+            continue
+        assert row[3] in ("STARTING", "RUNNING") and row[4] == "up" and row[5] == row[6] == cores, line
+        mem = re.search(r"([\d.]+) (MiB|GiB) / ([\d.]+) GiB", line)
+        used, budget = float(mem.group(1)) * units[mem.group(2)], float(mem.group(3)) * 2**30
+        assert 50 * 2**20 < used < budget, line  # live, and within its budget
+    assert lines["controller"].split()[1] in ("STARTING", "RUNNING")
 
     # down: everything stops, supervisord exits; a second down has nothing to stop
     dn = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "down"],

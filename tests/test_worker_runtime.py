@@ -107,7 +107,7 @@ def test_worker_app_serves_at_most_its_concurrency():
             yield json.dumps({"text": params["prompt"], "error_code": 0, "finish_reason": "stop"}).encode() + b"\0"
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_worker_app(Slow(), register=False), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_worker_app(Slow()), host="127.0.0.1", port=port,
                                            log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()

@@ -15,10 +15,12 @@ the moment the upstream code we replace changes.
      `{"error": ...}` event, which the official client raises, instead of a
      chunk it silently ignores or a cut connection.
 
-2. Sampling seed. FastChat's API server drops the OpenAI `seed` field. A small ASGI
-   middleware reads it from the request body into a context variable, and a wrapper
-   around `get_gen_params` adds it to the parameters sent to the worker (our llama.cpp
-   worker and the transformers worker both honour it).
+2. Sampling seed and exact prompts. FastChat's API server drops the OpenAI `seed` field. A
+   small ASGI middleware reads it from the request body into a context variable, and a wrapper
+   around `get_gen_params` adds it to the parameters sent to the worker (our llama.cpp worker and
+   the transformers worker both honour it). The same wrapper renders the prompt with the model's
+   own format for templates FastChat's separator styles cannot express byte-exactly
+   (deploy/registry/templates.py, EXACT_PROMPTS: DeepSeek-LLM-Chat with a system message).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ UPSTREAM = {
     "openai_api_server.generate_completion_stream_generator":
         "bbc20ccff152a7887ae9b7108ea288bb0102569fece50c08d84b94198bcd2c1e",
     "openai_api_server.get_gen_params": "cb39771052ec96e6775ac06142812291a69ee913992d65e6c47d95c1dae01137",
+    # the worker's conversation, which the exact-prompt rendering rebuilds
+    "openai_api_server.get_conv": "5816328d019f0b473a6e5fe7e6db3df7b1739a387f6c76780b912f91948c233f",
 }
 
 
@@ -242,11 +246,18 @@ def patch_seed_passthrough() -> None:
     if getattr(current, "_fleet_patched", False):
         return
 
-    async def get_gen_params(*args, **kwargs):
-        params = await current(*args, **kwargs)
+    async def get_gen_params(model_name, worker_addr, messages, **kwargs):
+        params = await current(model_name, worker_addr, messages, **kwargs)
         seed = _request_seed.get()
         if seed is not None:
             params["seed"] = seed
+        if isinstance(messages, list):  # chat: the model's own format where FastChat's is inexact
+            from deploy.fleet_client import conversation_from_messages
+            from deploy.registry.templates import EXACT_PROMPTS, exact_prompt
+
+            conv_dict = await openai_api_server.get_conv(model_name, worker_addr)  # cached by FastChat
+            if conv_dict.get("name") in EXACT_PROMPTS:
+                params["prompt"] = exact_prompt(conversation_from_messages(conv_dict, messages))
         return params
 
     get_gen_params._fleet_patched = True

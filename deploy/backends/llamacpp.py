@@ -50,7 +50,7 @@ class LlamaCpp(Backend):
             quant = quantisation(read_gguf(entry.resolved_path)[0])
         except (OSError, ValueError):
             quant = None
-        return {"backend": self.name, "quantisation": quant}
+        return {"backend": self.name, "quantisation": quant, "poll": entry.poll}
 
     def takes_download(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".gguf"

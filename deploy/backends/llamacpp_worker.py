@@ -65,6 +65,8 @@ class LlamaCppWorker(BaseModelWorker):
         params.n_parallel = entry.concurrency
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
+        if entry.poll is not None:
+            params.cpuparams.poll = params.cpuparams_batch.poll = entry.poll
         params.n_threads_http = 1
         self.engine = xllamacpp.Server(params)
         self.context_len = entry.context_length

@@ -67,6 +67,26 @@ def cmd_worker(args, paths: FleetPaths) -> int:
     return run_worker(reg, args.name)
 
 
+def cmd_controller(args, paths: FleetPaths) -> int:
+    from deploy.control.server import run_controller
+
+    return run_controller(load_registry(paths.registry))
+
+
+def cmd_secret(args, paths: FleetPaths) -> int:
+    from deploy.control.secret import SecretError, create_secret, read_secret
+
+    path = load_registry(paths.registry).deployment.secret_path
+    created = create_secret(path)
+    try:
+        read_secret(path)
+    except SecretError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    print(f"fleet secret {'created' if created else 'present'}: {path} (mode 600; copy it to every host of the fleet)")
+    return 0
+
+
 def cmd_api_server(args, paths: FleetPaths) -> int:
     from deploy.api.server import run_api_server
 
@@ -110,17 +130,33 @@ def cmd_fetch_defaults(args, paths: FleetPaths) -> int:
 
 
 def cmd_add_model(args, paths: FleetPaths) -> int:
-    from deploy.registry.edit import add_entry, entry_from_args
+    from deploy.registry.edit import add_entry, entry_from_args, read_data
+    from deploy.registry.placement import propose_for
 
+    if args.cores is None:
+        placed = propose_for(read_data(paths))
+        args.cores = ",".join(map(str, placed.cores))
+        args.threads = args.threads or placed.threads
+        print(f"cores {placed.cores} ({placed.reason}); --cores chooses others")
     add_entry(entry_from_args(args), paths, replace=args.replace)
     return 0
 
 
 def cmd_download(args, paths: FleetPaths) -> int:
-    from deploy.provision.modelscope import download_and_register
+    from deploy.provision.modelscope import catalog_table, download_and_register
     from deploy.registry.edit import entry_overrides
 
+    if args.list or not args.model_id:
+        print(catalog_table())
+        return 0 if args.list else 2
     return download_and_register(paths, args.model_id, entry_overrides(args), args.revision, args.from_folder)
+
+
+def cmd_quantize(args, paths: FleetPaths) -> int:
+    from deploy.provision.quantize import quantize_model
+    from deploy.registry.edit import entry_overrides
+
+    return quantize_model(paths, args.source_name, args.type, entry_overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("templates", cmd_templates, "list chat template names")
     command("reference", cmd_reference, "print the model_paths.toml field reference")
     command("worker", cmd_worker, "run one model worker (supervisord does this)").add_argument("name")
+    command("controller", cmd_controller, "run the controller (FastChat's, behind the fleet secret)")
+    command("secret", cmd_secret, "create the fleet secret file if it is missing, and check it")
     command("api-server", cmd_api_server, "run the OpenAI-compatible API server")
     command("webui", cmd_webui, "run the Gradio web UI").add_argument(
         "--auth-file", help="user:password lines; required when bound beyond loopback")
@@ -153,15 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", cmd_status, "programs, registered models and their cores")
     command("down", cmd_down, "stop the fleet")
     command("fetch-defaults", cmd_fetch_defaults, "fetch and check the offline default models")
-    s = command("add-model", cmd_add_model, "add an entry to model_paths.toml (options from the entry's fields)")
-    add_entry_options(s)
+    s = command("add-model", cmd_add_model, "add an entry to model_paths.toml (options from the entry's fields; "
+                "without --cores, the least-used cores are proposed)")
+    add_entry_options(s, optional=("cores",))
     s.add_argument("--replace", action="store_true", help="replace an entry of the same name")
     s = command("download", cmd_download, "download a model from ModelScope and add its entry "
                 "(entry options default to the model's preset and the fit estimate)")
-    s.add_argument("model_id", help="e.g. qwen/Qwen-7B-Chat, ZhipuAI/chatglm3-6b, deepseek-ai/deepseek-llm-7b-chat")
+    s.add_argument("model_id", nargs="?", metavar="NAME_OR_ID",
+                   help="a short name (--list shows them: qwen-7b-chat, chatglm3-6b, deepseek-llm-7b-chat, ...) "
+                        "or any ModelScope id")
+    s.add_argument("--list", action="store_true", help="list the short names")
     s.add_argument("--revision")
     s.add_argument("--from-folder", help="register an already downloaded folder instead of downloading")
     add_entry_options(s, all_optional=True, skip=("path", "source"))
+    s = command("quantize", cmd_quantize, "convert a registered Hugging Face folder to a quantised GGUF with llama.cpp's "
+                "converter and quantiser, and register it (entry options default to the source entry's)")
+    s.add_argument("source_name", metavar="NAME", help="a registered entry whose path is a Hugging Face folder "
+                   "(--name names the new entry; default NAME-q4_k_m)")
+    s.add_argument("--type", default="Q4_K_M", help="llama.cpp quantisation type (default Q4_K_M)")
+    add_entry_options(s, all_optional=True, skip=("path", "source", "backend"))
     return p
 
 

@@ -116,19 +116,45 @@ def _actual_cores(p: Program | None) -> str:
     return "-"
 
 
+def _health(w: dict | None) -> str:
+    if w is None:
+        return "unregistered"
+    return "up" if w["healthy"] else "DOWN"
+
+
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
+    """Per worker: model, host, backend, supervisord state, health, cores configured and actual,
+    live RSS against its budget, queue and last heartbeat; then workers registered from other hosts."""
     reg = reg or load_registry(paths.registry)
-    got = FleetClient(reg.deployment.controller_url).registered()
+    client = FleetClient(reg.deployment.controller_url)
+    workers = client.workers()
+    by_model = {m: w for w in workers for m in w["models"]}
     progs = programs(paths)
-    print(f"{'model':34} {'backend':12} {'state':9} {'registered':10} {'cores(cfg)':10} {'cores(actual)':13} budget")
+    head = (f"{'model':34} {'host':21} {'backend':12} {'state':9} {'health':12} {'cores':9} {'actual':7} "
+            f"{'RSS / budget':22} {'queue':5} heartbeat")
+    print(head)
+    shown = set()
     for m in reg.models:
-        p = progs.get(f"worker-{m.name}")
-        print(f"{m.name:34} {m.backend:12} {(p.state if p else 'absent'):9} "
-              f"{('yes' if m.name in got else 'no'):10} {describe_cores(m.cores):10} {_actual_cores(p):13} "
-              f"{fmt_size(m.memory_budget)}")
+        p, w = progs.get(f"worker-{m.name}"), by_model.get(m.name)
+        info = client.worker_info(w["worker"]) if w else {}
+        shown.add(w["worker"] if w else None)
+        rss = f"{fmt_size(info['rss'])} / {fmt_size(m.memory_budget)}" if info.get("rss") else \
+            f"- / {fmt_size(m.memory_budget)}"
+        host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
+        print(f"{m.name:34} {host:21} {m.backend:12} {(p.state if p else 'absent'):9} {_health(w):12} "
+              f"{describe_cores(m.cores):9} {_actual_cores(p):7} {rss:22} "
+              f"{(w['queue_length'] if w else '-')!s:5} {(str(w['heartbeat_age_s']) + ' s') if w else '-'}")
+    for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
+        if w["worker"] in shown:
+            continue
+        info = client.worker_info(w["worker"])
+        rss = f"{fmt_size(info['rss'])} / {fmt_size(info['memory_budget'])}" if info.get("rss") else "-"
+        print(f"{','.join(w['models']):34} {w['worker'].split('//')[-1]:21} {info.get('backend', '?'):12} "
+              f"{'remote':9} {_health(w):12} {describe_cores(info.get('cores', [])) if info else '?':9} {'':7} "
+              f"{rss:22} {w['queue_length']!s:5} {w['heartbeat_age_s']} s")
     for name in ("controller", "api_server", "webui"):
         p = progs.get(name)
-        print(f"{name:34} {'':12} {(p.state if p else 'absent'):9}")
+        print(f"{name:34} {'':21} {'':12} {(p.state if p else 'absent'):9}")
     return 0
 
 

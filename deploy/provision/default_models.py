@@ -130,7 +130,7 @@ def fetch_gguf(spec: GGUFSpec) -> Path:
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     if spec.path.exists() and spec.path.stat().st_size == spec.size:
         say(f"  {spec.name}: found {spec.path}, checking sha256 ...")
-        sha = _sha256(spec.path)
+        sha = sha256_of(spec.path)
         check_gguf(spec.path, spec, sha)
         _stamp(spec.path).write_text(_stamp_value(spec.path, sha))
         return spec.path
@@ -162,7 +162,7 @@ def _norm(name: str) -> str:
     return name.lower().replace("-", "_").replace(".", "_")
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):

@@ -1,83 +1,137 @@
 """Download a model from ModelScope and register it in model_paths.toml
-(`python -m deploy download MODEL_ID`).
+(`python -m deploy download NAME-or-ID`).
 
-The seed models come with known settings (template, remote code, dtype); any other model gets
-them from the options. The backend is the one that serves what was downloaded as it is, and
-the memory budget defaults to the estimate for the downloaded files plus 15 %, so the
-launcher's fit check passes and the user sees what it costs.
+Short names (deploy/provision/catalog.toml) carry the settings that make the seed models work
+(template, remote code, context); any other id gets them from the options. The download is
+ModelScope's own client (progress bars, resumed downloads, sha256 checks); the backend is the one
+that serves what was downloaded as it is, and the memory budget defaults to the fit estimate plus
+15 %, so the launcher's fit check passes and the user sees what it costs.
 """
 from __future__ import annotations
 
-import math
+import os
 import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import backends
-from deploy.registry.config import ModelEntry, parse_cores
+from deploy.registry.config import parse_cores
 from deploy.registry.paths import FleetPaths, cache_dir
-from deploy.worker.fit import estimate
+from deploy.registry.placement import propose_for
+from deploy.worker.fit import suggest_budget
 
-# ModelScope id -> entry settings that make the seed models work.
-PRESETS: dict[str, dict] = {
-    "qwen/Qwen-7B-Chat": {"name": "qwen-7b-chat", "chat_template": "qwen-7b-chat", "trust_remote_code": True,
-                          "context_length": 2048},
-    "ZhipuAI/chatglm3-6b": {"name": "chatglm3-6b", "chat_template": "chatglm3", "trust_remote_code": True,
-                            "context_length": 2048},
-    "deepseek-ai/deepseek-llm-7b-chat": {"name": "deepseek-llm-7b-chat", "chat_template": "deepseek-chat",
-                                         "context_length": 2048},
-}
-BUDGET_MARGIN = 1.15
+CATALOG = Path(__file__).with_name("catalog.toml")
+ENDPOINT_ENV = "MODELSCOPE_ENDPOINT"  # ModelScope's own setting, read by its client
+DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 
 
 class DownloadError(Exception):
     pass
 
 
-def snapshot(model_id: str, revision: str | None = None) -> Path:
-    """The real ModelScope download (resumes; files land under $FLEET_CACHE/modelscope)."""
+@dataclass
+class CatalogEntry:
+    name: str
+    id: str
+    chat_template: str
+    trust_remote_code: bool = False
+    context_length: int | None = None
+    gguf: str | None = None  # a GGUF repository: the pattern of the one file to fetch
+
+    def entry_settings(self) -> dict:
+        out = {"name": self.name, "chat_template": self.chat_template}
+        if self.trust_remote_code:
+            out["trust_remote_code"] = True
+        if self.context_length:
+            out["context_length"] = self.context_length
+        return out
+
+
+def catalog() -> dict[str, CatalogEntry]:
+    return {name: CatalogEntry(name=name, **v) for name, v in tomllib.loads(CATALOG.read_text()).items()}
+
+
+def lookup(name_or_id: str) -> CatalogEntry | None:
+    """A short name, or a ModelScope id the catalog knows (case-insensitive)."""
+    cat = catalog()
+    if name_or_id in cat:
+        return cat[name_or_id]
+    return next((c for c in cat.values() if c.id.lower() == name_or_id.lower()), None)
+
+
+def endpoint() -> str:
+    return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+
+
+def _explain(model_id: str, e: Exception) -> str:
+    text = f"{type(e).__name__}: {e}"
+    unreachable = any(k in text for k in ("ConnectionError", "Connection refused", "Max retries", "NameResolution",
+                                          "timed out", "ConnectTimeout", "Network is unreachable", "E1001"))
+    if unreachable:
+        return (f"cannot reach ModelScope at {endpoint()} to download '{model_id}'. Fix: check your network, or set "
+                f"{ENDPOINT_ENV} to a reachable ModelScope endpoint; for a folder already downloaded, pass --from-folder PATH.")
+    first = " ".join(text.split())[:600]
+    return (f"could not download '{model_id}' from ModelScope ({endpoint()}): {first}. Fix: check the id on ModelScope "
+            f"and rerun (finished files are kept, a partial one resumes); for a folder already downloaded, pass "
+            f"--from-folder PATH.")
+
+
+def snapshot(model_id: str, revision: str | None = None, gguf: str | None = None) -> Path:
+    """The real ModelScope download into $FLEET_CACHE/modelscope: a folder, or for a GGUF repository
+    the one file matching `gguf`."""
     from modelscope import snapshot_download
 
     try:
-        return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir() / "modelscope")))
-    except Exception as e:  # network, unknown id, auth: all end here with the model id and a fix
-        raise DownloadError(
-            f"could not download '{model_id}' from ModelScope: {type(e).__name__}: {e}. "
-            f"Fix: check the id on modelscope.cn and your network; to register a folder you already "
-            f"downloaded, pass --from-folder PATH."
-        ) from None
+        folder = Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir() / "modelscope"),
+                                        allow_patterns=[gguf] if gguf else None))
+    except Exception as e:  # network, unknown id, a corrupted file: one line with the endpoint and the fix
+        raise DownloadError(_explain(model_id, e)) from None
+    if not gguf:
+        return folder
+    files = sorted(folder.rglob("*.gguf"))  # a split GGUF is loaded from its first part
+    if not files:
+        raise DownloadError(f"'{model_id}' has no file matching {gguf}. Fix: check the repository's files on ModelScope.")
+    return files[0]
 
 
-def budget_for(raw: dict) -> str:
-    """The fit estimate of an entry (as written) plus the margin, rounded up to 0.1 GiB."""
-    probe = ModelEntry.model_validate({**raw, "memory_budget": 1 << 40})
-    need = estimate(probe).total * BUDGET_MARGIN
-    return f"{math.ceil(need / 1024**3 * 10) / 10}GiB"
-
-
-def build_entry(model_id: str, folder: Path, port: int, cores: list[int], overrides: dict) -> dict:
-    backend = overrides.get("backend") or getattr(backends.for_download(folder), "name", None)
+def build_entry(model_id: str, path: Path, port: int, cores: list[int], overrides: dict) -> dict:
+    known = lookup(model_id)
+    backend = overrides.get("backend") or getattr(backends.for_download(path), "name", None)
     if backend is None:
-        raise DownloadError(f"{folder} is neither a GGUF file nor a Hugging Face folder (no config.json). "
+        raise DownloadError(f"{path} is neither a GGUF file nor a Hugging Face folder (no config.json). "
                             f"Fix: point --from-folder at the folder that holds config.json, or at a .gguf file.")
-    raw = {"name": model_id.split("/")[-1].lower(), "dtype": "auto", **PRESETS.get(model_id, {}), **overrides,
-           "path": str(folder), "backend": backend, "port": port, "cores": cores,
-           "source": f"modelscope:{model_id}"}
+    raw = {"name": model_id.split("/")[-1].lower(), **(known.entry_settings() if known else {}), **overrides,
+           "path": str(path), "backend": backend, "port": port, "cores": cores,
+           "source": f"modelscope:{known.id if known else model_id}"}
     if "chat_template" not in raw:
         raise DownloadError(f"no chat template known for '{model_id}'. Fix: pass --chat-template NAME "
                             f"(see `python -m deploy templates`).")
-    raw.setdefault("memory_budget", budget_for(raw))
+    raw.setdefault("memory_budget", suggest_budget(raw))
     return raw
 
 
-def download_and_register(paths: FleetPaths, model_id: str, overrides: dict, revision: str | None = None,
+def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, revision: str | None = None,
                           from_folder: str | None = None) -> int:
     from deploy.registry.edit import add_entries, next_free_port, read_data
 
+    known = lookup(name_or_id)
+    model_id = known.id if known else name_or_id
     try:
-        folder = Path(from_folder) if from_folder else snapshot(model_id, revision)
-        port = overrides.pop("port", None) or next_free_port(read_data(paths))
-        cores = parse_cores(overrides.pop("cores", "0-1"))
-        entry = build_entry(model_id, folder.resolve(), port, cores, overrides)
+        if from_folder:
+            path = Path(from_folder)
+        else:
+            print(f"downloading {model_id} from ModelScope ({endpoint()}) into {cache_dir() / 'modelscope'} ...",
+                  flush=True)
+            path = snapshot(model_id, revision, known.gguf if known else None)
+        data = read_data(paths)
+        port = overrides.pop("port", None) or next_free_port(data)
+        if "cores" not in overrides:
+            placed = propose_for(data)
+            overrides.setdefault("threads", placed.threads)
+            print(f"cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
+        cores = parse_cores(overrides.pop("cores", None) or placed.cores)
+        entry = build_entry(name_or_id, path.resolve(), port, cores, overrides)
         added = add_entries([entry], paths)
     except DownloadError as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
@@ -85,6 +139,15 @@ def download_and_register(paths: FleetPaths, model_id: str, overrides: dict, rev
     if not added:
         print(f"'{entry['name']}' is already in {paths.registry}; nothing changed.")
         return 0
-    print(f"registered '{entry['name']}' ({folder}, budget {entry['memory_budget']}, port {entry['port']}).\n"
-          f"Start it: python -m deploy up")
+    print(f"registered '{entry['name']}' ({path}, {entry['backend']}, template {entry['chat_template']}, "
+          f"budget {entry['memory_budget']}, port {entry['port']}).\nStart it: python -m deploy up")
     return 0
+
+
+def catalog_table() -> str:
+    rows = [f"{'name':26} {'ModelScope id':36} {'template':14} notes"]
+    for c in catalog().values():
+        notes = ", ".join(x for x in ("GGUF (llama.cpp)" if c.gguf else "HF folder",
+                                      "remote code" if c.trust_remote_code else "") if x)
+        rows.append(f"{c.name:26} {c.id:36} {c.chat_template:14} {notes}")
+    return "\n".join(rows)

@@ -76,6 +76,9 @@ class ModelEntry(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="Compute threads; default: number of cores.")
     stream_interval_ms: int = Field(default=50, ge=0, le=1000,
                                     description="llama.cpp: send streamed text at most this often (0: every token).")
+    poll: int | None = Field(default=None, ge=0, le=100,
+                             description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
+                                         "50); lower it for models that share cores.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="transformers weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32.")
     trust_remote_code: bool = Field(
@@ -132,6 +135,13 @@ class Deployment(BaseModel):
     log_dir: str = Field(default="logs", description="Log folder, relative to the repo root.")
     webui_auth_file: str | None = Field(default=None, description="user:password lines; required for a web UI "
                                                                   "bound beyond loopback.")
+    fleet_secret_file: str = Field(default="~/.config/fastchat-fleet/fleet.secret",
+                                   description="The fleet secret (mode 0600, outside the repository): workers must "
+                                               "send it to register. The same file on every host of the fleet.")
+
+    @property
+    def secret_path(self) -> Path:
+        return expand_path(self.fleet_secret_file)
 
     @property
     def controller_url(self) -> str:

@@ -87,7 +87,8 @@ def add_entries(entries: list[dict], paths: FleetPaths, replace: bool = False) -
     return added
 
 
-def add_entry_options(parser: argparse.ArgumentParser, *, all_optional: bool = False, skip: tuple[str, ...] = ()) -> None:
+def add_entry_options(parser: argparse.ArgumentParser, *, all_optional: bool = False, skip: tuple[str, ...] = (),
+                      optional: tuple[str, ...] = ()) -> None:
     """One --option per ModelEntry field (help text from its description), so every command that
     writes an entry (add-model, download, quantize) takes the same options as the file."""
     parses_own_spelling = {f for v in ModelEntry.__pydantic_decorators__.field_validators.values()
@@ -100,7 +101,8 @@ def add_entry_options(parser: argparse.ArgumentParser, *, all_optional: bool = F
             kwargs.update(action=argparse.BooleanOptionalAction, default=None)
         elif f.annotation in (int, int | None) and name not in parses_own_spelling:
             kwargs["type"] = int
-        parser.add_argument("--" + name.replace("_", "-"), required=f.is_required() and not all_optional, **kwargs)
+        required = f.is_required() and not all_optional and name not in optional
+        parser.add_argument("--" + name.replace("_", "-"), required=required, **kwargs)
 
 
 def entry_overrides(args: argparse.Namespace) -> dict:

@@ -21,6 +21,11 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE))
 
 
+def tools_dir() -> Path:
+    """Where built tools live (llama.cpp's quantiser): $FLEET_TOOLS, else $FLEET_CACHE/tools."""
+    return Path(os.path.expanduser(os.environ.get("FLEET_TOOLS") or cache_dir() / "tools"))
+
+
 def expand_path(raw: str) -> Path:
     """Expand `$FLEET_CACHE` (with its default), other env vars and `~`; relative to the repo."""
     env = dict(os.environ)

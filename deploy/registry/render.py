@@ -70,8 +70,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://%(here)s/{logs}/supervisor.sock
 """]
-    out.append(_program("controller", f"{PY} -m fastchat.serve.controller --host {d.host} --port {d.controller_port}",
-                        logs, 10, 3))
+    out.append(_program("controller", f"{PY} -m deploy controller", logs, 10, 3))
     out.append(_program("api_server", f"{PY} -m deploy api-server", logs, 20, 5))
     out.append(_program("webui", f"{PY} -m deploy webui", logs, 30, 10))
     for m in reg.models:

@@ -37,3 +37,29 @@ for _conv in OUR_TEMPLATES:
 
 def known_templates() -> set[str]:
     return set(conv_templates)
+
+
+# ---- prompts FastChat's separator styles cannot express exactly ---------------------------------
+DEEPSEEK_BOS, DEEPSEEK_EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+
+
+def _deepseek_llm_chat(system: str, messages: list) -> str:
+    """DeepSeek-LLM-Chat's own chat template (its tokenizer_config.json): BOS, then the system
+    message followed by a blank line, 'User: ...\\n\\n', 'Assistant: ...<EOS>', and 'Assistant:'.
+    FastChat's deepseek-chat drops the blank line after a system message (and the BOS with it)."""
+    out = DEEPSEEK_BOS + (system + "\n\n" if system and system != DEEPSEEK_BOS else "")
+    for i, (_, text) in enumerate(messages):
+        if i % 2 == 0:
+            out += f"User: {text}\n\n"
+        else:
+            out += "Assistant:" + (f" {text}{DEEPSEEK_EOS}" if text is not None else "")
+    return out
+
+
+EXACT_PROMPTS = {"deepseek-chat": _deepseek_llm_chat}
+
+
+def exact_prompt(conv: Conversation) -> str | None:
+    """The model's own prompt for `conv` where FastChat's template is not byte-exact; else None."""
+    render = EXACT_PROMPTS.get(conv.name)
+    return render(conv.system_message, conv.messages[conv.offset:]) if render else None

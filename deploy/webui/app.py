@@ -241,7 +241,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         async def refresh_models(a, b, d):
             """Registered-later models appear, gone ones disappear."""
             try:
-                models = await client.list_models(refresh=True)
+                models = await client.list_models()
             except ModelUnavailable:
                 models = []
             return await arena.models_table(models), _choice(models, a, 0), _choice(models, b, 1), _choice(models, d, 0)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deploy import fleet_client as routes
+from deploy.fleet_client import AsyncFleetClient
+
+log = logging.getLogger("deploy.worker.app")
 
 
 async def _call(fn, *args):
@@ -24,18 +29,69 @@ async def _call(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def create_worker_app(worker, info: dict | None = None, on_shutdown=None, register: bool = True) -> FastAPI:
+HEART_BEAT_INTERVAL = 10.0
+
+
+def resident_bytes() -> int:
+    """This worker's resident memory now (VmRSS), to set against its budget."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def stay_registered(worker, client: AsyncFleetClient, worker_url: str, secret: str,
+                          interval: float = HEART_BEAT_INTERVAL) -> None:
+    """Register with the controller (with the fleet secret), then heart-beat; register again when
+    the controller does not know us (it restarted, or dropped us while we could not answer).
+    Replaces FastChat's thread, which blocks, sends no secret and gives up on the first error."""
+    registered = False
+    async with httpx.AsyncClient(timeout=2) as own:  # join only once we answer ourselves
+        for _ in range(60):
+            try:
+                if (await own.get(worker_url + routes.FLEET_INFO)).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    while True:
+        try:
+            if not registered:
+                await client.register_worker(worker_url, worker.get_status(), secret)
+                log.info("registered with the controller at %s as %s", client.controller_url, worker_url)
+                registered = True
+            else:
+                registered = await client.heart_beat(worker_url, worker.get_queue_length(), secret)
+        except httpx.HTTPStatusError as e:
+            registered = False
+            if e.response.status_code == 401:
+                log.error("the controller at %s refused the fleet secret. Fix: use the same secret file on every "
+                          "host (fleet_secret_file in model_paths.toml).", client.controller_url)
+            else:
+                log.error("the controller refused registration: %s %s", e.response.status_code, e.response.text[:200])
+        except httpx.HTTPError as e:
+            registered = False
+            log.warning("controller at %s not reachable (%s); retrying", client.controller_url, type(e).__name__)
+        await asyncio.sleep(interval if registered else 1.0)
+
+
+def create_worker_app(worker, info: dict | None = None, on_shutdown=None, controller_url: str | None = None,
+                      worker_url: str | None = None, secret: str | None = None) -> FastAPI:
     """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
     FastChat's own clients never call it. `on_shutdown` runs when uvicorn shuts down gracefully:
-    uvicorn then re-raises SIGTERM, so atexit handlers would never run. `register=False` serves
-    without joining a controller (tests of the app alone)."""
+    uvicorn then re-raises SIGTERM, so atexit handlers would never run. Without `controller_url`
+    the app serves without joining a controller (tests of the app alone)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
-        if register:
+        task = None
+        if controller_url:
             # Register only once we are serving, so no request is routed to us too early.
-            await asyncio.to_thread(worker.init_heart_beat)
+            client = AsyncFleetClient(controller_url, timeout=5)
+            task = asyncio.create_task(stay_registered(worker, client, worker_url, secret))
         yield
+        if task:
+            task.cancel()
         close = getattr(worker, "close", None)
         if close:
             await _call(close)
@@ -93,7 +149,7 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, regist
 
     @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):
-        return request.app.state.info
+        return {**request.app.state.info, "rss": resident_bytes()}
 
     @app.post(routes.MODEL_DETAILS)
     async def model_details(request: Request):

@@ -6,6 +6,7 @@ weights). The backend supplies the shape and the overhead; this module knows non
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from deploy.backends import ModelShape
@@ -57,3 +58,13 @@ def require_fit(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstima
             f"({entry.context_length}) or concurrency ({entry.concurrency}), or use a smaller quantisation."
         )
     return est
+
+
+BUDGET_MARGIN = 1.15
+
+
+def suggest_budget(raw: dict, margin: float = BUDGET_MARGIN) -> str:
+    """A budget for an entry as written (a dict without one): the estimate plus `margin`,
+    rounded up to 0.1 GiB, so the fit check passes and the cost is plain to see."""
+    probe = ModelEntry.model_validate({**raw, "memory_budget": 1 << 40})
+    return f"{math.ceil(estimate(probe).total * margin / 1024**3 * 10) / 10}GiB"

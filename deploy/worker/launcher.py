@@ -14,6 +14,7 @@ import os
 import sys
 
 from deploy.backends import ConfigProblem
+from deploy.control.secret import SecretError, read_secret
 from deploy.registry.config import ModelEntry, Registry, RegistryError, validate_for_host
 from deploy.worker.fit import DoesNotFit, require_fit
 from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
@@ -79,7 +80,12 @@ def run_worker(reg: Registry, name: str) -> int:
 
     d = reg.deployment
     try:
-        worker = backend.build_worker(entry, d.controller_url, f"http://{d.host}:{entry.port}")
+        secret = read_secret(d.secret_path)
+    except SecretError as e:
+        return _refuse(name, str(e))
+    worker_url = f"http://{d.host}:{entry.port}"
+    try:
+        worker = backend.build_worker(entry, d.controller_url, worker_url)
     except ConfigProblem as e:
         return _refuse(name, str(e))
     except MemoryError:
@@ -87,7 +93,8 @@ def run_worker(reg: Registry, name: str) -> int:
                              f"Fix: raise memory_budget in model_paths.toml.")
     from deploy.worker.app import create_worker_app
 
-    app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release)
+    app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release,
+                            controller_url=d.controller_url, worker_url=worker_url, secret=secret)
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)
     uvicorn.run(app, host=d.host, port=entry.port, log_level="warning")
     return 0

