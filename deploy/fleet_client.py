@@ -249,6 +249,14 @@ class AsyncFleetClient:
             return {}
         return info if isinstance(info, dict) else {}
 
+    async def workers(self) -> list[dict]:
+        try:
+            r = await self.http.get(self.controller_url + FLEET_WORKERS)
+            r.raise_for_status()
+            return r.json()["workers"]
+        except _ERRORS:
+            return []
+
     async def conversation(self, model: str):
         addr = await self.worker_address(model)
         try:

@@ -62,11 +62,11 @@ def test_completions_endpoint_streams(client):
 
 
 def test_malformed_requests_get_clear_errors(client):
-    from openai import BadRequestError
+    from openai import BadRequestError, NotFoundError
 
-    with pytest.raises(BadRequestError) as e:
+    with pytest.raises(NotFoundError) as e:  # what OpenAI answers
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    assert "no-such-model" in str(e.value) and QWEN in str(e.value)
+    assert e.value.code == "model_not_found" and "no-such-model" in str(e.value) and QWEN not in str(e.value)
     with pytest.raises(BadRequestError) as e:
         client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}], temperature=-3)
     assert "temperature" in str(e.value)
@@ -185,3 +185,11 @@ def test_a_killed_worker_leaves_routing_within_seconds(stack):
     assert time.monotonic() - t0 < 5
     down = [w for w in stack.fleet.workers() if "victim" in w["models"]]
     assert down and down[0]["healthy"] is False
+    # a request for it says it is restarting, and when to retry, instead of a 500 or "no such model"
+    from openai import APIStatusError, OpenAI
+
+    quick = OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=30)
+    with pytest.raises(APIStatusError) as e:
+        quick.chat.completions.create(model="victim", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert e.value.status_code == 503 and e.value.response.headers["Retry-After"] == "5"
+    assert "model 'victim' is restarting" in str(e.value)

@@ -27,6 +27,10 @@ from __future__ import annotations
 import inspect
 import json
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi.responses import JSONResponse
 
 # sha256 of the upstream functions we replace or rely on; any change means re-checking the patch
 UPSTREAM = {
@@ -37,6 +41,7 @@ UPSTREAM = {
     "openai_api_server.get_gen_params": "cb39771052ec96e6775ac06142812291a69ee913992d65e6c47d95c1dae01137",
     # the worker's conversation, which the exact-prompt rendering rebuilds
     "openai_api_server.get_conv": "5816328d019f0b473a6e5fe7e6db3df7b1739a387f6c76780b912f91948c233f",
+    "openai_api_server.check_model": "6b3491e87142a00e8bcc9b0d07f09a61ca5de28ec0f4817a355ffced24fc74ee",
 }
 
 
@@ -266,7 +271,55 @@ def patch_seed_passthrough() -> None:
     openai_api_server.app.add_middleware(SeedFromBody)
 
 
+RETRY_AFTER_S = 5
+
+
+def model_error(model: str, workers: list[dict]) -> JSONResponse:
+    """A model the API cannot serve now: 503 with Retry-After while its worker is registered but
+    not answering (it is restarting), else OpenAI's 404 model_not_found."""
+    from fastapi.responses import JSONResponse
+
+    if any(model in w["models"] and not w["healthy"] for w in workers):
+        return JSONResponse({"error": {"message": f"model '{model}' is restarting (its worker stopped answering); "
+                                                  f"retry in {RETRY_AFTER_S} s", "type": "model_unavailable",
+                                       "param": "model", "code": "model_restarting"}},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return JSONResponse({"error": {"message": f"The model '{model}' does not exist: no worker serves it. "
+                                              f"GET /v1/models lists the models served now.",
+                                   "type": "invalid_request_error", "param": "model", "code": "model_not_found"}},
+                        status_code=404)
+
+
+def patch_check_model() -> None:
+    """FastChat answers an unknown model with 400 listing every model, and a model whose worker is
+    restarting the same way; clients (and OpenAI) expect 404 model_not_found, and 503 with
+    Retry-After for a model that will be back."""
+    from fastchat.serve import openai_api_server
+
+    check_upstream()
+    current = openai_api_server.check_model
+    if getattr(current, "_fleet_patched", False):
+        return
+
+    async def check_model(request):
+        if await current(request) is None:
+            return None
+        from deploy.fleet_client import AsyncFleetClient
+
+        client = AsyncFleetClient(openai_api_server.app_settings.controller_address, timeout=3)
+        try:
+            workers = await client.workers()
+        finally:
+            await client.aclose()
+        return model_error(request.model, workers)
+
+    check_model._fleet_patched = True
+    check_model._fleet_original = current
+    openai_api_server.check_model = check_model
+
+
 def patch_api_server() -> None:
     """Everything the API server process needs."""
     patch_openai_streaming()
     patch_seed_passthrough()
+    patch_check_model()
