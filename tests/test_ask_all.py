@@ -164,8 +164,11 @@ def test_killed_run_resumes_without_asking_twice(fleet, tmp_path):
     assert after[:len(before)] == before  # earlier answers untouched
     meta = json.loads((tmp_path / "results" / "killed" / "run.json").read_text())
     assert len(meta["sessions"]) == 1  # the killed session never finished; the resumed one did
-    again = ask_all(fleet, tmp_path, "--resume")
+    again = ask_all(fleet, tmp_path, "--resume", "killed")  # by the run's name, in --results-dir
     assert again.returncode == 0 and "0 to ask" in again.stderr and len(lines(answers)) == 10
+    by_path = ask_all(fleet, tmp_path, "--resume", str(tmp_path / "results" / "killed"))
+    assert by_path.returncode == 0 and "0 to ask" in by_path.stderr
+    assert ask_all(fleet, tmp_path, "--resume", "nope").returncode == 2
 
 
 def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
@@ -183,4 +186,9 @@ def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
     assert len(others) == 10 and all(x["error"] is None for x in others)
     md = (tmp_path / "results" / "failing" / "report.md").read_text()
     assert "| doomed | llama.cpp |" in md and ": error, 0.00/1" in md
-    assert "--retry-failed" in err
+    hint = re.search(r"`(python eval/ask_all.py [^`]+)`", err).group(1)  # works as printed
+    assert f"--results-dir {tmp_path / 'results'} --resume failing --retry-failed" in hint
+    args = hint.split()[2:]
+    again = subprocess.run([sys.executable, str(REPO / "eval/ask_all.py"), *args, "--no-progress"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "Resuming" in again.stderr, again.stderr  # doomed is still down

@@ -63,12 +63,25 @@ def pick(names: list[str], spec: str | None) -> list[str]:
     return chosen
 
 
+def resume_target(args) -> RunStore:
+    """--resume takes a run's name (in --results-dir) or a path to a run's folder."""
+    named = Path(args.results_dir) / args.resume
+    return RunStore(named if named.is_dir() or not Path(args.resume).is_dir() else Path(args.resume))
+
+
+def resume_hint(args, store: RunStore) -> str:
+    """A command that resumes this very run, as printed: it works when pasted."""
+    where = "" if Path(args.results_dir).resolve() == RESULTS_DIR.resolve() else f" --results-dir {args.results_dir}"
+    return f"python eval/ask_all.py{where} --resume {store.path.name} --retry-failed"
+
+
 def open_run(args):
     """A new run (settings from the options) or a resumed one (settings from its run.json)."""
     if args.resume:
-        store = RunStore.latest(Path(args.results_dir)) if args.resume == "latest" else RunStore(Path(args.resume))
+        store = RunStore.latest(Path(args.results_dir)) if args.resume == "latest" else resume_target(args)
         if store is None or not store.meta_file.exists():
-            raise AskAllError(f"no run to resume in {args.resume if args.resume != 'latest' else args.results_dir}")
+            raise AskAllError(f"no run '{args.resume}' to resume in {args.results_dir}. Fix: pass a run name from "
+                              f"that folder, a run's path, or --results-dir where the run is")
         return store, store.read_meta(), True
     store = RunStore.create(Path(args.results_dir), args.run)
     settings = {"api_base": args.api_base, "controller": args.controller, "temperature": args.temperature,
@@ -194,7 +207,7 @@ def summarise(args, store: RunStore, meta: dict, puzzles: list, names: list[str]
     print(f"answers:  {store.answers}\nreport:   {store.path / 'report.md'}\n          {store.path / 'report.html'}")
     if missing:
         print(f"ask_all: {len(missing)} answer(s) missing or failed (see the report); "
-              f"`python eval/ask_all.py --resume --retry-failed` asks them again", file=sys.stderr)
+              f"`{resume_hint(args, store)}` asks them again", file=sys.stderr)
         return 1
     return 0
 
