@@ -179,21 +179,12 @@ class FleetClient:
         except _ERRORS:
             return []
 
-    def worker_status(self, addr: str) -> dict | None:
-        try:
-            return self._post(addr + WORKER_GET_STATUS)
-        except _ERRORS:
-            return None
-
     def conversation(self, model: str):
         addr = self.worker_address(model)
         try:
             return conversation_from_dict(self._post(addr + WORKER_GET_CONV_TEMPLATE)["conv"])
         except _ERRORS as e:
             raise ModelUnavailable(f"the worker of '{model}' does not answer ({type(e).__name__})") from None
-
-    def count_tokens(self, addr: str, prompt: str) -> int:
-        return int(self._post(addr + COUNT_TOKEN, {"prompt": prompt})["count"])
 
     def stream(self, addr: str, params: dict, timeout: float = 600) -> Iterator[dict]:
         """The worker's frames (cumulative text, error_code, usage, finish_reason) as they come."""
