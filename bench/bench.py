@@ -27,6 +27,7 @@ import httpx
 
 from deploy.fleet_client import FleetClient, gen_params
 from deploy.registry.config import load_registry
+from deploy.registry.host import resident_bytes
 from deploy.registry.paths import REPO_ROOT as REPO
 from deploy.registry.render import write
 from tests.harness import Stack, copy_fleet, free_port, shutdown_supervisord
@@ -101,14 +102,18 @@ def via_engine(engine, n_predict: int) -> dict:
     return t.result()
 
 
-def worker_params(client: FleetClient, model: str, n_predict: int) -> dict:
-    """What the API server would send for QUESTION, plus ignore_eos for a fixed token count."""
+def question_params(client: FleetClient, model: str, question: str, n_predict: int) -> dict:
+    """What the API server would send for `question` (greedy), plus ignore_eos for a fixed token count."""
     conv = client.conversation(model)
-    conv.append_message(conv.roles[0], QUESTION)
+    conv.append_message(conv.roles[0], question)
     conv.append_message(conv.roles[1], None)
-    params = gen_params(model, conv, temperature=0, max_new_tokens=n_predict)
+    return {**gen_params(model, conv, temperature=0, max_new_tokens=n_predict), "ignore_eos": True}
+
+
+def worker_params(client: FleetClient, model: str, n_predict: int) -> dict:
+    params = question_params(client, model, QUESTION, n_predict)
     assert params["prompt"] == PROMPT, "the engine rows and the worker rows must decode the same prompt"
-    return {**params, "ignore_eos": True}
+    return params
 
 
 def via_worker(client: FleetClient, addr: str, model: str, n_predict: int) -> dict:
@@ -163,13 +168,6 @@ def aggregate(fn, streams: int) -> float:
     return sum(r["tokens"] for r in out) / (time.perf_counter() - t0)
 
 
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 # ---------------------------------------------------------------- the engine directly, in a child
 def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predict: int, repeats: int) -> dict:
     import xllamacpp
@@ -184,7 +182,7 @@ def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predic
     engine = xllamacpp.Server(p)
     fn = lambda: via_engine(engine, n_predict)  # noqa: E731
     fn()  # warm-up
-    res = {"single": single(fn, repeats), "rss": rss(os.getpid())}
+    res = {"single": single(fn, repeats), "rss": resident_bytes(os.getpid())}
     res["aggregate"] = {k: aggregate(fn, k) for k in (1, 2, 4)}
     return res
 
@@ -291,7 +289,7 @@ def main(argv=None) -> int:
             w(), a()  # warm-up
             res.setdefault("worker", {})[t] = {"single": single(w, repeats),
                                                "aggregate": {k: aggregate(w, k) for k in (1, 2, 4)},
-                                               "rss": rss(stack.procs[f"worker-{name}"].pid)}
+                                               "rss": resident_bytes(stack.procs[f"worker-{name}"].pid)}
             res.setdefault("api", {})[t] = {"single": single(a, repeats),
                                             "aggregate": {k: aggregate(a, k) for k in (1, 2, 4)}}
         print("transformers backend, fp32 and bf16 ...", flush=True)
@@ -300,7 +298,7 @@ def main(argv=None) -> int:
             w = lambda: via_worker(fleet, addr[name], name, min(n, 64))  # noqa: E731
             w()
             res.setdefault("transformers", {})[dt] = {"single": single(w, 1 if args.quick else 2),
-                                                      "rss": rss(stack.procs[f"worker-{name}"].pid)}
+                                                      "rss": resident_bytes(stack.procs[f"worker-{name}"].pid)}
         if not args.quick:
             print("eval/ask_all.py parallelism ...", flush=True)
             res["ask_all"] = ask_all_ratio(stack, tmp)

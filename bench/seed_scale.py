@@ -12,7 +12,7 @@ as a ratio to the read-bandwidth bound measured on the spot; 4 streams on one wo
 core placements for three models on two cores; and eval/ask_all.py's five puzzles x three
 models at 256 tokens per answer, against the 15 s - 2 min 15 s per answer of the seed reports.
 
-    .venv/bin/python bench/seed_scale.py            # about 25 minutes on 2 cores
+    .venv/bin/python bench/seed_scale.py            # about 50 minutes on 2 cores (48 min measured)
     .venv/bin/python bench/seed_scale.py --quick    # one placement, fewer tokens, no ask_all
 
 Writes bench/results/seed-scale-<time>.json.
@@ -29,11 +29,12 @@ import threading
 import time
 from pathlib import Path
 
-from bench import bandwidth  # bench/bench.py: a sibling, since this file runs as a script
+from bench import bandwidth, question_params  # bench/bench.py: a sibling, since this file runs as a script
 from seed_models import load_shapes, make  # bench/seed_models.py
-from deploy.fleet_client import FleetClient, gen_params
+from deploy.fleet_client import FleetClient
 from deploy.ops.supervisor import programs
 from deploy.registry.config import load_registry
+from deploy.registry.host import resident_bytes
 from deploy.registry.paths import REPO_ROOT, FleetPaths
 from deploy.registry.render import write
 from deploy.worker.fit import suggest_budget
@@ -51,13 +52,6 @@ PLACEMENTS = {
     "one-core-each-1t": ([[0], [1], [0]], 1, None),
     "all-on-both-2t-poll0": ([[0, 1]] * 3, 2, 0),
 }
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def snapshot_of_deploy(tmp: Path) -> Path:
@@ -119,17 +113,12 @@ class Fleet:
         out = {}
         for m in self.reg.models:
             p = progs.get(f"worker-{m.name}")
-            out[m.name] = {"rss": rss(p.pid) if p and p.pid else 0, "budget": m.memory_budget}
+            out[m.name] = {"rss": resident_bytes(p.pid) if p and p.pid else 0, "budget": m.memory_budget}
         return out
 
     def decode(self, model: str, n: int, prompt: str = QUESTION, max_new: int | None = None) -> dict:
         """One request straight to the model's worker: TTFT, decode tok/s (ignore_eos: exactly n tokens)."""
-        conv = self.client.conversation(model)
-        conv.append_message(conv.roles[0], prompt)
-        conv.append_message(conv.roles[1], None)
-        params = {**gen_params(model, conv, temperature=0, max_new_tokens=max_new or n), "ignore_eos": True,
-                  "seed": None}
-        params.pop("seed")
+        params = question_params(self.client, model, prompt, max_new or n)
         addr = self.client.worker_address(model)
         t0 = time.perf_counter()
         first = last = None

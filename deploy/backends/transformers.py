@@ -27,13 +27,18 @@ def resolve_dtype(dtype: str) -> str:
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
+def hf_weights(folder: Path) -> tuple[int, int]:
+    """(bytes of weights on disk, bytes per stored value from config.json's torch_dtype)."""
+    cfg = json.loads((folder / "config.json").read_text())
+    files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+    return sum(f.stat().st_size for f in files), _DTYPE_BYTES.get(str(cfg.get("torch_dtype", "float32")), 4)
+
+
 def hf_shape(folder: Path, dtype: str) -> ModelShape:
     """From config.json and the weight files' sizes, scaled from the stored to the loaded dtype."""
     cfg = json.loads((folder / "config.json").read_text())
-    stored = _DTYPE_BYTES.get(str(cfg.get("torch_dtype", "float32")), 4)
+    on_disk, stored = hf_weights(folder)
     load = _DTYPE_BYTES.get(resolve_dtype(dtype), 4)
-    files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
-    on_disk = sum(f.stat().st_size for f in files)
     n_layers = cfg.get("num_hidden_layers") or cfg.get("num_layers") or cfg.get("n_layer")
     n_heads = cfg.get("num_attention_heads") or cfg.get("n_head")
     n_kv = cfg.get("num_key_value_heads") or cfg.get("multi_query_group_num") or n_heads

@@ -67,6 +67,7 @@ class FleetController(_fastchat_controller_class()):
         self.worker_info = {}
         self.dispatch_method = DispatchMethod.SHORTEST_QUEUE
         self.unhealthy: dict[str, Unhealthy] = {}
+        self.misses: dict[str, int] = {}  # failed checks in a row, per worker
 
     def register_worker(self, worker_name, check_heart_beat, worker_status, multimodal):
         self.unhealthy.pop(worker_name, None)
@@ -75,6 +76,13 @@ class FleetController(_fastchat_controller_class()):
     def get_worker_status(self, worker_name):  # the blocking upstream check must never run here
         raise RuntimeError("status checks are async in FleetController (check_status)")
 
+    def check_failed(self, name: str, reason: str, process_gone: bool) -> None:
+        """A refused connection (the process is gone) leaves routing at once; a slow or bad answer
+        only when the next check fails too (a worker busy on shared cores may answer late once)."""
+        self.misses[name] = self.misses.get(name, 0) + 1
+        if process_gone or self.misses[name] >= 2:
+            self.mark_unhealthy(name, reason)
+
     def mark_unhealthy(self, name: str, reason: str) -> None:
         info = self.worker_info.pop(name, None)
         if info is not None:
@@ -82,6 +90,7 @@ class FleetController(_fastchat_controller_class()):
             self.unhealthy[name] = Unhealthy(info, time.time(), reason)
 
     def mark_healthy(self, name: str, status: dict) -> None:
+        self.misses.pop(name, None)
         bad = self.unhealthy.pop(name, None)
         if bad is not None:
             log.info("worker %s answers again: back in routing", name)
@@ -92,6 +101,7 @@ class FleetController(_fastchat_controller_class()):
     def forget_old(self, now: float) -> None:
         for name in [n for n, u in self.unhealthy.items() if now - u.since > FORGET_AFTER]:
             del self.unhealthy[name]
+            self.misses.pop(name, None)
 
 
 # ---- validation -------------------------------------------------------------------------------------
@@ -138,20 +148,13 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
                           status_timeout: float = STATUS_TIMEOUT) -> FastAPI:
     controller = FleetController()
 
-    misses: dict[str, int] = {}
-
     async def check_status(http: httpx.AsyncClient, name: str) -> dict | None:
-        """A refused connection (the process is gone) leaves routing at once; a slow answer only
-        when the next check is slow too (a worker busy on shared cores may answer late once)."""
         try:
             r = await http.post(name + routes.WORKER_GET_STATUS, timeout=status_timeout)
             r.raise_for_status()
-            misses.pop(name, None)
             return validate_status(r.json(), "status")
         except (httpx.HTTPError, ValueError, BadRequest) as e:
-            misses[name] = misses.get(name, 0) + 1
-            if isinstance(e, httpx.ConnectError) or misses[name] >= 2:
-                controller.mark_unhealthy(name, f"{type(e).__name__}: {e}"[:200])
+            controller.check_failed(name, f"{type(e).__name__}: {e}"[:200], isinstance(e, httpx.ConnectError))
             return None
 
     async def check_all(http: httpx.AsyncClient) -> None:

@@ -122,6 +122,21 @@ def _health(w: dict | None) -> str:
     return "up" if w["healthy"] else "DOWN"
 
 
+def _row(*cells) -> str:
+    """model, host, backend, state, health, cores, actual, RSS / budget, queue, heartbeat"""
+    widths = (34, 21, 12, 9, 12, 9, 7, 22, 5)
+    return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[9]}" if len(cells) > 9 else "")
+
+
+def _memory(info: dict, budget: int | None) -> str:
+    used = fmt_size(info["rss"]) if info.get("rss") else "-"
+    return f"{used} / {fmt_size(budget)}" if budget else used
+
+
+def _worker_cells(w: dict | None) -> tuple:
+    return (w["queue_length"], f"{w['heartbeat_age_s']} s") if w else ("-", "-")
+
+
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     """Per worker: model, host, backend, supervisord state, health, cores configured and actual,
     live RSS against its budget, queue and last heartbeat; then workers registered from other hosts."""
@@ -130,31 +145,25 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     workers = client.workers()
     by_model = {m: w for w in workers for m in w["models"]}
     progs = programs(paths)
-    head = (f"{'model':34} {'host':21} {'backend':12} {'state':9} {'health':12} {'cores':9} {'actual':7} "
-            f"{'RSS / budget':22} {'queue':5} heartbeat")
-    print(head)
+    print(_row("model", "host", "backend", "state", "health", "cores", "actual", "RSS / budget", "queue", "heartbeat"))
     shown = set()
     for m in reg.models:
         p, w = progs.get(f"worker-{m.name}"), by_model.get(m.name)
         info = client.worker_info(w["worker"]) if w else {}
         shown.add(w["worker"] if w else None)
-        rss = f"{fmt_size(info['rss'])} / {fmt_size(m.memory_budget)}" if info.get("rss") else \
-            f"- / {fmt_size(m.memory_budget)}"
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
-        print(f"{m.name:34} {host:21} {m.backend:12} {(p.state if p else 'absent'):9} {_health(w):12} "
-              f"{describe_cores(m.cores):9} {_actual_cores(p):7} {rss:22} "
-              f"{(w['queue_length'] if w else '-')!s:5} {(str(w['heartbeat_age_s']) + ' s') if w else '-'}")
+        print(_row(m.name, host, m.backend, p.state if p else "absent", _health(w), describe_cores(m.cores),
+                   _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
     for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
         if w["worker"] in shown:
             continue
         info = client.worker_info(w["worker"])
-        rss = f"{fmt_size(info['rss'])} / {fmt_size(info['memory_budget'])}" if info.get("rss") else "-"
-        print(f"{','.join(w['models']):34} {w['worker'].split('//')[-1]:21} {info.get('backend', '?'):12} "
-              f"{'remote':9} {_health(w):12} {describe_cores(info.get('cores', [])) if info else '?':9} {'':7} "
-              f"{rss:22} {w['queue_length']!s:5} {w['heartbeat_age_s']} s")
+        print(_row(",".join(w["models"]), w["worker"].split("//")[-1], info.get("backend", "?"), "remote",
+                   _health(w), describe_cores(info.get("cores", [])) if info else "?", "",
+                   _memory(info, info.get("memory_budget")), *_worker_cells(w)))
     for name in ("controller", "api_server", "webui"):
         p = progs.get(name)
-        print(f"{name:34} {'':21} {'':12} {(p.state if p else 'absent'):9}")
+        print(_row(name, "", "", p.state if p else "absent").rstrip())
     return 0
 
 

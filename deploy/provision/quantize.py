@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from deploy.backends.transformers import hf_weights
 from deploy.registry.config import ModelEntry, load_registry
 from deploy.registry.paths import FleetPaths, tools_dir
 from deploy.registry.sizes import fmt_size
@@ -34,17 +35,9 @@ def _stamp(path: Path) -> Path:
     return path.with_name(path.name + ".done")
 
 
-def _weights_bytes(folder: Path) -> tuple[int, int]:
-    """(bytes on disk, bytes per value stored) of the folder's weights."""
-    files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
-    cfg = json.loads((folder / "config.json").read_text())
-    stored = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.get("torch_dtype", "float32")), 4)
-    return sum(f.stat().st_size for f in files), stored
-
-
 def disk_check(entry: ModelEntry, qtype: str) -> str:
     """Refuse before starting when the disk cannot hold the bf16 intermediate and the result."""
-    on_disk, stored = _weights_bytes(entry.resolved_path)
+    on_disk, stored = hf_weights(entry.resolved_path)
     params = on_disk / stored
     need = int(params * 2 + params * BYTES_PER_PARAM[qtype] + 256 * 1024**2)
     out_dir = entry.resolved_path.parent

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,17 @@ def _mem_total() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("cannot read MemTotal from /proc/meminfo")
+
+
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory now (VmRSS): for status, reports and the benchmarks."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def describe_cores(cores) -> str:

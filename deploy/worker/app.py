@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from deploy import fleet_client as routes
 from deploy.fleet_client import AsyncFleetClient
+from deploy.registry.host import resident_bytes
 
 log = logging.getLogger("deploy.worker.app")
 
@@ -30,14 +31,6 @@ async def _call(fn, *args):
 
 
 HEART_BEAT_INTERVAL = 10.0
-
-
-def resident_bytes() -> int:
-    """This worker's resident memory now (VmRSS), to set against its budget."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def stay_registered(worker, client: AsyncFleetClient, worker_url: str, secret: str,
