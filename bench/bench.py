@@ -30,7 +30,7 @@ from deploy.registry.config import load_registry
 from deploy.registry.host import resident_bytes
 from deploy.registry.paths import REPO_ROOT as REPO
 from deploy.registry.render import write
-from tests.harness import Stack, copy_fleet, free_port, shutdown_supervisord
+from tests.harness import Stack, _ok, copy_fleet, free_port, shutdown_supervisord, wait_for
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 MODEL_HF = "qwen2.5-coder-0.5b-instruct-hf"
@@ -132,7 +132,7 @@ def via_worker(client: FleetClient, addr: str, model: str, n_predict: int) -> di
 def via_api(client: httpx.Client, api: str, model: str, n_predict: int) -> dict:
     t = Timer()
     body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "temperature": 0,
-            "max_tokens": n_predict, "stream": True}
+            "max_tokens": n_predict, "stream": True, "stream_options": {"include_usage": True}}
     with client.stream("POST", api + "/chat/completions", json=body, timeout=600) as r:
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -144,6 +144,10 @@ def via_api(client: httpx.Client, api: str, model: str, n_predict: int) -> dict:
             if ev.get("usage"):
                 t.tokens = ev["usage"]["completion_tokens"]
     return t.result()
+
+
+def _median_decode(runs: list[dict]) -> float:
+    return statistics.median(r["decode_tps"] for r in runs if r["decode_tps"])
 
 
 def single(fn, repeats: int) -> dict:
@@ -278,6 +282,10 @@ def main(argv=None) -> int:
         for e in entries:
             stack.start_worker(e["name"])
         stack.start_api()
+        ungated_port = free_port()
+        ungated = stack.start("api-ungated", [sys.executable, "-m", "bench.api_ungated", str(ungated_port)])
+        ungated_base = f"http://127.0.0.1:{ungated_port}/v1"
+        wait_for(lambda: _ok(ungated_base + "/models"), 60, "ungated API", ungated)
         stack.wait_registered([e["name"] for e in entries])
         client, fleet = httpx.Client(), FleetClient(stack.controller)
         addr = {e["name"]: stack.worker_address(e["name"]) for e in entries}
@@ -286,7 +294,12 @@ def main(argv=None) -> int:
             print(f"worker and API, {t} thread(s) ...", flush=True)
             w = lambda: via_worker(fleet, addr[name], name, n)  # noqa: E731
             a = lambda: via_api(client, stack.api_base, name, n)  # noqa: E731
-            w(), a()  # warm-up
+            u = lambda: via_api(client, ungated_base, name, n)  # noqa: E731
+            w(), a(), u()  # warm-up
+            gated, bare = [], []
+            for _ in range(repeats):  # interleaved, so both see the same machine
+                gated.append(a()), bare.append(u())
+            res.setdefault("gate", {})[t] = {"with_gate": _median_decode(gated), "without_gate": _median_decode(bare)}
             res.setdefault("worker", {})[t] = {"single": single(w, repeats),
                                                "aggregate": {k: aggregate(w, k) for k in (1, 2, 4)},
                                                "rss": resident_bytes(stack.procs[f"worker-{name}"].pid)}
@@ -349,6 +362,10 @@ def report(r: dict, bound: dict) -> None:
         ("4 streams >= 1.6x single (worker, 2 threads)", r["worker"][2]["aggregate"][4] / r["worker"][2]["aggregate"][1],
          1.6, f"{r['worker'][2]['aggregate'][4]:.1f} vs {r['worker'][2]['aggregate'][1]:.1f} tok/s"),
     ]
+    for t, g in sorted(r.get("gate", {}).items()):
+        goals.append((f"API decode with the request gate no lower than without it, within 3% noise "
+                       f"({t} thread(s), interleaved runs)", g["with_gate"] / g["without_gate"], 0.97,
+                      f"{g['with_gate']:.1f} vs {g['without_gate']:.1f} tok/s"))
     if "cold_start_s" in r:
         goals.append(("cold start to all registered < 30 s", 30 / r["cold_start_s"], 1.0, f"{r['cold_start_s']:.1f} s"))
     if "ask_all" in r:

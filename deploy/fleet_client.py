@@ -31,6 +31,7 @@ WORKER_GET_STATUS = "/worker_get_status"
 WORKER_GENERATE_STREAM = "/worker_generate_stream"
 WORKER_GENERATE = "/worker_generate"
 WORKER_GET_CONV_TEMPLATE = "/worker_get_conv_template"
+WORKER_GET_EMBEDDINGS = "/worker_get_embeddings"
 COUNT_TOKEN = "/count_token"
 MODEL_DETAILS = "/model_details"
 FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, ...)

@@ -168,6 +168,7 @@ class Stack:
         self.procs: dict[str, Proc] = {}
         self.fleet = FleetClient(self.controller)
         self.secret = (tmp / "fleet.secret").read_text().strip()
+        self.api_key: str | None = None
 
     @property
     def controller(self) -> str:
@@ -204,9 +205,21 @@ class Stack:
         w = self.start("webui", [PY, "-m", "deploy", "webui"])
         wait_for(lambda: _ok(self.webui_url), 90, "web UI", w)
 
+    def use_api_keys(self, cors_origins: list[str] = ()) -> str:
+        """Give the API server a keys file (and allowed origins) before it starts; returns the key."""
+        from deploy.api.keys import add_key
+
+        self.api_key = add_key(self.tmp / "api_keys")
+        doc = tomlkit.parse(self.registry.read_text())
+        doc["deployment"]["api_keys_file"] = str(self.tmp / "api_keys")
+        doc["deployment"]["cors_origins"] = list(cors_origins)
+        self.registry.write_text(tomlkit.dumps(doc))
+        return self.api_key
+
     def start_api(self) -> None:
         a = self.start("api", [PY, "-m", "deploy", "api-server"])
-        wait_for(lambda: _ok(self.api_base + "/models"), 60, "API server", a)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        wait_for(lambda: _ok(self.api_base + "/models", headers), 60, "API server", a)
 
     def registered(self) -> set[str]:
         return self.fleet.registered()
@@ -223,8 +236,8 @@ class Stack:
             p.stop()
 
 
-def _ok(url: str) -> bool:
+def _ok(url: str, headers: dict | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False

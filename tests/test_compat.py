@@ -10,6 +10,8 @@ from fastchat.protocol.openai_api_protocol import (
 )
 
 from deploy.api import fastchat_compat
+from deploy.api.gate import current_extras
+from deploy.api.validate import Extras
 
 
 def test_upstream_is_what_the_patches_were_written_against():
@@ -35,8 +37,9 @@ def test_check_upstream_detects_a_change(monkeypatch):
         fastchat_compat.check_upstream()
 
 
-def run_generator(monkeypatch, frames):
-    """Drive our chat stream generator with worker frames (what generate_completion_stream yields)."""
+def run_generator(monkeypatch, frames, extras=None):
+    """Drive our chat stream generator with worker frames (what generate_completion_stream yields),
+    for a request whose gate-checked extras are `extras`."""
     from fastchat.serve import openai_api_server
 
     async def fake_stream(params, addr):
@@ -48,22 +51,41 @@ def run_generator(monkeypatch, frames):
     monkeypatch.setattr(openai_api_server, "generate_completion_stream", fake_stream)
 
     async def collect():
-        return [e async for e in fastchat_compat.chat_completion_stream_generator("m", {}, 1, "http://w")]
+        token = current_extras.set(extras or Extras())
+        try:
+            return [e async for e in fastchat_compat.chat_completion_stream_generator("m", {}, 1, "http://w")]
+        finally:
+            current_extras.reset(token)
 
     return asyncio.run(collect())
 
 
-def test_stream_is_raw_utf8_and_carries_usage(monkeypatch):
-    usage = {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32}
-    events = run_generator(monkeypatch, [
-        {"text": "北", "error_code": 0, "usage": usage},
-        {"text": "北京", "error_code": 0, "usage": usage, "finish_reason": "stop"},
-    ])
+USAGE = {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32}
+FRAMES = [{"text": "北", "error_code": 0, "usage": USAGE},
+          {"text": "北京", "error_code": 0, "usage": USAGE, "finish_reason": "stop"}]
+
+
+def test_stream_is_raw_utf8_and_sends_usage_only_when_asked(monkeypatch):
+    events = run_generator(monkeypatch, FRAMES)
     assert events[-1] == "data: [DONE]\n\n"
     payloads = [json.loads(e[6:]) for e in events[:-1]]
     assert "北" in events[1] and "\\u" not in "".join(events)
     assert [p["choices"][0]["delta"].get("content") for p in payloads] == [None, "北", "京", None]
-    assert payloads[-1]["choices"][0]["finish_reason"] == "stop" and payloads[-1]["usage"] == usage
+    assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
+    assert not any("usage" in p for p in payloads)  # OpenAI: only with stream_options.include_usage
+
+    payloads = [json.loads(e[6:]) for e in run_generator(monkeypatch, FRAMES, Extras(include_usage=True))[:-1]]
+    assert not any("usage" in p for p in payloads[:-1])
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"] == USAGE
+
+
+def test_stream_passes_each_token_logprob_once(monkeypatch):
+    tok = [{"token": t, "logprob": -0.5, "top_logprobs": []} for t in ("北", "京")]
+    frames = [{"text": "北", "error_code": 0, "chat_logprobs": {"content": tok[:1]}},
+              {"text": "北京", "error_code": 0, "chat_logprobs": {"content": tok}, "finish_reason": "stop"}]
+    payloads = [json.loads(e[6:]) for e in run_generator(monkeypatch, frames)[:-1]]
+    sent = [t["token"] for p in payloads for t in (p["choices"][0].get("logprobs") or {}).get("content", [])]
+    assert sent == ["北", "京"]
 
 
 def test_worker_errors_become_openai_error_events(monkeypatch):
@@ -85,46 +107,35 @@ def test_patch_is_applied_once(monkeypatch):
     fastchat_compat.check_upstream()  # still checks the original it replaced
 
 
-def test_seed_reaches_the_worker_params(monkeypatch):
-    """The middleware reads `seed` from the body (replaying the body untouched) and the patched
-    get_gen_params adds it to what is sent to the worker; FastChat is restored afterwards."""
+def test_extras_reach_the_worker_params(monkeypatch):
+    """What the gate kept from the request (seed, JSON schema, logprobs) is added by the patched
+    get_gen_params to what is sent to the worker; FastChat is restored afterwards."""
+    from fastapi.encoders import jsonable_encoder
+    from fastchat.conversation import get_conv_template
     from fastchat.serve import openai_api_server as upstream
 
+    from deploy.registry import templates  # noqa: F401  (registers qwen2.5)
+
     monkeypatch.setattr(upstream, "get_gen_params", upstream.get_gen_params)  # restored after the test
-    monkeypatch.setattr(upstream.app, "user_middleware", list(upstream.app.user_middleware))
-    fastchat_compat.patch_seed_passthrough()
-    fastchat_compat.patch_seed_passthrough()  # once only
-    assert sum(m.cls is fastchat_compat.SeedFromBody for m in upstream.app.user_middleware) == 1
+    fastchat_compat.patch_gen_params()
+    fastchat_compat.patch_gen_params()  # once only
+    assert not getattr(upstream.get_gen_params._fleet_original, "_fleet_patched", False)
 
-    async def get_conv(model_name, worker_addr):  # what a qwen2.5 worker would send
-        from fastchat.conversation import get_conv_template
-
-        from deploy.registry import templates  # noqa: F401
-
-        from fastapi.encoders import jsonable_encoder
-
-        return jsonable_encoder(get_conv_template("qwen2.5"))  # what the worker's route sends
+    async def get_conv(model_name, worker_addr):  # what a qwen2.5 worker's route sends
+        return jsonable_encoder(get_conv_template("qwen2.5"))
 
     monkeypatch.setattr(upstream, "get_conv", get_conv)
-    seen = {}
 
-    async def app(scope, receive, send):  # stands for the API server's route
-        seen["body"] = (await receive())["body"]
-        seen["params"] = await upstream.get_gen_params(
-            "m", "http://w", [{"role": "user", "content": "你好"}], temperature=0.0, top_p=1.0, top_k=-1,
-            presence_penalty=0.0, frequency_penalty=0.0, max_tokens=8, echo=False, stop=None)
+    async def params(extras):
+        token = current_extras.set(extras)
+        try:
+            return await upstream.get_gen_params(
+                "m", "http://w", [{"role": "user", "content": "你好"}], temperature=0.0, top_p=1.0, top_k=-1,
+                presence_penalty=0.0, frequency_penalty=0.0, max_tokens=8, echo=False, stop=None)
+        finally:
+            current_extras.reset(token)
 
-    async def go(body):
-        msgs = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive():
-            return msgs.pop(0)
-
-        await fastchat_compat.SeedFromBody(app)({"type": "http", "method": "POST", "path": "/v1/chat/completions"},
-                                                receive, None)
-
-    asyncio.run(go(b'{"model": "m", "seed": 7}'))
-    assert seen["body"] == b'{"model": "m", "seed": 7}'
-    assert seen["params"]["seed"] == 7 and "你好" in seen["params"]["prompt"]
-    asyncio.run(go(b"not json"))
-    assert seen["body"] == b"not json" and "seed" not in seen["params"]
+    p = asyncio.run(params(Extras(seed=7, json_schema={"type": "object"}, logprobs=2)))
+    assert p["seed"] == 7 and p["json_schema"] == {"type": "object"} and p["logprobs"] == 2 and "你好" in p["prompt"]
+    p = asyncio.run(params(Extras()))
+    assert "seed" not in p and "json_schema" not in p and p["logprobs"] is None

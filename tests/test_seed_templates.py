@@ -83,8 +83,7 @@ def api_prompt(monkeypatch, template: str, system: str | None) -> str:
     from deploy.api import fastchat_compat
 
     monkeypatch.setattr(upstream, "get_gen_params", upstream.get_gen_params)
-    monkeypatch.setattr(upstream.app, "user_middleware", list(upstream.app.user_middleware))
-    fastchat_compat.patch_seed_passthrough()
+    fastchat_compat.patch_gen_params()
 
     async def get_conv(model_name, worker_addr):  # what the worker serves
         return jsonable_encoder(get_conv_template(template))

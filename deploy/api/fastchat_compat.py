@@ -1,33 +1,34 @@
 """The only place we patch FastChat 0.2.36 at run time. Each patch is narrow,
 documented, and `check_upstream()` fails (and tests/test_compat.py with it)
-the moment the upstream code we replace changes.
+the moment the upstream code we replace changes. Requests reach these patches through the
+gate (deploy/api/gate.py), which has checked and normalised the body and kept the OpenAI
+fields FastChat drops in `current_extras`.
 
-1. Streaming in the OpenAI API server. FastChat's two stream generators
-   (`chat_completion_stream_generator`, `generate_completion_stream_generator`)
-   call `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic 2 raises
-   "dumps_kwargs keyword arguments are no longer supported" after the headers
-   went out, so clients see an empty body. We replace the two generators with
-   versions that keep FastChat's event sequence and
+1. Streaming. FastChat's two stream generators call `chunk.json(exclude_unset=True,
+   ensure_ascii=False)`, which pydantic 2 rejects after the headers went out, so clients see an
+   empty body. Ours keep FastChat's event sequence and
    - encode with `model_dump_json` (raw UTF-8, no \\uXXXX escapes for Chinese);
-   - put the request's token `usage` on the finishing chunk (the worker reports
-     it; FastChat dropped it), so streaming clients get prompt/completion counts;
-   - report a worker error, or a worker that vanished mid-answer, as an OpenAI
-     `{"error": ...}` event, which the official client raises, instead of a
-     chunk it silently ignores or a cut connection.
-
-2. Sampling seed and exact prompts. FastChat's API server drops the OpenAI `seed` field. A
-   small ASGI middleware reads it from the request body into a context variable, and a wrapper
-   around `get_gen_params` adds it to the parameters sent to the worker (our llama.cpp worker and
-   the transformers worker both honour it). The same wrapper renders the prompt with the model's
-   own format for templates FastChat's separator styles cannot express byte-exactly
-   (deploy/registry/templates.py, EXACT_PROMPTS: DeepSeek-LLM-Chat with a system message).
+   - send the request's token usage in a last chunk when `stream_options.include_usage` asks;
+   - pass on token log-probabilities, per chunk;
+   - report a worker error, or a worker that vanished mid-answer, as an OpenAI `{"error": ...}`
+     event, which the official client raises, instead of a chunk it ignores or a cut connection.
+2. `get_gen_params` adds the request's seed, JSON schema (response_format) and logprobs to the
+   worker's parameters, and renders the prompt in the model's own format where FastChat's
+   separator styles cannot express it byte-exactly (deploy/registry/templates.py, EXACT_PROMPTS).
+3. `check_model`: 404 model_not_found for an unknown model, 503 with Retry-After for one whose
+   worker is restarting, 400 for a feature its backend lacks (FastChat: 400 listing every model).
+4. The /v1/chat/completions handler: FastChat's, with log-probabilities kept on non-streamed
+   answers and a 503 for a worker that went away.
+5. `ClientError` raised in a handler becomes its OpenAI-shaped response.
 """
 from __future__ import annotations
 
 import inspect
 import json
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
+
+from deploy.api.errors import ClientError
+from deploy.api.gate import current_extras
 
 if TYPE_CHECKING:
     from fastapi.responses import JSONResponse
@@ -42,6 +43,8 @@ UPSTREAM = {
     # the worker's conversation, which the exact-prompt rendering rebuilds
     "openai_api_server.get_conv": "5816328d019f0b473a6e5fe7e6db3df7b1739a387f6c76780b912f91948c233f",
     "openai_api_server.check_model": "6b3491e87142a00e8bcc9b0d07f09a61ca5de28ec0f4817a355ffced24fc74ee",
+    # the handler patch 4 replaces (the module attribute of that name is /api/v1's handler)
+    "route:/v1/chat/completions": "5e72bc484cafd917be9585b556fcdc031622f4780ee9c2725fffc6247c502ea1",
 }
 
 
@@ -54,10 +57,13 @@ def _source_sha(qualname: str) -> str:
 
     from fastchat.serve import openai_api_server
 
-    mod, _, attr = qualname.partition(".")
-    obj = {"openai_api_server": openai_api_server}[mod]
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    if qualname.startswith("route:"):
+        obj = _route(openai_api_server.app, qualname[len("route:"):]).endpoint
+    else:
+        mod, _, attr = qualname.partition(".")
+        obj = {"openai_api_server": openai_api_server}[mod]
+        for part in attr.split("."):
+            obj = getattr(obj, part)
     obj = getattr(obj, "_fleet_original", obj)
     return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
 
@@ -80,15 +86,40 @@ def _error_event(message: str, code) -> str:
                            ensure_ascii=False))
 
 
-def _usage(content: dict):
-    from fastchat.protocol.openai_api_protocol import UsageInfo
-
-    return UsageInfo.model_validate(content["usage"]) if content.get("usage") else None
-
-
 class _StreamFailed(Exception):
     def __init__(self, event: str):
         self.event = event
+
+
+class _Usage:
+    """The token counts of every choice of one request, summed (OpenAI sends one usage)."""
+
+    def __init__(self):
+        self.prompt = self.completion = 0
+
+    def add(self, content: dict) -> None:
+        u = content.get("usage") or {}
+        self.prompt += int(u.get("prompt_tokens") or 0)
+        self.completion += int(u.get("completion_tokens") or 0)
+
+    def model(self):
+        from fastchat.protocol.openai_api_protocol import UsageInfo
+
+        return UsageInfo(prompt_tokens=self.prompt, completion_tokens=self.completion,
+                         total_tokens=self.prompt + self.completion)
+
+
+def _logprobs_delta(content: dict, key: str, sent: int):
+    """The token log-probabilities not yet sent: (delta, tokens sent now). The worker's frames
+    hold them cumulatively, like the text."""
+    lp = content.get(key)
+    if not lp:
+        return None, sent
+    if key == "chat_logprobs":
+        tokens = lp["content"]
+        return ({"content": tokens[sent:]} if len(tokens) > sent else None), len(tokens)
+    n = len(lp["tokens"])
+    return ({k: v[sent:] for k, v in lp.items()} if n > sent else None), n
 
 
 async def _worker_deltas(gen_params: dict, worker_addr: str, model_name: str):
@@ -112,33 +143,43 @@ async def _worker_deltas(gen_params: dict, worker_addr: str, model_name: str):
                                          ErrorCode.INTERNAL_ERROR)) from None
 
 
+def _closing_events(finish_events: list, usage: _Usage, make_chunk, chunk_id: str, model: str):
+    """The finish chunks, then (only when stream_options.include_usage asked for it, as OpenAI
+    does) one chunk with no choices and the request's usage, then [DONE]."""
+    for chunk in finish_events:
+        yield _sse(chunk)
+    if current_extras.get().include_usage:
+        yield _sse(make_chunk(id=chunk_id, model=model, choices=[], usage=usage.model()))
+    yield "data: [DONE]\n\n"
+
+
 async def chat_completion_stream_generator(model_name: str, gen_params: dict, n: int, worker_addr: str):
-    """FastChat's generator, with the three changes listed in the module docstring."""
+    """FastChat's generator, with the changes listed in the module docstring."""
     import shortuuid
-    from fastchat.protocol.openai_api_protocol import ChatCompletionResponseStreamChoice, DeltaMessage
+    from fastchat.protocol.openai_api_protocol import DeltaMessage
 
     chunk_id = f"chatcmpl-{shortuuid.random()}"
-    finish_events = []
+    finish_events, usage = [], _Usage()
     for i in range(n):
         yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
-            ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(role="assistant"), finish_reason=None)]))
-        content = {}
+            ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant"), finish_reason=None)]))
+        content, sent = {}, 0
         try:
             async for delta, content in _worker_deltas(gen_params, worker_addr, model_name):
-                if delta:
+                logprobs, sent = _logprobs_delta(content, "chat_logprobs", sent)
+                if delta or logprobs:
                     yield _sse(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
-                        ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(content=delta),
-                                                           finish_reason=None)]))
+                        ChatStreamChoice(index=i, delta=DeltaMessage(content=delta), logprobs=logprobs,
+                                         finish_reason=None)]))
         except _StreamFailed as f:
             yield f.event
             yield "data: [DONE]\n\n"
             return
-        finish_events.append(ChatStreamChunk(id=chunk_id, model=model_name, usage=_usage(content), choices=[
-            ChatCompletionResponseStreamChoice(index=i, delta=DeltaMessage(),
-                                               finish_reason=content.get("finish_reason") or "stop")]))
-    for chunk in finish_events:
-        yield _sse(chunk)
-    yield "data: [DONE]\n\n"
+        usage.add(content)
+        finish_events.append(ChatStreamChunk(id=chunk_id, model=model_name, choices=[
+            ChatStreamChoice(index=i, delta=DeltaMessage(), finish_reason=content.get("finish_reason") or "stop")]))
+    for event in _closing_events(finish_events, usage, ChatStreamChunk, chunk_id, model_name):
+        yield event
 
 
 async def generate_completion_stream_generator(request, n: int, worker_addr: str):
@@ -148,7 +189,7 @@ async def generate_completion_stream_generator(request, n: int, worker_addr: str
     from fastchat.serve import openai_api_server as upstream
 
     chunk_id = f"cmpl-{shortuuid.random()}"
-    finish_events = []
+    finish_events, usage = [], _Usage()
     for text in request.prompt:
         for i in range(n):
             gen_params = await upstream.get_gen_params(
@@ -156,44 +197,49 @@ async def generate_completion_stream_generator(request, n: int, worker_addr: str
                 top_k=request.top_k, presence_penalty=request.presence_penalty,
                 frequency_penalty=request.frequency_penalty, max_tokens=request.max_tokens,
                 logprobs=request.logprobs, echo=request.echo, stop=request.stop)
-            content = {}
+            content, sent = {}, 0
             try:
                 async for delta, content in _worker_deltas(gen_params, worker_addr, request.model):
-                    if delta:
+                    logprobs, sent = _logprobs_delta(content, "logprobs", sent)
+                    if delta or logprobs:
                         yield _sse(CompletionStreamChunk(id=chunk_id, model=request.model, choices=[
-                            CompletionResponseStreamChoice(
-                                index=i, text=delta, finish_reason=None,
-                                logprobs=upstream.create_openai_logprobs(content.get("logprobs")))]))
+                            CompletionResponseStreamChoice(index=i, text=delta, finish_reason=None,
+                                                           logprobs=upstream.create_openai_logprobs(logprobs))]))
             except _StreamFailed as f:
                 yield f.event
                 yield "data: [DONE]\n\n"
                 return
-            finish_events.append(CompletionStreamChunk(id=chunk_id, model=request.model, usage=_usage(content), choices=[
+            usage.add(content)
+            finish_events.append(CompletionStreamChunk(id=chunk_id, model=request.model, choices=[
                 CompletionResponseStreamChoice(index=i, text="", finish_reason=content.get("finish_reason") or "stop")]))
-    for chunk in finish_events:
-        yield _sse(chunk)
-    yield "data: [DONE]\n\n"
+    for event in _closing_events(finish_events, usage, CompletionStreamChunk, chunk_id, request.model):
+        yield event
 
 
 def _stream_models():
     from typing import Optional
 
     from fastchat.protocol.openai_api_protocol import (
+        ChatCompletionResponseStreamChoice,
         ChatCompletionStreamResponse,
         CompletionStreamResponse,
         UsageInfo,
     )
 
+    class _ChatChoice(ChatCompletionResponseStreamChoice):
+        logprobs: Optional[dict] = None
+
     class _Chat(ChatCompletionStreamResponse):
         usage: Optional[UsageInfo] = None
+        choices: list[_ChatChoice]
 
     class _Completion(CompletionStreamResponse):
         usage: Optional[UsageInfo] = None
 
-    return _Chat, _Completion
+    return _Chat, _ChatChoice, _Completion
 
 
-ChatStreamChunk, CompletionStreamChunk = _stream_models()
+ChatStreamChunk, ChatStreamChoice, CompletionStreamChunk = _stream_models()
 
 
 def patch_openai_streaming() -> None:
@@ -208,42 +254,9 @@ def patch_openai_streaming() -> None:
         setattr(openai_api_server, fn.__name__, fn)
 
 
-_request_seed: ContextVar = ContextVar("fleet_request_seed", default=None)
-SEED_PATHS = ("/v1/chat/completions", "/v1/completions")
-
-
-class SeedFromBody:
-    """ASGI middleware: remember the request's `seed` for get_gen_params, replay the body untouched."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in SEED_PATHS:
-            return await self.app(scope, receive, send)
-        messages, body = [], b""
-        while True:
-            msg = await receive()
-            messages.append(msg)
-            body += msg.get("body", b"")
-            if msg["type"] != "http.request" or not msg.get("more_body"):
-                break
-        try:
-            seed = json.loads(body or b"{}").get("seed")
-        except (ValueError, AttributeError):
-            seed = None  # FastChat's own validation answers malformed bodies
-        token = _request_seed.set(int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None)
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        try:
-            await self.app(scope, replay, send)
-        finally:
-            _request_seed.reset(token)
-
-
-def patch_seed_passthrough() -> None:
+def patch_gen_params() -> None:
+    """Patch 2: get_gen_params adds what the gate kept from the request (seed, response_format's
+    schema, logprobs) and renders exact prompts."""
     from fastchat.serve import openai_api_server
 
     check_upstream()
@@ -253,9 +266,13 @@ def patch_seed_passthrough() -> None:
 
     async def get_gen_params(model_name, worker_addr, messages, **kwargs):
         params = await current(model_name, worker_addr, messages, **kwargs)
-        seed = _request_seed.get()
-        if seed is not None:
-            params["seed"] = seed
+        extras = current_extras.get()
+        if extras.seed is not None:
+            params["seed"] = extras.seed
+        if extras.json_schema is not None:
+            params["json_schema"] = extras.json_schema
+        if extras.logprobs is not None:
+            params["logprobs"] = extras.logprobs
         if isinstance(messages, list):  # chat: the model's own format where FastChat's is inexact
             from deploy.fleet_client import conversation_from_messages
             from deploy.registry.templates import EXACT_PROMPTS, exact_prompt
@@ -268,7 +285,6 @@ def patch_seed_passthrough() -> None:
     get_gen_params._fleet_patched = True
     get_gen_params._fleet_original = current
     openai_api_server.get_gen_params = get_gen_params
-    openai_api_server.app.add_middleware(SeedFromBody)
 
 
 RETRY_AFTER_S = 5
@@ -290,10 +306,43 @@ def model_error(model: str, workers: list[dict]) -> JSONResponse:
                         status_code=404)
 
 
+async def _missing_features(model: str) -> str | None:
+    """Why the model's worker cannot answer what the request needs (response_format, logprobs,
+    embeddings), or None. Asked of the worker itself: its backend lists what it can do."""
+    from fastchat.serve import openai_api_server
+
+    from deploy.fleet_client import AsyncFleetClient
+
+    needs = current_extras.get().needs
+    if not needs:
+        return None
+    client = AsyncFleetClient(openai_api_server.app_settings.controller_address, timeout=3)
+    try:
+        info = await client.worker_info(await client.worker_address(model))
+    except Exception:  # routing failed: FastChat's own path reports it
+        return None
+    finally:
+        await client.aclose()
+    missing = sorted(needs - set(info.get("features") or []))
+    if not missing:
+        return None
+    return (f"model '{model}' ({info.get('backend', 'unknown backend')}) does not support "
+            + "; ".join(f"{FEATURES[m][0]}. Fix: {FEATURES[m][1]}" for m in missing))
+
+
+FEATURES = {  # what each worker feature is called for a client, and how to get it
+    "json": ("response_format (JSON output)", "leave it out, or ask a llama.cpp model"),
+    "logprobs": ("logprobs", "leave them out, or ask a llama.cpp model"),
+    "embeddings": ("embeddings", "ask a model whose entry in model_paths.toml has embeddings = true "
+                                 "(llama.cpp), or a transformers model"),
+}
+
+
 def patch_check_model() -> None:
-    """FastChat answers an unknown model with 400 listing every model, and a model whose worker is
-    restarting the same way; clients (and OpenAI) expect 404 model_not_found, and 503 with
-    Retry-After for a model that will be back."""
+    """Patch 3. FastChat answers an unknown model with 400 listing every model, and a model whose
+    worker is restarting the same way; clients (and OpenAI) expect 404 model_not_found, and 503
+    with Retry-After for a model that will be back. A known model whose backend cannot do what
+    the request asks gets a 400 that says so, instead of an answer that silently ignores it."""
     from fastchat.serve import openai_api_server
 
     check_upstream()
@@ -303,6 +352,9 @@ def patch_check_model() -> None:
 
     async def check_model(request):
         if await current(request) is None:
+            problem = await _missing_features(request.model)
+            if problem:
+                raise ClientError(400, problem, param="model", code="unsupported_feature")
             return None
         from deploy.fleet_client import AsyncFleetClient
 
@@ -318,8 +370,105 @@ def patch_check_model() -> None:
     openai_api_server.check_model = check_model
 
 
+async def create_chat_completion(request):
+    """Patch 4: FastChat's /v1/chat/completions handler, step for step, except that a
+    non-streamed answer keeps the worker's token log-probabilities (FastChat's response model
+    has no field for them) and a worker that went away is a 503, not a 500."""
+    import asyncio
+
+    import aiohttp
+    import shortuuid
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastchat.serve import openai_api_server as upstream
+
+    error = await upstream.check_model(request) or upstream.check_requests(request)
+    if error is not None:
+        return error
+    worker_addr = await upstream.get_worker_address(request.model)
+    gen_params = await upstream.get_gen_params(
+        request.model, worker_addr, request.messages, temperature=request.temperature, top_p=request.top_p,
+        top_k=request.top_k, presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
+        max_tokens=request.max_tokens, echo=False, stop=request.stop)
+    max_new_tokens, error = await upstream.check_length(request, gen_params["prompt"], gen_params["max_new_tokens"],
+                                                        worker_addr)
+    if error is not None:
+        return error
+    gen_params["max_new_tokens"] = max_new_tokens
+    if request.stream:
+        return StreamingResponse(upstream.chat_completion_stream_generator(request.model, gen_params, request.n,
+                                                                           worker_addr),
+                                 media_type="text/event-stream")
+    try:
+        answers = await asyncio.gather(*(upstream.generate_completion(gen_params, worker_addr)
+                                         for _ in range(request.n)))
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        raise ClientError(503, f"the worker of '{request.model}' went away mid-answer ({type(e).__name__}); "
+                               f"retry in {RETRY_AFTER_S} s.", code="worker_unreachable", kind="model_unavailable",
+                          headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    choices, usage = [], _Usage()
+    for i, content in enumerate(answers):
+        if content["error_code"] != 0:
+            return upstream.create_error_response(content["error_code"], content["text"])
+        choice = {"index": i, "message": {"role": "assistant", "content": content["text"]},
+                  "finish_reason": content.get("finish_reason") or "stop"}
+        if current_extras.get().chat_logprobs:
+            choice["logprobs"] = content.get("chat_logprobs") or {"content": []}
+        choices.append(choice)
+        usage.add(content)
+    import time
+
+    return JSONResponse({"id": f"chatcmpl-{shortuuid.random()}", "object": "chat.completion",
+                         "created": int(time.time()), "model": request.model, "choices": choices,
+                         "usage": usage.model().model_dump()})
+
+
+def _route(app, path: str):
+    from fastapi.routing import APIRoute
+
+    return next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == path and "POST" in r.methods)
+
+
+def patch_chat_route() -> None:
+    from fastapi import Depends
+    from fastchat.protocol.openai_api_protocol import ChatCompletionRequest
+    from fastchat.serve import openai_api_server
+
+    check_upstream()
+    app = openai_api_server.app
+    old = _route(app, CHAT_PATH)
+    if getattr(old.endpoint, "_fleet_patched", False):
+        return
+    app.router.routes.remove(old)
+
+    async def endpoint(request):
+        return await create_chat_completion(request)
+
+    endpoint.__annotations__["request"] = ChatCompletionRequest  # the body model (this module defers annotations)
+
+    endpoint._fleet_patched = True
+    endpoint._fleet_original = old.endpoint
+    app.post(CHAT_PATH, dependencies=[Depends(openai_api_server.check_api_key)])(endpoint)
+
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def patch_client_errors() -> None:
+    """Patch 5: a ClientError raised inside FastChat's handlers (by patches 3 and 4) is the
+    client's 4xx (or a 503), in OpenAI's error shape, not Starlette's 500."""
+    from fastapi.responses import Response
+    from fastchat.serve import openai_api_server
+
+    async def client_error(request, exc: ClientError):
+        return Response(exc.body(), status_code=exc.status, headers=exc.headers, media_type="application/json")
+
+    openai_api_server.app.add_exception_handler(ClientError, client_error)
+
+
 def patch_api_server() -> None:
     """Everything the API server process needs."""
     patch_openai_streaming()
-    patch_seed_passthrough()
+    patch_gen_params()
     patch_check_model()
+    patch_chat_route()
+    patch_client_errors()

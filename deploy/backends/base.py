@@ -20,6 +20,9 @@ class ModelShape:
     n_kv_heads: int
     head_dim: int
     kv_bytes_per_value: int  # f16 cache in llama.cpp, the compute dtype in torch
+    # Transient memory of one request's prompt processing, per prompt token (0 where the
+    # runtime allocates its compute buffers at load, as llama.cpp does).
+    prefill_bytes_per_token: int = 0
 
 
 class ConfigProblem(Exception):
@@ -31,6 +34,9 @@ class Backend(ABC):
     summary: str                   # one line for the README's field table and `check`
     runtime_overhead: int          # measured RSS of a loaded, idle worker beyond weights + KV
     address_space_headroom: int    # RLIMIT_AS beyond the budget (runtimes reserve more than they touch)
+    # What its workers can do beyond plain generation ("json": response_format, "logprobs",
+    # "embeddings"); the API gate refuses a request that needs more with a 400 that says so.
+    features: frozenset[str] = frozenset()
 
     @abstractmethod
     def path_problem(self, path: Path) -> str | None:
@@ -43,6 +49,10 @@ class Backend(ABC):
     def describe(self, entry: ModelEntry) -> dict[str, Any]:
         """Backend-specific facts for status and reports (dtype, quantisation, ...)."""
         return {"backend": self.name}
+
+    def features_for(self, entry: ModelEntry) -> frozenset[str]:
+        """What this entry's worker can do (its /fleet_info lists it for the API gate)."""
+        return self.features
 
     def host_warnings(self, entry: ModelEntry) -> list[str]:
         """What may stop it on this host without being an error in the file."""

@@ -21,6 +21,7 @@ def quantisation(meta: dict) -> str | None:
 class LlamaCpp(Backend):
     name = "llama.cpp"
     summary = "GGUF files (quantised), batched in parallel slots"
+    features = frozenset({"json", "logprobs", "embeddings"})
     runtime_overhead = 300 * 1024**2
     # VSZ - RSS of a loaded idle worker is ~1.0 GB; 3 GiB leaves room for load-time mappings
     address_space_headroom = 3 * 1024**3
@@ -51,6 +52,9 @@ class LlamaCpp(Backend):
         except (OSError, ValueError):
             quant = None
         return {"backend": self.name, "quantisation": quant, "poll": entry.poll}
+
+    def features_for(self, entry) -> frozenset[str]:
+        return self.features if entry.embeddings else self.features - {"embeddings"}
 
     def takes_download(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".gguf"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +44,13 @@ def engine_request(params: dict, stream: bool) -> dict:
     }
     if params.get("ignore_eos"):  # benchmarks: a fixed number of tokens (FastChat's API never sends it)
         body["ignore_eos"] = True
+    if params.get("json_schema") is not None:  # response_format: the engine builds a grammar from it
+        body["json_schema"] = params["json_schema"]
+    if params.get("logprobs") is not None:
+        body["logprobs"] = max(1, int(params["logprobs"]))  # 0 (chosen token only) is trimmed later
     if params.get("seed") is not None:
-        body["seed"] = int(params["seed"])
+        # OpenAI seeds are int64; llama.cpp's are uint32, where 0xFFFFFFFF means "random"
+        body["seed"] = int(params["seed"]) % 0xFFFFFFFF
         # A reused prompt cache changes the batch shapes, and so the logits' last bits, and so
         # what a seeded sampler picks: a seeded request recomputes its prompt to be repeatable.
         body["cache_prompt"] = False
@@ -65,14 +71,24 @@ class LlamaCppWorker(BaseModelWorker):
         params.n_parallel = entry.concurrency
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
+        if entry.embeddings:  # /v1/embeddings from the same engine and weights (costs ~7% decode speed)
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         if entry.poll is not None:
             params.cpuparams.poll = params.cpuparams_batch.poll = entry.poll
         params.n_threads_http = 1
+        # The engine's own HTTP server listens on a loopback port we only use for /tokenize: a
+        # per-process key keeps everyone else on the machine out of it (generation, /props).
+        engine_key = secrets.token_urlsafe(24)
+        params.api_keys = [engine_key]
+        params.endpoint_props = params.endpoint_slots = params.endpoint_metrics = False
         self.engine = xllamacpp.Server(params)
         self.context_len = entry.context_length
+        self.embeddings = entry.embeddings
         self.frame_interval = entry.stream_interval_ms / 1000
         self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
-        self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60)
+        self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60,
+                                             headers={"Authorization": f"Bearer {engine_key}"})
 
     async def close(self) -> None:
         await self._engine_http.aclose()
@@ -106,6 +122,7 @@ class LlamaCppWorker(BaseModelWorker):
 
         loop.run_in_executor(self._pool, run)
         text = params["prompt"] if params.get("echo") else ""
+        logprobs = TokenLogprobs(len(text), params.get("logprobs"))
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         last_sent, sent_text = 0.0, None
         try:
@@ -116,6 +133,7 @@ class LlamaCppWorker(BaseModelWorker):
                     yield _frame({"text": f"llama.cpp engine error: {msg}", "error_code": ErrorCode.INTERNAL_ERROR})
                     continue
                 choice = item["choices"][0]
+                logprobs.add(choice.get("logprobs"))
                 text += choice.get("text") or ""
                 if "usage" in item:
                     u = item["usage"]
@@ -132,9 +150,31 @@ class LlamaCppWorker(BaseModelWorker):
                                        (sent_text and now - last_sent < self.frame_interval)):
                     continue
                 last_sent, sent_text = now, text
-                yield _frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish})
+                yield _frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish,
+                              **logprobs.fields()})
         finally:
             cancelled.set()
+
+    async def get_embeddings(self, params: dict) -> dict:
+        """FastChat's embeddings protocol: L2-normalised mean-pooled vectors, float or base64."""
+        if not self.embeddings:
+            return {"text": f"model '{self.model_names[0]}' serves no embeddings. Fix: set embeddings = true for it "
+                            f"in model_paths.toml.", "error_code": 40001}
+        inputs = params.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        out = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.engine.handle_embeddings, {"input": inputs})
+        if "data" not in out:
+            err = out.get("error", out)
+            return {"text": f"llama.cpp engine error: {err.get('message', err) if isinstance(err, dict) else err}",
+                    "error_code": 40001}
+        vectors = [d["embedding"] for d in sorted(out["data"], key=lambda d: d["index"])]
+        if params.get("encoding_format") == "base64":
+            import base64
+            import struct
+
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        return {"embedding": vectors, "token_num": out["usage"]["prompt_tokens"]}
 
     async def generate_gate(self, params: dict) -> dict:
         last = {"text": "", "error_code": 0}
@@ -143,6 +183,39 @@ class LlamaCppWorker(BaseModelWorker):
             if last["error_code"]:
                 break
         return last
+
+
+class TokenLogprobs:
+    """The engine's per-token log-probabilities (OpenAI chat shape, one entry per token),
+    collected over a stream and given both ways FastChat's clients read them: `logprobs` in the
+    completions shape FastChat's API server passes on, `chat_logprobs` in the chat shape."""
+
+    def __init__(self, offset: int, top_n):
+        self.top_n = None if top_n is None else int(top_n)
+        self.offset = offset
+        self.content: list[dict] = []
+
+    def add(self, logprobs) -> None:
+        if self.top_n is None or not logprobs:
+            return
+        for tok in logprobs.get("content") or []:
+            tok = dict(tok)
+            tok["top_logprobs"] = [dict(t) for t in (tok.get("top_logprobs") or [])[:self.top_n]]
+            self.content.append(tok)
+
+    def fields(self) -> dict:
+        if self.top_n is None:
+            return {}
+        offsets, at = [], self.offset
+        for tok in self.content:
+            offsets.append(at)
+            at += len(tok["token"])
+        return {
+            "logprobs": {"text_offset": offsets, "tokens": [t["token"] for t in self.content],
+                         "token_logprobs": [t["logprob"] for t in self.content],
+                         "top_logprobs": [{a["token"]: a["logprob"] for a in t["top_logprobs"]} for t in self.content]},
+            "chat_logprobs": {"content": self.content},
+        }
 
 
 def _frame(obj: dict) -> bytes:

@@ -88,7 +88,30 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             self.embed_in_truncate = False
             self.seed = None
 
+        def get_embeddings(self, params):
+            """FastChat's, one input at a time, each within EMBED_MAX_TOKENS: FastChat pads a batch
+            to its longest input and keeps every layer's hidden states, so a few long inputs would
+            take gigabytes, beyond any budget."""
+            inputs = params["input"] if isinstance(params["input"], list) else [params["input"]]
+            for i, text in enumerate(inputs):
+                n = len(self.tokenizer(text).input_ids)
+                if n > EMBED_MAX_TOKENS:
+                    return {"text": f"input {i} is {n} tokens; model '{entry.name}' embeds at most "
+                                    f"{EMBED_MAX_TOKENS} tokens per input. Fix: split it.", "error_code": 40303}
+            out = {"embedding": [], "token_num": 0}
+            for text in inputs:
+                one = super().get_embeddings({**params, "input": [text]})
+                if one.get("error_code"):
+                    return one
+                out["embedding"] += one["embedding"]
+                out["token_num"] += one["token_num"]
+            return out
+
         def generate_stream_gate(self, params):
+            if not self.tokenizer(params["prompt"]).input_ids:  # FastChat's generation fails on it
+                yield json.dumps({"text": "the prompt is empty: this model (no BOS token) needs at least one token "
+                                          "to continue from.", "error_code": 40302}).encode() + b"\0"
+                return
             if params.get("seed") is not None:  # per request (the OpenAI `seed`), not per worker
                 from transformers import set_seed
 
@@ -96,4 +119,32 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             yield from super().generate_stream_gate(params)
 
     torch.set_num_threads(entry.n_threads)
-    return TransformersWorker()
+    worker = TransformersWorker()
+    keep_last_logits(worker.model, cfg_model_type(entry))
+    return worker
+
+
+EMBED_MAX_TOKENS = 1024
+
+
+def cfg_model_type(entry) -> str:
+    return json.loads((entry.resolved_path / "config.json").read_text()).get("model_type", "")
+
+
+def keep_last_logits(model, model_type: str) -> None:
+    """Compute the output layer for the last position only. FastChat's generation reads only the
+    last position's logits (unless it is asked for prompt logprobs, which this backend refuses),
+    but the model computes them for every prompt token: 4,096 tokens x 151,936 vocabulary x 4
+    bytes is 2.3 GiB, more than a small model's whole budget. A pre-hook on the output layer
+    (not a change to FastChat or the model's code) slices its input. ChatGLM keeps the sequence
+    first ([seq, batch, hidden]); the others second."""
+    head = model.get_output_embeddings() if model_type != "chatglm" else model.transformer.output_layer
+    seq_dim = 0 if model_type == "chatglm" else 1
+
+    def last_position(module, args):
+        hidden = args[0]
+        if hidden.dim() == 3 and hidden.shape[seq_dim] > 1:
+            return (hidden.narrow(seq_dim, hidden.shape[seq_dim] - 1, 1),) + tuple(args[1:])
+        return None
+
+    head.register_forward_pre_hook(last_position)

@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy import fleet_client as routes
+from deploy.bounded_body import BoundedBody
 
 log = logging.getLogger("deploy.control")
 SECRET_HEADER = routes.SECRET_HEADER
@@ -144,6 +145,9 @@ async def _json_body(request: Request) -> dict:
 
 
 # ---- the app ------------------------------------------------------------------------------------------
+CONTROL_BODY_LIMIT = 64 * 1024  # a registration is well under 1 KiB
+
+
 def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
                           status_timeout: float = STATUS_TIMEOUT) -> FastAPI:
     controller = FleetController()
@@ -184,6 +188,7 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
     app = FastAPI(title="fastchat-fleet controller", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.controller = controller
+    app.add_middleware(BoundedBody, limit=CONTROL_BODY_LIMIT)  # inside the guard: no body is read before it
 
     def authorised(request: Request) -> bool:
         given = request.headers.get(SECRET_HEADER, "")

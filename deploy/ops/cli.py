@@ -87,6 +87,36 @@ def cmd_secret(args, paths: FleetPaths) -> int:
     return 0
 
 
+def cmd_keys(args, paths: FleetPaths) -> int:
+    from deploy.api.keys import DEFAULT_KEYS_FILE, KeysError, add_key, read_keys
+    from deploy.registry.edit import set_deployment
+    from deploy.registry.paths import expand_path
+
+    d = load_registry(paths.registry).deployment
+    if args.action == "list":
+        if not d.api_keys_path:
+            print("no api_keys_file in [deployment]: the API takes requests without a key (loopback only). "
+                  "`python -m deploy keys add` creates one.")
+            return 0
+        try:
+            keys = read_keys(d.api_keys_path)
+        except KeysError as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 1
+        print(f"{len(keys)} key(s) in {d.api_keys_path}:")
+        for k in sorted(keys):
+            print(f"  {k[:12]}...{k[-4:]}")
+        return 0
+    path = d.api_keys_path or expand_path(DEFAULT_KEYS_FILE)
+    key = add_key(path)
+    if not d.api_keys_file:
+        set_deployment(paths, api_keys_file=DEFAULT_KEYS_FILE)
+        print(f"api_keys_file = \"{DEFAULT_KEYS_FILE}\" set in {paths.registry}")
+    print(f"new API key (in {path}, mode 600):\n{key}\n"
+          f"Restart the API server to use it: supervisorctl -c {paths.supervisord_conf} restart api_server")
+    return 0
+
+
 def cmd_api_server(args, paths: FleetPaths) -> int:
     from deploy.api.server import run_api_server
 
@@ -183,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("worker", cmd_worker, "run one model worker (supervisord does this)").add_argument("name")
     command("controller", cmd_controller, "run the controller (FastChat's, behind the fleet secret)")
     command("secret", cmd_secret, "create the fleet secret file if it is missing, and check it")
+    command("keys", cmd_keys, "API keys: `keys add` creates a key (and the keys file), `keys list` shows them "
+            "masked").add_argument("action", choices=("add", "list"))
     command("api-server", cmd_api_server, "run the OpenAI-compatible API server")
     command("webui", cmd_webui, "run the Gradio web UI").add_argument(
         "--auth-file", help="user:password lines; required when bound beyond loopback")

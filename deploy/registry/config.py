@@ -79,6 +79,9 @@ class ModelEntry(BaseModel):
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
                                          "50); lower it for models that share cores.")
+    embeddings: bool = Field(default=False, description="llama.cpp: also serve /v1/embeddings (mean-pooled, L2-normed); "
+                             "costs about 7 percent of decode speed (measured), so it is off unless asked. transformers "
+                             "workers always serve them.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="transformers weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32.")
     trust_remote_code: bool = Field(
@@ -139,9 +142,19 @@ class Deployment(BaseModel):
                                    description="The fleet secret (mode 0600, outside the repository): workers must "
                                                "send it to register. The same file on every host of the fleet.")
 
+    api_keys_file: str | None = Field(default=None, description="API keys, one per line (mode 0600, outside the "
+                                      "repository; `python -m deploy keys add` creates it). When set, every API route "
+                                      "needs 'Authorization: Bearer KEY'; required for an API bound beyond loopback.")
+    cors_origins: list[str] = Field(default_factory=list, description="Web origins allowed to call the API from a "
+                                    "browser (e.g. [\"http://localhost:3000\"]); none by default.")
+
     @property
     def secret_path(self) -> Path:
         return expand_path(self.fleet_secret_file)
+
+    @property
+    def api_keys_path(self) -> Path | None:
+        return expand_path(self.api_keys_file) if self.api_keys_file else None
 
     @property
     def controller_url(self) -> str:

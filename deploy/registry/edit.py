@@ -87,6 +87,18 @@ def add_entries(entries: list[dict], paths: FleetPaths, replace: bool = False) -
     return added
 
 
+def set_deployment(paths: FleetPaths, **fields) -> None:
+    """Set fields of [deployment] in model_paths.toml (validated first), keeping its comments."""
+    path = paths.registry
+    doc = _load_doc(path)
+    if "deployment" not in doc:
+        doc.add("deployment", tomlkit.table())
+    for k, v in fields.items():
+        doc["deployment"][k] = v
+    parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), str(path))
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+
+
 def add_entry_options(parser: argparse.ArgumentParser, *, all_optional: bool = False, skip: tuple[str, ...] = (),
                       optional: tuple[str, ...] = ()) -> None:
     """One --option per ModelEntry field (help text from its description), so every command that

@@ -49,3 +49,13 @@ def describe_cores(cores) -> str:
         if c is not None:
             start = prev = c
     return ",".join(runs)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -2,21 +2,14 @@
 beyond loopback without a login."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 
 from deploy.registry.config import Registry
+from deploy.registry.host import is_loopback
 from deploy.registry.paths import FleetPaths, expand_path
 
 EXIT_CONFIG = 78
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def parse_auth(path: str) -> list[tuple[str, str]]:

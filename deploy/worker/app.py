@@ -17,6 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deploy import fleet_client as routes
+from deploy.api.errors import ClientError
+from deploy.bounded_body import BoundedBody, body_limit
+from deploy.worker.params import check_embedding_input, error_frame, worker_params
 from deploy.fleet_client import AsyncFleetClient
 from deploy.registry.host import resident_bytes
 
@@ -92,16 +95,27 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
             on_shutdown()
 
     app = FastAPI(lifespan=lifespan, title=f"FastChat worker: {', '.join(worker.model_names)}")
+    # Its routes are reachable on loopback by anyone: the same body bound as the API gate's, so no
+    # request makes the worker tokenise (and allocate for) more than its context can hold.
+    app.add_middleware(BoundedBody, limit=body_limit(worker.context_len))
     app.state.worker = worker
     app.state.info = info or {}
 
     def w(request: Request):
         return request.app.state.worker
 
+    async def checked(request: Request, need_prompt: bool = True) -> dict:
+        return worker_params(await request.body(), request.app.state.worker.context_len, need_prompt,
+                             set(request.app.state.info.get("features", ())))
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, e: ClientError):
+        return JSONResponse(error_frame(e), status_code=e.status)
+
     @app.post(routes.WORKER_GENERATE_STREAM)
     async def generate_stream(request: Request):
         wk = w(request)
-        params = await request.json()
+        params = await checked(request)
         await wk.semaphore.acquire()
 
         async def body():
@@ -123,10 +137,20 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
     @app.post(routes.WORKER_GENERATE)
     async def generate(request: Request):
         wk = w(request)
-        params = await request.json()
+        params = await checked(request)
         async with wk.semaphore:
             out = await _call(wk.generate_gate, params)
         return JSONResponse(out)
+
+    @app.post(routes.WORKER_GET_EMBEDDINGS)
+    async def get_embeddings(request: Request):
+        wk = w(request)
+        params = await checked(request, need_prompt=False)
+        check_embedding_input(params)
+        if not hasattr(wk, "get_embeddings"):
+            raise ClientError(400, f"model '{wk.model_names[0]}' serves no embeddings.")
+        async with wk.semaphore:
+            return JSONResponse(await _call(wk.get_embeddings, params))
 
     @app.post(routes.WORKER_GET_STATUS)
     async def get_status(request: Request):
@@ -134,7 +158,7 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
 
     @app.post(routes.COUNT_TOKEN)
     async def count_token(request: Request):
-        return await _call(w(request).count_token, await request.json())
+        return await _call(w(request).count_token, await checked(request))
 
     @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):

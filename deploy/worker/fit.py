@@ -2,7 +2,9 @@
 
 resident ≈ weights + KV cache (context × concurrency) + the backend's runtime overhead
 (measured on this project's 2-core/24 GiB machines: RSS of a loaded, idle worker minus its
-weights). The backend supplies the shape and the overhead; this module knows none by name.
+weights) + prompt processing (context × concurrency, where the runtime allocates it per
+request), so that no request, however long its prompt, takes a worker over its budget.
+The backend supplies the shape and the overhead; this module knows none by name.
 """
 from __future__ import annotations
 
@@ -20,18 +22,20 @@ class FitEstimate:
     kv_cache: int
     overhead: int
     budget: int
+    prefill: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.overhead
+        return self.weights + self.kv_cache + self.overhead + self.prefill
 
     @property
     def fits(self) -> bool:
         return self.total <= self.budget
 
     def describe(self) -> str:
+        prefill = f" + prompt processing {fmt_size(self.prefill)}" if self.prefill else ""
         return (f"weights {fmt_size(self.weights)} + KV cache {fmt_size(self.kv_cache)} + runtime "
-                f"{fmt_size(self.overhead)} = {fmt_size(self.total)} against a budget of {fmt_size(self.budget)}")
+                f"{fmt_size(self.overhead)}{prefill} = {fmt_size(self.total)} against a budget of {fmt_size(self.budget)}")
 
 
 def kv_cache_bytes(shape: ModelShape, tokens: int) -> int:
@@ -41,8 +45,9 @@ def kv_cache_bytes(shape: ModelShape, tokens: int) -> int:
 
 def estimate(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
     shape = shape or entry.runtime.shape(entry)
-    kv = kv_cache_bytes(shape, entry.context_length * entry.concurrency)
-    return FitEstimate(shape.weight_bytes, kv, entry.runtime.runtime_overhead, entry.memory_budget)
+    tokens = entry.context_length * entry.concurrency
+    return FitEstimate(shape.weight_bytes, kv_cache_bytes(shape, tokens), entry.runtime.runtime_overhead,
+                       entry.memory_budget, shape.prefill_bytes_per_token * tokens)
 
 
 class DoesNotFit(Exception):

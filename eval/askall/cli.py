@@ -15,15 +15,26 @@ from eval.askall.report import Graded, html_report, markdown
 from eval.askall.runner import Settings, run_all
 from eval.askall.store import RESULTS_DIR, RunStore, key
 
-def fleet_defaults() -> tuple[str, str]:
-    """Controller and API addresses from the deployment's model_paths.toml, if it reads."""
+def _deployment():
     from deploy.registry.config import Deployment, RegistryError, load_registry
 
     try:
-        d = load_registry().deployment
+        return load_registry().deployment
     except RegistryError:
-        d = Deployment()
+        return Deployment()
+
+
+def fleet_defaults() -> tuple[str, str]:
+    """Controller and API addresses from the deployment's model_paths.toml, if it reads."""
+    d = _deployment()
     return d.controller_url, f"http://{d.host}:{d.api_port}/v1"
+
+
+def fleet_api_key() -> str | None:
+    """The API key to send ($FLEET_API_KEY or the deployment's keys file); never stored in a run."""
+    from deploy.api.keys import client_key
+
+    return client_key(_deployment().api_keys_path)
 
 
 def parse_args(argv):
@@ -100,7 +111,8 @@ def grade_all(store, meta, puzzles, records, overrides) -> list[Graded]:
     judge_client = None
     if s.get("judge"):
         judge_client = OpenAI(base_url=s.get("judge_api_base") or s["api_base"],
-                              api_key=os.environ.get(s.get("judge_api_key_env") or "JUDGE_API_KEY", "unused"))
+                              api_key=os.environ.get(s.get("judge_api_key_env") or "JUDGE_API_KEY")
+                              or fleet_api_key() or "unused")
     judged = store.judged()
     out = []
     for rec in sorted(records, key=lambda r: (r["model"], list(by_id).index(r["puzzle"]) if r["puzzle"] in by_id else 99,
@@ -159,7 +171,7 @@ def ask(args, store: RunStore, meta: dict, puzzles: list, live: list[str], gone:
     s = meta["settings"]
     done = {key(r) for r in store.records() if not (args.retry_failed and r.get("error"))}
     settings = Settings(api_base=s["api_base"], temperature=s["temperature"], max_tokens=s["max_tokens"],
-                        seed=s.get("seed"), repeats=s["repeats"], timeout=s["timeout"])
+                        seed=s.get("seed"), repeats=s["repeats"], timeout=s["timeout"], api_key=fleet_api_key())
     todo = [(m, p.id, r) for m in live for r in range(settings.repeats) for p in puzzles if (m, p.id, r) not in done]
     print(f"{'Resuming' if resumed else 'Run'} {store.path} : {len(live) + len(gone)} model(s) × {len(puzzles)} "
           f"puzzle(s) × {settings.repeats}; {len(todo)} to ask" + (f"; not registered now: {', '.join(gone)}" if gone else ""),

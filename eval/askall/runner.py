@@ -22,6 +22,7 @@ class Settings:
     seed: int | None = None
     repeats: int = 1
     timeout: float = 600.0
+    api_key: str | None = None  # sent as Bearer when the API has keys; never written to run.json
 
 
 def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dict:
@@ -36,8 +37,12 @@ def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dic
     try:
         stream = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": puzzle.question}], stream=True,
+            stream_options={"include_usage": True},
             temperature=s.temperature, max_tokens=s.max_tokens, timeout=s.timeout, **extra)
         for chunk in stream:
+            if chunk.usage:  # the last chunk, with no choices (stream_options.include_usage)
+                rec["prompt_tokens"] = chunk.usage.prompt_tokens
+                rec["completion_tokens"] = chunk.usage.completion_tokens
             if not chunk.choices:
                 continue
             c = chunk.choices[0]
@@ -47,9 +52,6 @@ def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dic
                 pieces.append(c.delta.content)
             if c.finish_reason:
                 rec["finish_reason"] = c.finish_reason
-                if getattr(chunk, "usage", None):
-                    rec["prompt_tokens"] = chunk.usage.prompt_tokens
-                    rec["completion_tokens"] = chunk.usage.completion_tokens
     except Exception as e:  # API errors, a worker that vanished, timeouts: all recorded per answer
         rec["error"] = f"{type(e).__name__}: {e}"
     rec["latency_s"] = round(time.perf_counter() - t0, 4)
@@ -68,7 +70,7 @@ def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunSto
     """Ask what is not in `done`; returns {"wall_s", "busy_s": {model: seconds}}."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=s.api_base, api_key="unused", max_retries=0)
+    client = OpenAI(base_url=s.api_base, api_key=s.api_key or "unused", max_retries=0)
     lock = threading.Lock()
     busy = {m: 0.0 for m in models}
 
