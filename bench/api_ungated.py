@@ -7,13 +7,18 @@ import sys
 
 import uvicorn
 
+from deploy.api.gate import current_extras
 from deploy.api.server import create_api_app
+from deploy.api.validate import Extras
 from deploy.registry.config import load_registry
 
 
 def main() -> int:
     port = int(sys.argv[1])
     gated = create_api_app(load_registry())
+    # bench.py counts tokens from the stream's usage, which the gate turns on for
+    # stream_options.include_usage; without the gate, every request inherits this context
+    current_extras.set(Extras(include_usage=True))
     uvicorn.run(gated.app, host="127.0.0.1", port=port, log_level="warning")  # the app behind the gate
     return 0
 

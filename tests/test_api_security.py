@@ -343,3 +343,37 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
     for model in (SMALL, QWEN_HF):  # and every model still answers
         r = client.chat.completions.create(model=model, messages=HI, max_tokens=8, temperature=0)
         assert r.choices[0].message.content.strip()
+
+
+def test_metrics_behind_the_key_with_live_memory_against_budget(fleet, client):
+    client.chat.completions.create(model=SMALL, messages=HI, max_tokens=4, stream=False)
+    list(client.chat.completions.create(model=SMALL, messages=HI, max_tokens=4, stream=True))
+    with pytest.raises(BadRequestError):
+        client.chat.completions.create(model=SMALL, messages=HI, temperature=9)
+    url = api_root(fleet) + "/metrics"
+    assert httpx.get(url).status_code == 401
+    text = httpx.get(url, headers={"Authorization": f"Bearer {fleet.api_key}"}).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+
+    def value(prefix: str) -> float:
+        found = [v for k, v in samples.items() if k.startswith(prefix)]
+        assert found, (prefix, text[:3000])
+        return sum(found)
+
+    route = "/v1/chat/completions"
+    assert value(f'fleet_requests_total{{model="{SMALL}",route="{route}",status="200"}}') >= 2
+    assert value(f'fleet_requests_total{{model="{SMALL}",route="{route}",status="400"}}') >= 1
+    assert value(f'fleet_generated_tokens_total{{model="{SMALL}"}}') >= 8
+    assert value(f'fleet_time_to_first_token_seconds_count{{model="{SMALL}"}}') >= 1
+    assert value(f'fleet_request_duration_seconds_bucket{{le="+Inf",model="{SMALL}"}}') >= 2
+    assert value(f'fleet_decode_tokens_per_second{{model="{SMALL}"}}') > 0
+    worker = fleet.worker_address(SMALL)
+    labels = f'{{model="{SMALL}",worker="{worker}"}}'
+    assert samples[f"fleet_worker_up{labels}"] == 1
+    rss, budget = samples[f"fleet_worker_resident_memory_bytes{labels}"], samples[f"fleet_worker_memory_budget_bytes{labels}"]
+    assert 50e6 < rss < budget == 1024**3  # live RSS, under its 1 GiB budget
+    assert f'fleet_worker_queue_length{labels}' in samples

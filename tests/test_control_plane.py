@@ -56,7 +56,8 @@ def registration(url, models=("m",), speed=1, queue=0):
 
 @pytest.fixture
 def controller():
-    with TestClient(create_controller_app(SECRET, check_interval=0.2, status_timeout=1.0)) as c:
+    with TestClient(create_controller_app(SECRET, check_interval=0.2, status_timeout=1.0),
+                    client=("127.0.0.1", 50000)) as c:  # a client on the same machine, as the API server is
         yield c
 
 
@@ -150,3 +151,13 @@ def test_slow_workers_cannot_freeze_the_controller(controller):
     finally:
         for w in hanging + [good]:
             w.close()
+
+
+def test_clients_on_other_machines_need_the_secret_for_every_route():
+    """A controller bound beyond loopback (for worker hosts) tells nobody else where its workers are."""
+    app = create_controller_app(SECRET, check_interval=0.2, status_timeout=1.0)
+    with TestClient(app, client=("192.168.1.50", 40000)) as far, TestClient(app, client=("127.0.0.1", 40000)) as near:
+        for route in ("/list_models", "/get_worker_address", "/worker_get_status"):
+            assert far.post(route, json={"model": "m"}).status_code == 401
+            assert far.post(route, json={"model": "m"}, headers={SECRET_HEADER: SECRET}).status_code == 200
+            assert near.post(route, json={"model": "m"}).status_code == 200

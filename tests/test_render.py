@@ -72,3 +72,27 @@ def test_render_check_and_write(tmp_path):
     reg.write_text(reg.read_text().replace('name = "smollm2-135m-instruct"', 'name = "smol"'))
     r = run("--check")
     assert r.returncode == 1 and "python -m deploy render" in r.stderr
+
+
+def test_a_worker_host_renders_its_workers_only():
+    reg = parse_registry({"deployment": {"role": "workers", "host": "192.168.1.11",
+                                         "controller_address": "http://192.168.1.10:21001"},
+                          "models": [{"name": "m", "path": "/m.gguf", "backend": "llama.cpp", "port": 21002,
+                                      "cores": [0], "memory_budget": "1GiB", "chat_template": "qwen2.5"}]})
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read_string(render(reg))
+    assert [s for s in conf.sections() if s.startswith("program:")] == ["program:worker-m"]
+    assert reg.deployment.controller_url == "http://192.168.1.10:21001"
+
+
+def test_worker_host_settings_are_checked():
+    import pytest
+
+    from deploy.registry.config import RegistryError
+
+    with pytest.raises(RegistryError, match="needs controller_address"):
+        parse_registry({"deployment": {"role": "workers"}, "models": []})
+    with pytest.raises(RegistryError, match="must be a URL"):
+        parse_registry({"deployment": {"controller_address": "10.0.0.1:21001"}, "models": []})
+    d = parse_registry({"deployment": {"controller_host": "0.0.0.0"}, "models": []}).deployment
+    assert (d.controller_bind, d.controller_url) == ("0.0.0.0", "http://127.0.0.1:21001")

@@ -148,6 +148,7 @@ def _closing_events(finish_events: list, usage: _Usage, make_chunk, chunk_id: st
     does) one chunk with no choices and the request's usage, then [DONE]."""
     for chunk in finish_events:
         yield _sse(chunk)
+    current_extras.get().completion_tokens = usage.completion  # for the metrics
     if current_extras.get().include_usage:
         yield _sse(make_chunk(id=chunk_id, model=model, choices=[], usage=usage.model()))
     yield "data: [DONE]\n\n"

@@ -7,7 +7,8 @@
    length, 408 after `read_timeout` (nothing holds a connection open waiting for bytes).
 3. Strict checks and normalisation of the bodies FastChat reads (deploy/api/validate.py); what
    FastChat drops is kept in `current_extras` for the patched FastChat code.
-4. A cap on requests in flight (429 with Retry-After beyond it).
+4. A cap on requests in flight (429 with Retry-After beyond it), and Prometheus metrics of what
+   passes (deploy/api/metrics.py), served at /metrics.
 5. Every error response, FastChat's, Starlette's or a crash's, leaves as OpenAI's JSON shape with
    the status OpenAI would use (deploy/api/errors.py).
 
@@ -17,11 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import re
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from deploy.api.errors import ClientError, error_body, reshape
+from deploy.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from deploy.api.validate import Extras, check_body
 from deploy.bounded_body import body_limit, read_body, replay, send_error, with_body
 
@@ -43,11 +48,23 @@ GENERATION_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/embedding
                        "/api/v1/chat/completions")
 
 
-class ApiGate:
-    """The ASGI app uvicorn serves: the gate, then FastChat's app."""
+METRICS_PATH = "/metrics"
+FIRST_TEXT = re.compile(rb'"(content|text)":"[^"]')  # a stream chunk that carries text
 
-    def __init__(self, app, settings: GateSettings):
-        self.app, self.settings = app, settings
+
+def _usage_tokens(body: bytes) -> int:
+    try:
+        return int(json.loads(body)["usage"]["completion_tokens"] or 0)
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+class ApiGate:
+    """The ASGI app uvicorn serves: the gate, then FastChat's app. With `metrics`, it records
+    every generation request and serves /metrics (behind the keys, like every route)."""
+
+    def __init__(self, app, settings: GateSettings, metrics=None):
+        self.app, self.settings, self.metrics = app, settings, metrics
 
     def _authorised(self, scope) -> bool:
         keys = self.settings.api_keys
@@ -63,6 +80,31 @@ class ApiGate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.metrics is None or not scope["path"].startswith(GENERATION_PREFIXES):
+            return await self._gated(scope, receive, send, {})
+        t0, seen = time.monotonic(), {"status": 500, "ttft": None, "sse": False, "json": b""}
+
+        async def observing(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                seen["sse"] = b"event-stream" in dict(message.get("headers", [])).get(b"content-type", b"")
+            elif message["type"] == "http.response.body" and seen["status"] < 400:
+                chunk = message.get("body", b"")
+                if seen["sse"] and seen["ttft"] is None and FIRST_TEXT.search(chunk):
+                    seen["ttft"] = time.monotonic() - t0
+                elif not seen["sse"] and len(seen["json"]) < 1 << 20:
+                    seen["json"] += chunk
+            await send(message)
+
+        try:
+            await self._gated(scope, receive, observing, seen)
+        finally:
+            extras = seen.get("extras") or Extras()
+            tokens = extras.completion_tokens if seen["sse"] else _usage_tokens(seen["json"])
+            self.metrics.record(extras.model, scope["path"], seen["status"], time.monotonic() - t0,
+                                seen["ttft"], tokens)
+
+    async def _gated(self, scope, receive, send, seen: dict):
         s = self.settings
         try:
             if not self._authorised(scope):
@@ -70,6 +112,12 @@ class ApiGate:
                                        "from the api_keys_file named in model_paths.toml.",
                                   code="invalid_api_key", kind="authentication_error",
                                   headers={"WWW-Authenticate": "Bearer"})
+            if self.metrics is not None and scope["path"] == METRICS_PATH and scope["method"] == "GET":
+                body = await self.metrics.render()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", METRICS_CONTENT_TYPE.encode()),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
             extras = Extras()
             if scope["method"] == "POST":
                 raw, messages = await read_body(scope, receive, s.body_limit, s.read_timeout)
@@ -86,6 +134,7 @@ class ApiGate:
                                   headers={"Retry-After": "1"})
         except ClientError as e:
             return await send_error(send, e)
+        seen["extras"] = extras
         token = current_extras.set(extras)
         if generation:
             s.in_flight += 1

@@ -34,6 +34,7 @@ def create_api_app(reg: Registry):
     reads its settings from argv: both happen here, once per process."""
     from deploy.api.fastchat_compat import patch_api_server
     from deploy.api.gate import ApiGate
+    from deploy.api.metrics import FleetMetrics
 
     d = reg.deployment
     settings = gate_settings(reg)
@@ -43,7 +44,7 @@ def create_api_app(reg: Registry):
     sys.argv = ["openai_api_server", "--host", d.host, "--port", str(d.api_port),
                 "--controller-address", d.controller_url, "--allowed-origins", json.dumps(d.cors_origins)]
     openai_api_server.create_openai_api_server()  # FastChat's own settings + CORS (none by default)
-    return ApiGate(openai_api_server.app, settings)
+    return ApiGate(openai_api_server.app, settings, FleetMetrics(d.controller_url))
 
 
 def run_api_server(reg: Registry) -> int:

@@ -46,6 +46,8 @@ class Extras:
     logprobs: int | None = None       # top alternatives per token (0: only the chosen token's)
     chat_logprobs: bool = False
     needs: set[str] = field(default_factory=set)
+    model: str = ""                # for the metrics
+    completion_tokens: int = 0     # set when a streamed answer ends (the metrics read it)
 
 
 # ---- strict JSON -------------------------------------------------------------------------
@@ -388,4 +390,5 @@ def check_body(path: str, raw: bytes) -> tuple[bytes, Extras] | None:
     if path.startswith("/v1/engines/"):
         body.setdefault("model", path.split("/")[3])
     extras = check(body)
+    extras.model = str(body.get("model", ""))
     return json.dumps(body, ensure_ascii=False).encode(), extras

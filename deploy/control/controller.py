@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy import fleet_client as routes
+from deploy.access import same_host
 from deploy.bounded_body import BoundedBody
 
 log = logging.getLogger("deploy.control")
@@ -196,9 +197,11 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        """The secret is checked before anything is read."""
-        if request.url.path in (routes.REGISTER_WORKER, routes.RECEIVE_HEART_BEAT, routes.REFRESH_ALL_WORKERS) \
-                and not authorised(request):
+        """The secret is checked before anything is read: always for the routes that change the
+        routing, and for every route when the client is on another machine (a controller bound
+        beyond loopback for worker hosts must not tell the network where its workers are)."""
+        mutating = request.url.path in (routes.REGISTER_WORKER, routes.RECEIVE_HEART_BEAT, routes.REFRESH_ALL_WORKERS)
+        if (mutating or not same_host(request.scope)) and not authorised(request):
             return JSONResponse({"error": f"this route needs the fleet secret in the {SECRET_HEADER} header"},
                                 status_code=401)
         return await call_next(request)

@@ -20,5 +20,5 @@ def run_controller(reg: Registry) -> int:
     except SecretError as e:
         print(f"ERROR: controller not started: {e}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    uvicorn.run(create_controller_app(secret), host=d.host, port=d.controller_port, log_level="warning")
+    uvicorn.run(create_controller_app(secret), host=d.controller_bind, port=d.controller_port, log_level="warning")
     return 0

@@ -32,8 +32,9 @@ def _log_tail(paths: FleetPaths, program: str, n: int = 6) -> str:
 
 
 def _answers(url: str) -> bool:
+    """Up and serving (401: up, with API keys)."""
     try:
-        return httpx.get(url, timeout=3).status_code == 200
+        return httpx.get(url, timeout=3).status_code in (200, 401)
     except httpx.HTTPError:
         return False
 
@@ -91,8 +92,9 @@ def up(paths: FleetPaths, timeout: float = 600) -> int:
     deadline = time.monotonic() + timeout
     names = [m.name for m in reg.models]
     failed = _wait_for_workers(paths, client, names, deadline)
-    for what, url in (("API server", f"http://{d.host}:{d.api_port}/v1/models"),
-                      ("web UI", f"http://{d.host}:{d.webui_port}/")):
+    services = [("API server", f"http://{d.host}:{d.api_port}/v1/models"),
+                ("web UI", f"http://{d.host}:{d.webui_port}/")] if d.role == "all" else []
+    for what, url in services:
         while not _answers(url) and time.monotonic() < deadline:
             time.sleep(1)
         if not _answers(url):
@@ -101,8 +103,12 @@ def up(paths: FleetPaths, timeout: float = 600) -> int:
     status(paths, reg)
     for m, state in failed.items():
         print(f"\n{m}: worker {state}. From {d.log_dir}/worker-{m}.log:\n{_log_tail(paths, f'worker-{m}')}")
-    print(f"\nOpenAI API: http://{d.host}:{d.api_port}/v1   (try: curl http://{d.host}:{d.api_port}/v1/models)")
-    print(f"Web UI:     http://{d.host}:{d.webui_port}")
+    if d.role == "all":
+        print(f"\nOpenAI API: http://{d.host}:{d.api_port}/v1   (try: curl http://{d.host}:{d.api_port}/v1/models)")
+        print(f"Web UI:     http://{d.host}:{d.webui_port}")
+    else:
+        print(f"\nWorkers registered with the controller at {d.controller_url}; their models are served by "
+              f"the main host's API and web UI.")
     print("Stop with:  python -m deploy down   (or: .venv/bin/supervisorctl -c supervisord.conf shutdown)")
     return 0 if set(names) <= client.registered() else 1
 
@@ -161,7 +167,7 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
         print(_row(",".join(w["models"]), w["worker"].split("//")[-1], info.get("backend", "?"), "remote",
                    _health(w), describe_cores(info.get("cores", [])) if info else "?", "",
                    _memory(info, info.get("memory_budget")), *_worker_cells(w)))
-    for name in ("controller", "api_server", "webui"):
+    for name in ("controller", "api_server", "webui") if reg.deployment.role == "all" else ():
         p = progs.get(name)
         print(_row(name, "", "", p.state if p else "absent").rstrip())
     return 0

@@ -131,7 +131,17 @@ class Deployment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(default="127.0.0.1", description="Address every service binds to.")
+    host: str = Field(default="127.0.0.1", description="Address every service binds to (a worker host: the address "
+                                                       "the main host reaches it at).")
+    role: Literal["all", "workers"] = Field(
+        default="all", description="all: this host runs the controller, API server, web UI and its workers; "
+                                   "workers: a worker host, which runs only its workers (see controller_address).")
+    controller_host: str | None = Field(
+        default=None, description="Where the controller listens, if not at `host`: e.g. \"0.0.0.0\" so that "
+                                  "worker hosts can register (they need the fleet secret).")
+    controller_address: str | None = Field(
+        default=None, description="A worker host's controller, e.g. \"http://192.168.1.10:21001\" "
+                                  "(required with role = \"workers\").")
     controller_port: int = Field(default=21001, ge=1024, le=65535)
     api_port: int = Field(default=8000, ge=1024, le=65535)
     webui_port: int = Field(default=7860, ge=1024, le=65535)
@@ -157,8 +167,25 @@ class Deployment(BaseModel):
         return expand_path(self.api_keys_file) if self.api_keys_file else None
 
     @property
+    def controller_bind(self) -> str:
+        return self.controller_host or self.host
+
+    @property
     def controller_url(self) -> str:
-        return f"http://{self.host}:{self.controller_port}"
+        """Where this host's programs reach the controller."""
+        if self.controller_address:
+            return self.controller_address.rstrip("/")
+        bind = self.controller_bind
+        return f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{self.controller_port}"
+
+    @model_validator(mode="after")
+    def _worker_host_needs_a_controller(self) -> "Deployment":
+        if self.role == "workers" and not self.controller_address:
+            raise ValueError("role = \"workers\" needs controller_address, the main host's controller, e.g. "
+                             "\"http://192.168.1.10:21001\"")
+        if self.controller_address and not self.controller_address.startswith(("http://", "https://")):
+            raise ValueError("controller_address must be a URL such as \"http://192.168.1.10:21001\"")
+        return self
 
 
 class Registry(BaseModel):

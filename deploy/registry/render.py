@@ -70,9 +70,10 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://%(here)s/{logs}/supervisor.sock
 """]
-    out.append(_program("controller", f"{PY} -m deploy controller", logs, 10, 3))
-    out.append(_program("api_server", f"{PY} -m deploy api-server", logs, 20, 5))
-    out.append(_program("webui", f"{PY} -m deploy webui", logs, 30, 10))
+    if d.role == "all":  # a worker host runs its workers only; the main host runs the rest
+        out.append(_program("controller", f"{PY} -m deploy controller", logs, 10, 3))
+        out.append(_program("api_server", f"{PY} -m deploy api-server", logs, 20, 5))
+        out.append(_program("webui", f"{PY} -m deploy webui", logs, 30, 10))
     for m in reg.models:
         out.append(f"\n; {m.name}: {m.backend}, cores {','.join(map(str, m.cores))}, "
                    f"budget {fmt_size(m.memory_budget)}, port {m.port}")

@@ -16,6 +16,7 @@ import sys
 from deploy.backends import ConfigProblem
 from deploy.control.secret import SecretError, read_secret
 from deploy.registry.config import ModelEntry, Registry, RegistryError, validate_for_host
+from deploy.registry.host import is_loopback
 from deploy.worker.fit import DoesNotFit, require_fit
 from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
 
@@ -95,6 +96,10 @@ def run_worker(reg: Registry, name: str) -> int:
 
     app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release,
                             controller_url=d.controller_url, worker_url=worker_url, secret=secret)
+    if not is_loopback(d.host):  # reachable from the network: only the controller's host may call it
+        from deploy.access import OnlyFrom, host_address
+
+        app = OnlyFrom(app, {host_address(d.controller_url)})
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)
     uvicorn.run(app, host=d.host, port=entry.port, log_level="warning")
     return 0

@@ -1,0 +1,161 @@
+"""A second host, for real: a network namespace joined by a veth pair stands for another machine.
+The main host runs the controller (bound to its veth address), the API server and one local
+worker; the worker host has its own checkout-like folder whose model_paths.toml says
+`role = "workers"`, renders a supervisord.conf with workers only, and runs it inside the
+namespace. Its model is served through the one API; cutting the link takes it out of routing
+within seconds and restoring it brings it back."""
+import os
+import shutil
+import subprocess
+import time
+
+import httpx
+import pytest
+import tomlkit
+from openai import APIStatusError, OpenAI
+
+from conftest import QWEN, SMALL, Stack, entry
+from tests.harness import REPO, free_port, shutdown_supervisord, wait_for
+
+pytestmark = pytest.mark.slow
+HI = [{"role": "user", "content": "Say hi."}]
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, text=True)
+
+
+class VethPair:
+    """A namespace `ns` joined to this one by a veth pair: main <-> worker addresses."""
+
+    def __init__(self):
+        tag = os.getpid() % 10000
+        self.ns, self.a, self.b = f"fleet-ns-{tag}", f"fl{tag}a", f"fl{tag}b"
+        sub = 200 + os.getpid() % 50
+        self.main_ip, self.worker_ip, self.stranger_ip = f"10.213.{sub}.1", f"10.213.{sub}.2", f"10.213.{sub}.3"
+
+    def __enter__(self):
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.a, "type", "veth", "peer", "name", self.b)
+        sh("ip", "link", "set", self.b, "netns", self.ns)
+        sh("ip", "addr", "add", f"{self.main_ip}/24", "dev", self.a)
+        sh("ip", "addr", "add", f"{self.stranger_ip}/24", "dev", self.a)  # a third machine on the network
+        sh("ip", "link", "set", self.a, "up")
+        for cmd in (("ip", "addr", "add", f"{self.worker_ip}/24", "dev", self.b), ("ip", "link", "set", self.b, "up"),
+                    ("ip", "link", "set", "lo", "up")):
+            sh("ip", "netns", "exec", self.ns, *cmd)
+        return self
+
+    def link(self, up: bool) -> None:
+        sh("ip", "link", "set", self.a, "up" if up else "down")
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "link", "del", self.a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def namespaces_work() -> str | None:
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return "needs root and iproute2 to create network namespaces"
+    probe = f"fleet-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode:
+        return f"cannot create network namespaces here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory):
+    why = namespaces_work()
+    if why:
+        pytest.skip(why)
+    tmp = tmp_path_factory.mktemp("multihost")
+    with VethPair() as net:
+        (tmp / "main").mkdir()
+        main = Stack(tmp / "main", [entry(SMALL)])
+        doc = tomlkit.parse(main.registry.read_text())
+        doc["deployment"]["controller_host"] = "0.0.0.0"  # the controller is reachable from the network
+        main.registry.write_text(tomlkit.dumps(doc))
+        # the worker host: its own folder, as a checkout on another machine would be
+        host = tmp / "worker-host"
+        host.mkdir()
+        (host / ".venv").symlink_to(REPO / ".venv")
+        (host / "deploy").symlink_to(REPO / "deploy")
+        remote = entry(QWEN, port=free_port())
+        wdoc = tomlkit.document()
+        wdoc["deployment"] = {"role": "workers", "host": net.worker_ip, "log_dir": "logs",
+                              "controller_address": f"http://{net.main_ip}:{main.controller_port}",
+                              "fleet_secret_file": str(tmp / "main" / "fleet.secret")}  # the same secret, copied
+        aot = tomlkit.aot()
+        aot.append(tomlkit.item(remote))
+        wdoc["models"] = aot
+        (host / "model_paths.toml").write_text(tomlkit.dumps(wdoc))
+        r = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "deploy", "--registry", str(host / "model_paths.toml"),
+                            "render"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        try:
+            main.start_controller()
+            main.start_worker(SMALL)
+            main.start_api()
+            (host / "logs").mkdir()
+            sh("ip", "netns", "exec", net.ns, str(REPO / ".venv/bin/supervisord"), "-c", str(host / "supervisord.conf"))
+            main.wait_registered([SMALL, QWEN], timeout=240)
+            yield main, net, host, remote
+        finally:
+            shutdown_supervisord(host)
+            main.stop()
+
+
+def test_a_worker_host_renders_workers_only(two_hosts):
+    _, _, host, remote = two_hosts
+    conf = (host / "supervisord.conf").read_text()
+    assert f"[program:worker-{QWEN}]" in conf
+    for program in ("controller", "api_server", "webui"):
+        assert f"[program:{program}]" not in conf
+
+
+def test_the_remote_model_is_served_through_the_one_api(two_hosts):
+    main, net, _, remote = two_hosts
+    assert main.worker_address(QWEN) == f"http://{net.worker_ip}:{remote['port']}"
+    client = OpenAI(base_url=main.api_base, api_key="unused", max_retries=0, timeout=120)
+    for model in (QWEN, SMALL):
+        r = client.chat.completions.create(model=model, messages=HI, max_tokens=8, temperature=0)
+        assert r.choices[0].message.content.strip()
+
+
+def test_other_machines_cannot_use_the_fleet_directly(two_hosts):
+    """The worker answers only its controller's host (and loopback); the controller's read routes,
+    now on the network, need the fleet secret from anyone but loopback."""
+    main, net, _, remote = two_hosts
+    stranger = httpx.Client(transport=httpx.HTTPTransport(local_address=net.stranger_ip), timeout=10)
+    body = {"model": QWEN, "prompt": "secret plans:", "max_new_tokens": 4}
+    r = stranger.post(f"http://{net.worker_ip}:{remote['port']}/worker_generate_stream", json=body)
+    assert r.status_code == 403, r.text
+    r = stranger.post(f"http://{net.main_ip}:{main.controller_port}/get_worker_address", json={"model": QWEN})
+    assert r.status_code == 401, r.text
+    ok = httpx.post(f"http://{net.worker_ip}:{remote['port']}/model_details", json={}, timeout=10)  # from main_ip
+    assert ok.status_code == 200
+
+
+def test_cutting_the_link_takes_the_model_out_and_restoring_brings_it_back(two_hosts):
+    main, net, _, _ = two_hosts
+    client = OpenAI(base_url=main.api_base, api_key="unused", max_retries=0, timeout=30)
+    net.link(False)
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: QWEN not in main.registered(), 10, "the remote model to leave routing")
+        gone_after = time.monotonic() - t0
+        with pytest.raises(APIStatusError) as e:
+            client.chat.completions.create(model=QWEN, messages=HI, max_tokens=4)
+        assert e.value.status_code == 503 and e.value.response.headers["Retry-After"]
+        assert client.chat.completions.create(model=SMALL, messages=HI, max_tokens=4).choices  # the rest serve on
+    finally:
+        net.link(True)
+    t0 = time.monotonic()
+    wait_for(lambda: QWEN in main.registered(), 30, "the remote model to come back")
+    back_after = time.monotonic() - t0
+    assert gone_after < 5, gone_after
+    r = client.chat.completions.create(model=QWEN, messages=HI, max_tokens=4)
+    assert r.choices[0].message.content is not None
+    print(f"out of routing {gone_after:.1f} s after the cut, back {back_after:.1f} s after the restore")
