@@ -14,7 +14,9 @@ class Vllm(HFFolderBackend):
     address_space_headroom = 16 * 1024**3
 
     def host_warnings(self, entry) -> list[str]:
-        return ["backend 'vllm' needs a GPU host with vllm installed; it will not start here."]
+        return ["backend 'vllm' needs a GPU host with vllm installed; it will not start here. FastChat's vLLM "
+                "worker registers without the fleet secret, so this project's controller refuses it (401) until "
+                "it is served through deploy/worker/app.py like the other backends."]
 
     def build_worker(self, entry, controller_url: str, worker_url: str):
         """Replaces this (already pinned and limited) process with FastChat's vLLM worker."""
