@@ -33,7 +33,7 @@ class EchoWorker:
     """The parts of FastChat's worker interface the worker app uses."""
 
     def __init__(self, entry):
-        self.model_names = [entry.name]
+        self.model_names = [entry.model_name]
         self.limit_worker_concurrency = entry.concurrency
         self.context_len = entry.context_length
         self.conv_template = entry.chat_template

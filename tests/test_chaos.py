@@ -177,3 +177,40 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_replica_takes_over_when_its_twin_dies(tmp_path):
+    """Two workers serve one model (`serves`): the controller balances between them, and when one
+    is killed its model stays served; after the dead one leaves routing (within 5 s) every request
+    goes to the other."""
+    from conftest import Stack, entry
+
+    models = [entry(SMALL, name="smol-a", serves=SMALL), entry(SMALL, name="smol-b", serves=SMALL)]
+    stack = Stack(tmp_path, models)
+    try:
+        stack.start_controller()
+        for m in models:
+            stack.start_worker(m["name"])
+        stack.start_api()
+        wait_for(lambda: len([w for w in stack.fleet.workers() if w["healthy"]]) == 2, 120, "both replicas")
+        client = openai.OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == [SMALL]
+        ask = lambda: client.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": "hi"}],  # noqa: E731
+                                                     max_tokens=4)
+        ask()
+        stack.procs["worker-smol-a"].kill()
+        t0, outcomes = time.monotonic(), []
+        while time.monotonic() - t0 < 8:
+            try:
+                ask()
+                outcomes.append((time.monotonic() - t0, "ok"))
+            except openai.APIStatusError as e:
+                outcomes.append((time.monotonic() - t0, e.status_code))
+        late = [o for t, o in outcomes if t > 5]
+        assert late and set(late) == {"ok"}, outcomes  # after the dead one left routing: all served
+        assert all(o in ("ok", 503) for _, o in outcomes), outcomes  # before: a clear, retryable error at worst
+        assert SMALL in stack.registered()
+        dead = [w for w in stack.fleet.workers() if not w["healthy"]]
+        assert len(dead) == 1 and dead[0]["worker"].endswith(f":{models[0]['port']}")
+    finally:
+        stack.stop()

@@ -63,7 +63,7 @@ class LlamaCppWorker(BaseModelWorker):
 
         super().__init__(
             controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
-            [entry.name], entry.concurrency, conv_template=entry.chat_template,
+            [entry.model_name], entry.concurrency, conv_template=entry.chat_template,
         )
         params = xllamacpp.CommonParams()
         params.model.path = str(entry.resolved_path)

@@ -76,7 +76,7 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
         def __init__(self):
             BaseModelWorker.__init__(
                 self, controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
-                [entry.name], entry.concurrency, conv_template=entry.chat_template,
+                [entry.model_name], entry.concurrency, conv_template=entry.chat_template,
             )
             self.model, self.tokenizer = load_hf_model(entry)
             if self.tokenizer.pad_token is None:

@@ -24,7 +24,7 @@ class Vllm(HFFolderBackend):
 
         host = urlsplit(worker_url).hostname
         args = [sys.executable, "-m", "fastchat.serve.vllm_worker",
-                "--model-path", str(entry.resolved_path), "--model-names", entry.name,
+                "--model-path", str(entry.resolved_path), "--model-names", entry.model_name,
                 "--controller-address", controller_url, "--worker-address", worker_url,
                 "--host", host, "--port", str(entry.port),
                 "--conv-template", entry.chat_template,

@@ -149,12 +149,12 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     reg = reg or load_registry(paths.registry)
     client = FleetClient(reg.deployment.controller_url)
     workers = client.workers()
-    by_model = {m: w for w in workers for m in w["models"]}
+    by_address = {w["worker"]: w for w in workers}
     progs = programs(paths)
     print(_row("model", "host", "backend", "state", "health", "cores", "actual", "RSS / budget", "queue", "heartbeat"))
     shown = set()
     for m in reg.models:
-        p, w = progs.get(f"worker-{m.name}"), by_model.get(m.name)
+        p, w = progs.get(f"worker-{m.name}"), by_address.get(f"http://{reg.deployment.host}:{m.port}")
         info = client.worker_info(w["worker"]) if w else {}
         shown.add(w["worker"] if w else None)
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"

@@ -79,6 +79,9 @@ class ModelEntry(BaseModel):
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
                                          "50); lower it for models that share cores.")
+    serves: str | None = Field(default=None, description="The model name this worker registers under (default: "
+                               "`name`). Entries that serve the same name are replicas: the controller balances "
+                               "between them and routes around one that stops answering.")
     embeddings: bool = Field(default=False, description="llama.cpp: also serve /v1/embeddings (mean-pooled, L2-normed); "
                              "costs about 7 percent of decode speed (measured), so it is off unless asked. transformers "
                              "workers always serve them.")
@@ -115,6 +118,11 @@ class ModelEntry(BaseModel):
     @property
     def resolved_path(self) -> Path:
         return expand_path(self.path)
+
+    @property
+    def model_name(self) -> str:
+        """The name clients ask for (several entries may serve one)."""
+        return self.serves or self.name
 
     @property
     def n_threads(self) -> int:
