@@ -34,9 +34,10 @@ def test_leaderboard_ranks_with_intervals_and_pairwise_wins(tmp_path):
     log = VoteLog(tmp_path, bootstrap_rounds=50)
     for kind, pair in [("leftvote", ("a", "b"))] * 4 + [("rightvote", ("b", "a"))] * 2 + \
                       [("leftvote", ("b", "a")), ("tievote", ("a", "b")), ("leftvote", ("b", "c")), ("rightvote", ("a", "c"))]:
-        log.record(kind, list(pair), states(*pair), "127.0.0.1", anony=False)
+        log.record(kind, list(pair), states(*pair), "127.0.0.1", anony=True)
+    log.record("rightvote", ["a", "b"], states("a", "b"), "127.0.0.1", anony=False)  # names shown: not ranked
     lb = log.leaderboard()
-    assert lb.n_votes == 10
+    assert (lb.n_votes, lb.n_named) == (10, 1)
     order = [r["model"] for r in lb.ratings]
     assert order.index("a") < order.index("b")
     for r in lb.ratings:
@@ -45,7 +46,9 @@ def test_leaderboard_ranks_with_intervals_and_pairwise_wins(tmp_path):
     assert (a["battles"], a["wins"]) == (9, 6)
     header, *rows = lb.pairwise
     row_a = next(r for r in rows if r[0] == "a")
-    assert row_a[header.index("b")] == f"{6 / 8:.2f}"  # a beat b in 6 of 8 a-b battles (the tie counts for neither)
+    assert row_a[header.index("b")] == "0.86 (6/7)"  # a beat b in 6 of the 7 decided a-b battles (not the tie)
+    assert row_a[header.index("c")] == "0.00 (0/1)" and row_a[header.index("a")] == "–"
+    assert all(r["preliminary"] for r in lb.ratings)  # 9 battles at most: fewer than 10
     assert log.leaderboard() is lb  # cached until the log changes
 
 
@@ -53,5 +56,9 @@ def test_one_vote_is_enough_to_show_something(tmp_path):
     log = VoteLog(tmp_path, bootstrap_rounds=10)
     assert log.leaderboard().ratings == []
     log.record("leftvote", ["a", "b"], states("a", "b"), "", anony=False)
+    assert log.leaderboard().ratings == [] and log.leaderboard().n_named == 1  # side-by-side: not ranked
+    log.record("leftvote", ["a", "b"], states("a", "b"), "", anony=True)
     lb = log.leaderboard()
     assert {r["model"] for r in lb.ratings} == {"a", "b"} and lb.n_votes == 1
+    header, *rows = lb.pairwise
+    assert next(r for r in rows if r[0] == "a")[header.index("b")] == "1.00 (1/1)"  # not "–" for sparse data

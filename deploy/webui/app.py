@@ -14,7 +14,7 @@ import gradio as gr
 
 from deploy.fleet_client import AsyncFleetClient, ModelUnavailable
 from deploy.webui.arena import Arena, Battle, GenSettings, Side
-from deploy.webui.votes import VOTES, VoteLog
+from deploy.webui.votes import PRELIMINARY_BATTLES, VOTES, VoteLog
 
 TITLE = "fastchat-fleet · model arena"
 CSS = """
@@ -195,17 +195,21 @@ def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
     table = gr.Dataframe(headers=["model", "rating (BT)", "95% CI", "Elo (online)", "battles", "wins"],
                          interactive=False, elem_id="leaderboard_table", label="Ratings")
     pairs = gr.Dataframe(interactive=False, elem_id="leaderboard_pairs",
-                         label="Pairwise: share of battles the row model won against the column model")
+                         label="Pairwise: share of decided battles (ties left out) the row model won "
+                               "against the column model, with the counts")
     refresh = gr.Button("Refresh", elem_id="leaderboard_refresh")
 
     def leaderboard():
         lb = votes.leaderboard()
+        named = (f" {lb.n_named} side-by-side vote(s), cast with the names shown, are kept in the log but "
+                 f"not ranked (as on Chatbot Arena, to keep brand bias out).") if lb.n_named else ""
         if not lb.ratings:
-            return "No votes yet: vote in *Side by side* or *Battle*.", [], []
-        rows = [[r["model"], r["rating"], f"{r['ci_low']} – {r['ci_high']}", r["elo"], r["battles"], r["wins"]]
-                for r in lb.ratings]
-        text = (f"{lb.n_votes} vote(s). Bradley–Terry ratings (FastChat's monitor code) with 95% "
-                f"bootstrap intervals; ties count half.")
+            return "No battle votes yet: vote in *Battle (anonymous)*." + named, [], []
+        rows = [[r["model"], r["rating"], f"{r['ci_low']} – {r['ci_high']}" + (" (preliminary)" if r["preliminary"] else ""),
+                 r["elo"], r["battles"], r["wins"]] for r in lb.ratings]
+        text = (f"{lb.n_votes} anonymous battle vote(s). Bradley–Terry ratings (FastChat's monitor code) with 95% "
+                f"bootstrap intervals; ties count half. Ratings from fewer than {PRELIMINARY_BATTLES} battles are "
+                f"preliminary: their intervals are wide." + named)
         return text, rows, gr.update(value=lb.pairwise[1:], headers=lb.pairwise[0])
 
     for event in (refresh.click, tab.select, demo.load):

@@ -28,11 +28,15 @@ def state_dict(conv, conv_id: str, model_name: str) -> dict:
     return d
 
 
+PRELIMINARY_BATTLES = 10  # fewer battles than this: the interval is shown, and called preliminary
+
+
 @dataclass
 class Leaderboard:
-    ratings: list[dict]       # model, rating (BT), ci_low, ci_high, elo (online), battles, wins
-    pairwise: list[list]      # header row + one row per model: share of battles row beat column
-    n_votes: int
+    ratings: list[dict]       # model, rating (BT), ci_low, ci_high, elo (online), battles, wins, preliminary
+    pairwise: list[list]      # header row + one row per model: "share (wins/decided battles)" of row vs column
+    n_votes: int              # anonymous battle votes: the only ones ranked
+    n_named: int = 0          # side-by-side votes (names shown): kept in the log, not ranked
 
 
 class VoteLog:
@@ -89,14 +93,13 @@ class VoteLog:
     def _compute(self, battles: list[dict]) -> Leaderboard:
         import numpy as np
         import pandas as pd
-        from fastchat.serve.monitor.elo_analysis import (
-            compute_elo,
-            compute_elo_mle_with_tie,
-            compute_pairwise_win_fraction,
-        )
+        from fastchat.serve.monitor.elo_analysis import compute_elo, compute_elo_mle_with_tie
 
+        # As Chatbot Arena: only votes cast before the names were shown are ranked (brand bias)
+        n_named = sum(not b["anony"] for b in battles)
+        battles = [b for b in battles if b["anony"]]
         if not battles:
-            return Leaderboard([], [], 0)
+            return Leaderboard([], [], 0, n_named)
         df = pd.DataFrame(battles)
         models = sorted(set(df.model_a) | set(df.model_b))
         bt = _safe_bt(compute_elo_mle_with_tie, df, models)
@@ -114,17 +117,26 @@ class VoteLog:
             ratings.append({"model": m, "rating": round(float(bt[m]), 1),
                             "ci_low": round(float(boot[m].quantile(0.025)), 1),
                             "ci_high": round(float(boot[m].quantile(0.975)), 1),
-                            "elo": round(float(elo.get(m, 1000)), 1), "battles": int(len(mine)), "wins": wins})
+                            "elo": round(float(elo.get(m, 1000)), 1), "battles": int(len(mine)), "wins": wins,
+                            "preliminary": len(mine) < PRELIMINARY_BATTLES})
         ratings.sort(key=lambda r: -r["rating"])
         order = [r["model"] for r in ratings]
-        try:
-            frac = compute_pairwise_win_fraction(df, None).reindex(index=order, columns=order)
-        except Exception:
-            frac = pd.DataFrame(index=order, columns=order)
-        pairwise = [["model \\ beat →"] + order]
-        for a in order:
-            pairwise.append([a] + ["–" if pd.isna(frac.loc[a, b]) else f"{float(frac.loc[a, b]):.2f}" for b in order])
-        return Leaderboard(ratings, pairwise, len(df))
+        pairwise = [["model \\ beat →"] + order] + [[a] + [_pairwise_cell(battles, a, b) for b in order] for a in order]
+        return Leaderboard(ratings, pairwise, len(df), n_named)
+
+
+def _pairwise_cell(battles: list[dict], a: str, b: str) -> str:
+    """Share of the decided a-b battles (ties left out) that a won, with the counts: FastChat's
+    compute_pairwise_win_fraction gives NaN for most pairs of sparse data, so every cell was "–"."""
+    if a == b:
+        return "–"
+    wins = games = 0
+    for x in battles:
+        if {x["model_a"], x["model_b"]} != {a, b} or x["winner"] not in ("model_a", "model_b"):
+            continue
+        games += 1
+        wins += x[x["winner"]] == a
+    return f"{wins / games:.2f} ({wins}/{games})" if games else "–"
 
 
 def _safe_bt(fit, df, models) -> dict:
