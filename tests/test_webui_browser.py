@@ -160,3 +160,16 @@ def test_a_worker_failing_mid_answer_shows_an_honest_error_in_its_pane(page, ui)
     a, b = pane_text(page, "pane_a"), pane_text(page, "pane_b")
     assert "Error: doomed failed:" in a and "HIGH TRAFFIC" not in a
     assert b.strip() and "Error" not in b  # the other pane kept going
+
+
+def test_html_in_a_question_is_shown_as_typed(page, ui):
+    page.get_by_role("tab", name="Direct chat").click()
+    select(page, "direct_model", SMALL)
+    question = 'Explain <img src=x onerror="document.title=1"> and <script>alert(1)</script> please'
+    page.fill("#direct_input textarea", question)
+    page.click("#direct_send")
+    user = lambda: page.evaluate("""() => Array.from(document.querySelectorAll('#direct_pane [data-testid="user"]'))
+                                       .map(e => e.innerText).join('\\n')""")  # noqa: E731
+    wait_for(lambda: "<script>" in user(), 60, "the question in the pane")
+    assert question in user()  # the markup as text, not a broken image and an empty bubble
+    assert page.locator("#direct_pane img[src=x]").count() == 0 and page.title() != "1"

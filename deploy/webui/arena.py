@@ -3,6 +3,7 @@ votes. Per-user state (Side, Battle) lives in gr.State; the shared parts on the 
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -10,6 +11,12 @@ from dataclasses import dataclass, field
 from deploy.fleet_client import AsyncFleetClient, ModelUnavailable, gen_params
 from deploy.webui.votes import VoteLog, state_dict
 
+
+
+def as_text(question: str) -> str:
+    """The user's words as they typed them: the chat pane renders Markdown and HTML, so a question
+    with `<img ...>` or `<script>` showed as a broken image or an empty bubble."""
+    return html.escape(question, quote=False)
 
 @dataclass
 class GenSettings:
@@ -74,12 +81,12 @@ class Arena:
             if side.conv is None:
                 side.conv = await self.client.conversation(model)
         except ModelUnavailable as e:
-            side.history = side.history + [[text, f"Error: {label} failed: {e}"]]
+            side.history = side.history + [[as_text(text), f"Error: {label} failed: {e}"]]
             side.error = True
             return False
         side.conv.append_message(side.conv.roles[0], text)
         side.conv.append_message(side.conv.roles[1], None)
-        side.history.append([text, ""])
+        side.history.append([as_text(text), ""])
         return True
 
     async def _stream_one(self, i: int, side: Side, settings: GenSettings, q: asyncio.Queue) -> None:
