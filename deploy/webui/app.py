@@ -216,9 +216,11 @@ def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
         event(leaderboard, None, [note, table, pairs])
 
 
-def _choice(models: list[str], current, index: int):
-    """Keep the user's pick while its model is registered; else the index-th model."""
-    value = current if current in models else (models[min(index, len(models) - 1)] if models else None)
+def _choice(models: list[str], current, index: int, preferred: list[str] | None = None):
+    """Keep the user's pick while its model is registered; else the index-th of `preferred`
+    (the models in the order defaults are picked from)."""
+    order = preferred or models
+    value = current if current in models else (order[min(index, len(order) - 1)] if order else None)
     return gr.update(choices=models, value=value)
 
 
@@ -248,7 +250,9 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
                 models = await client.list_models()
             except ModelUnavailable:
                 models = []
-            return await arena.models_table(models), _choice(models, a, 0), _choice(models, b, 1), _choice(models, d, 0)
+            table = await arena.models_table(models)
+            quick = await arena.quick_first(models)
+            return (table, _choice(models, a, 0, quick), _choice(models, b, 1, quick), _choice(models, d, 0, quick))
 
         selects = [named.model_a, named.model_b, direct]
         gr.Timer(refresh_seconds).tick(refresh_models, selects, [models_df, *selects])

@@ -72,6 +72,13 @@ class Arena:
                          i.get("context_length", "?"), i.get("chat_template", "?")])
         return rows
 
+    async def quick_first(self, models: list[str]) -> list[str]:
+        """The order default picks come from: models on backends that batch (llama.cpp) before the
+        transformers ones, which answer one request at a time at a few tokens/s on a CPU, so a new
+        visitor's first comparison is not a long wait on the slowest model."""
+        slow = {m for m in models if (await self.info(m)).get("backend") == "transformers"}
+        return [m for m in models if m not in slow] + [m for m in models if m in slow]
+
     async def begin_turn(self, side: Side, model: str, text: str, label: str) -> bool:
         """Add the user's message to the side's conversation (a new one if the model changed), or
         put the reason the model cannot answer into its pane."""
