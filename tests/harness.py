@@ -197,6 +197,13 @@ class Stack:
     def start_worker(self, name: str, env: dict | None = None) -> Proc:
         return self.start(f"worker-{name}", [PY, "-m", "deploy", "worker", name], env)
 
+    def start_fleet(self) -> None:
+        """The controller, a worker per model and the API server (not waiting for registration)."""
+        self.start_controller()
+        for m in self.models:
+            self.start_worker(m["name"])
+        self.start_api()
+
     @property
     def webui_url(self) -> str:
         return f"http://127.0.0.1:{self.webui_port}"

@@ -291,7 +291,7 @@ def test_requests_beyond_the_in_flight_cap_get_429():
         assert results == [429]  # the third, while two are held
         hold.set()
         await asyncio.gather(*tasks)
-        assert sorted(results) == [200, 200, 429] and gate.settings.in_flight == 0
+        assert sorted(results) == [200, 200, 429] and gate.in_flight == 0
 
     asyncio.run(scenario())
 

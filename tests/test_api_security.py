@@ -27,10 +27,7 @@ def fleet(tmp_path_factory):
     s = Stack(tmp, models)
     s.use_api_keys(cors_origins=[ORIGIN])
     try:
-        s.start_controller()
-        for m in models:
-            s.start_worker(m["name"])
-        s.start_api()
+        s.start_fleet()
         s.wait_registered([SMALL, QWEN_HF])
         yield s
     finally:

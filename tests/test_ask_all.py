@@ -18,10 +18,7 @@ def fleet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("askall")
     s = Stack(tmp, [entry(SMALL), entry(QWEN), entry(QWEN, name="doomed")])
     try:
-        s.start_controller()
-        for m in s.models:
-            s.start_worker(m["name"])
-        s.start_api()
+        s.start_fleet()
         s.wait_registered([m["name"] for m in s.models])
         yield s
     finally:

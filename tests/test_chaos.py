@@ -188,10 +188,7 @@ def test_a_replica_takes_over_when_its_twin_dies(tmp_path):
     models = [entry(SMALL, name="smol-a", serves=SMALL), entry(SMALL, name="smol-b", serves=SMALL)]
     stack = Stack(tmp_path, models)
     try:
-        stack.start_controller()
-        for m in models:
-            stack.start_worker(m["name"])
-        stack.start_api()
+        stack.start_fleet()
         wait_for(lambda: len([w for w in stack.fleet.workers() if w["healthy"]]) == 2, 120, "both replicas")
         client = openai.OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=60)
         assert [m.id for m in client.models.list().data] == [SMALL]

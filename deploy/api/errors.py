@@ -14,6 +14,7 @@ class ClientError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers or {}
+        self.model = ""  # the model the refused request named, when its body said (for the metrics)
 
     def body(self) -> bytes:
         return error_body(self.message, self.kind, self.param, self.code)

@@ -18,7 +18,7 @@ fields FastChat drops in `current_extras`.
 3. `check_model`: 404 model_not_found for an unknown model, 503 with Retry-After for one whose
    worker is restarting, 400 for a feature its backend lacks (FastChat: 400 listing every model).
 4. The /v1/chat/completions handler: FastChat's, with log-probabilities kept on non-streamed
-   answers and a 503 for a worker that went away.
+   answers.
 5. `ClientError` raised in a handler becomes its OpenAI-shaped response.
 """
 from __future__ import annotations
@@ -148,8 +148,9 @@ def _closing_events(finish_events: list, usage: _Usage, make_chunk, chunk_id: st
     does) one chunk with no choices and the request's usage, then [DONE]."""
     for chunk in finish_events:
         yield _sse(chunk)
-    current_extras.get().completion_tokens = usage.completion  # for the metrics
-    if current_extras.get().include_usage:
+    extras = current_extras.get()
+    extras.completion_tokens = usage.completion  # for the metrics
+    if extras.include_usage:
         yield _sse(make_chunk(id=chunk_id, model=model, choices=[], usage=usage.model()))
     yield "data: [DONE]\n\n"
 
@@ -374,10 +375,10 @@ def patch_check_model() -> None:
 async def create_chat_completion(request):
     """Patch 4: FastChat's /v1/chat/completions handler, step for step, except that a
     non-streamed answer keeps the worker's token log-probabilities (FastChat's response model
-    has no field for them) and a worker that went away is a 503, not a 500."""
+    has no field for them)."""
     import asyncio
+    import time
 
-    import aiohttp
     import shortuuid
     from fastapi.responses import JSONResponse, StreamingResponse
     from fastchat.serve import openai_api_server as upstream
@@ -399,13 +400,8 @@ async def create_chat_completion(request):
         return StreamingResponse(upstream.chat_completion_stream_generator(request.model, gen_params, request.n,
                                                                            worker_addr),
                                  media_type="text/event-stream")
-    try:
-        answers = await asyncio.gather(*(upstream.generate_completion(gen_params, worker_addr)
-                                         for _ in range(request.n)))
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise ClientError(503, f"the worker of '{request.model}' went away mid-answer ({type(e).__name__}); "
-                               f"retry in {RETRY_AFTER_S} s.", code="worker_unreachable", kind="model_unavailable",
-                          headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    # a worker that goes away raises here; the gate answers that with a 503 and Retry-After
+    answers = await asyncio.gather(*(upstream.generate_completion(gen_params, worker_addr) for _ in range(request.n)))
     choices, usage = [], _Usage()
     for i, content in enumerate(answers):
         if content["error_code"] != 0:
@@ -416,8 +412,6 @@ async def create_chat_completion(request):
             choice["logprobs"] = content.get("chat_logprobs") or {"content": []}
         choices.append(choice)
         usage.add(content)
-    import time
-
     return JSONResponse({"id": f"chatcmpl-{shortuuid.random()}", "object": "chat.completion",
                          "created": int(time.time()), "model": request.model, "choices": choices,
                          "usage": usage.model().model_dump()})
@@ -455,8 +449,8 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 def patch_client_errors() -> None:
-    """Patch 5: a ClientError raised inside FastChat's handlers (by patches 3 and 4) is the
-    client's 4xx (or a 503), in OpenAI's error shape, not Starlette's 500."""
+    """Patch 5: a ClientError raised inside FastChat's handlers (by patch 3) is the client's 4xx,
+    in OpenAI's error shape, not Starlette's 500."""
     from fastapi.responses import Response
     from fastchat.serve import openai_api_server
 

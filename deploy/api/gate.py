@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from deploy.api.errors import ClientError, error_body, reshape
 from deploy.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -41,7 +41,6 @@ class GateSettings:
     read_timeout: float = 5.0
     max_in_flight: int = 64
     cors: bool = False  # let OPTIONS preflights (which carry no key) through to the CORS layer
-    in_flight: int = field(default=0, init=False)
 
 
 GENERATION_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/engines/",
@@ -65,6 +64,7 @@ class ApiGate:
 
     def __init__(self, app, settings: GateSettings, metrics=None):
         self.app, self.settings, self.metrics = app, settings, metrics
+        self.in_flight = 0  # generation requests being answered now
 
     def _authorised(self, scope) -> bool:
         keys = self.settings.api_keys
@@ -128,27 +128,29 @@ class ApiGate:
                     messages = [{"type": "http.request", "body": body, "more_body": False}]
                 receive = replay(messages, receive)
             generation = scope["path"].startswith(GENERATION_PREFIXES)
-            if generation and s.in_flight >= s.max_in_flight:
-                raise ClientError(429, f"{s.in_flight} requests are in progress, the most this server takes at once. "
+            if generation and self.in_flight >= s.max_in_flight:
+                raise ClientError(429, f"{self.in_flight} requests are in progress, the most this server takes at once. "
                                        f"Retry in a moment.", code="too_many_requests", kind="rate_limit_error",
                                   headers={"Retry-After": "1"})
         except ClientError as e:
+            seen["extras"] = Extras(model=e.model)
             return await send_error(send, e)
         seen["extras"] = extras
         token = current_extras.set(extras)
         if generation:
-            s.in_flight += 1
+            self.in_flight += 1
         try:
             await self._serve(scope, receive, send)
         finally:
             current_extras.reset(token)
             if generation:
-                s.in_flight -= 1
+                self.in_flight -= 1
 
     async def _serve(self, scope, receive, send):
         """Pass successful responses through as they stream; hold an error response until it is
         complete and send it reshaped. An exception escaping FastChat (Starlette has then sent a
-        plain-text 500) is logged and answered in the same JSON shape."""
+        plain-text 500) is logged and answered in the same JSON shape: a 503 with Retry-After when
+        a worker did not answer (the one place that mapping is made), else a 500."""
         held: dict = {}
 
         async def shaping_send(message):
@@ -157,17 +159,19 @@ class ApiGate:
                 return
             if message["type"] == "http.response.body" and "start" in held:
                 held["body"] += message.get("body", b"")
-                if not message.get("more_body"):
-                    held["done"] = True
                 return
             await send(message)
 
         crashed = None
         try:
             await self.app(scope, receive, shaping_send)
-        except Exception as e:  # FastChat's bug or a dependency's, never the client's
+        except Exception as e:  # a worker that went away, or FastChat's bug: never the client's
             crashed = e
-            log.exception("%s %s failed", scope["method"], scope["path"])
+            if _is_unreachable(e):
+                log.warning("%s %s: a worker did not answer (%s: %s)", scope["method"], scope["path"],
+                            type(e).__name__, e)
+            else:
+                log.exception("%s %s failed", scope["method"], scope["path"])
         if "start" not in held:
             if crashed is not None:  # crashed before any response: answer for it
                 await _send_shaped(send, 500, error_body(f"internal error: {type(crashed).__name__}", "server_error"),

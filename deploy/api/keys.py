@@ -34,8 +34,7 @@ def read_keys(path: Path) -> frozenset[str]:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeysError(f"the API keys file {path} can be read by other users (mode {mode:o}). Fix: chmod 600 {path}")
-    keys = frozenset(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip() and not line.lstrip().startswith("#"))
+    keys = frozenset(_key_lines(path))
     short = [k for k in keys if len(k) < 16]
     if short:
         raise KeysError(f"{path}: {len(short)} key(s) shorter than 16 characters. Fix: remove them and run "
@@ -52,7 +51,10 @@ def client_key(keys_file: Path | None) -> str | None:
         return os.environ["FLEET_API_KEY"]
     if keys_file is None or not Path(keys_file).exists():
         return None
-    for line in Path(keys_file).read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    return None
+    return next(iter(_key_lines(Path(keys_file))), None)
+
+
+def _key_lines(path: Path) -> list[str]:
+    """The keys in a keys file, in order: blank lines and # comments skipped."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]

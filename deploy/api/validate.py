@@ -389,6 +389,10 @@ def check_body(path: str, raw: bytes) -> tuple[bytes, Extras] | None:
         raise bad(f"the request body must be a JSON object, not {_type_name(body)}.")
     if path.startswith("/v1/engines/"):
         body.setdefault("model", path.split("/")[3])
-    extras = check(body)
+    try:
+        extras = check(body)
+    except ClientError as e:
+        e.model = body.get("model") if isinstance(body.get("model"), str) else ""
+        raise
     extras.model = str(body.get("model", ""))
     return json.dumps(body, ensure_ascii=False).encode(), extras

@@ -120,15 +120,11 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
 
     torch.set_num_threads(entry.n_threads)
     worker = TransformersWorker()
-    keep_last_logits(worker.model, cfg_model_type(entry))
+    keep_last_logits(worker.model, worker.model.config.model_type)
     return worker
 
 
 EMBED_MAX_TOKENS = 1024
-
-
-def cfg_model_type(entry) -> str:
-    return json.loads((entry.resolved_path / "config.json").read_text()).get("model_type", "")
 
 
 def keep_last_logits(model, model_type: str) -> None:

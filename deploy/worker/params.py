@@ -33,7 +33,8 @@ def worker_params(raw: bytes, context_len: int, need_prompt: bool = True, featur
     number(params, "logprobs", 0, 20, integer=True)
     for feature, name in (("logprobs", "logprobs"), ("json", "json_schema")):
         if params.get(name) is not None and feature not in features:
-            raise bad(f"this worker's backend does not support '{name}'.", name)
+            raise bad(f"this worker's backend does not support '{name}'. Fix: leave it out, or ask a "
+                      f"llama.cpp worker.", name)
     for name, types in OPTIONAL_TYPES.items():
         if params.get(name) is not None and not isinstance(params[name], types):
             raise bad(f"'{name}' has the wrong type ({type(params[name]).__name__}).", name)
@@ -41,8 +42,8 @@ def worker_params(raw: bytes, context_len: int, need_prompt: bool = True, featur
 
 
 def error_frame(e: ClientError) -> dict:
-    """FastChat's worker error shape, which its API server and web UI read."""
-    return {"text": e.message, "error_code": 40001 if e.status == 400 else 40302}
+    """FastChat's worker error shape (VALIDATION_TYPE_ERROR), which its API server and web UI read."""
+    return {"text": e.message, "error_code": 40001}
 
 
 def check_embedding_input(params: dict) -> None:
