@@ -189,7 +189,9 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
     app = FastAPI(title="fastchat-fleet controller", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.controller = controller
-    app.add_middleware(BoundedBody, limit=CONTROL_BODY_LIMIT)  # inside the guard: no body is read before it
+    app.add_middleware(BoundedBody, limit=CONTROL_BODY_LIMIT,  # inside the guard: no body is read before it
+                       why="far more than a registration or heartbeat needs. Fix: send only the worker "
+                           "protocol's fields")
 
     def authorised(request: Request) -> bool:
         given = request.headers.get(SECRET_HEADER, "")

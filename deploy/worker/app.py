@@ -97,7 +97,9 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
     app = FastAPI(lifespan=lifespan, title=f"FastChat worker: {', '.join(worker.model_names)}")
     # Its routes are reachable on loopback by anyone: the same body bound as the API gate's, so no
     # request makes the worker tokenise (and allocate for) more than its context can hold.
-    app.add_middleware(BoundedBody, limit=body_limit(worker.context_len))
+    app.add_middleware(BoundedBody, limit=body_limit(worker.context_len),
+                       why=f"enough for this model's context of {worker.context_len} tokens. Fix: send a shorter "
+                           f"prompt")
     app.state.worker = worker
     app.state.info = info or {}
 
@@ -148,7 +150,8 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
         params = await checked(request, need_prompt=False)
         check_embedding_input(params)
         if not hasattr(wk, "get_embeddings"):
-            raise ClientError(400, f"model '{wk.model_names[0]}' serves no embeddings.")
+            raise ClientError(400, f"model '{wk.model_names[0]}' serves no embeddings. Fix: ask a model that does "
+                                   f"(its /fleet_info lists 'embeddings' among its features).")
         async with wk.semaphore:
             return JSONResponse(await _call(wk.get_embeddings, params))
 
