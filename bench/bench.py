@@ -173,7 +173,9 @@ def aggregate(fn, streams: int) -> float:
 
 
 # ---------------------------------------------------------------- the engine directly, in a child
-def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predict: int, repeats: int) -> dict:
+def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predict: int, repeats: int,
+                 embeddings: bool = False) -> dict:
+    """`embeddings`: the engine as a worker with `embeddings = true` runs it (what that costs)."""
     import xllamacpp
 
     os.sched_setaffinity(0, set(cores))
@@ -183,6 +185,9 @@ def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predic
     p.n_parallel = slots
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
+    if embeddings:
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     engine = xllamacpp.Server(p)
     fn = lambda: via_engine(engine, n_predict)  # noqa: E731
     fn()  # warm-up
@@ -191,9 +196,10 @@ def engine_child(path: str, cores: list[int], threads: int, slots: int, n_predic
     return res
 
 
-def run_engine(path, cores, threads, n_predict, repeats) -> dict:
+def run_engine(path, cores, threads, n_predict, repeats, embeddings: bool = False) -> dict:
     code = ("import json; from bench.bench import engine_child; "
-            "print('RESULT', json.dumps(engine_child(%r, %r, %d, 4, %d, %d)))" % (path, cores, threads, n_predict, repeats))
+            "print('RESULT', json.dumps(engine_child(%r, %r, %d, 4, %d, %d, %r)))"
+            % (path, cores, threads, n_predict, repeats, embeddings))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
@@ -268,6 +274,8 @@ def main(argv=None) -> int:
 
     print("engine directly (1 and 2 threads) ...", flush=True)
     res["engine"] = {t: run_engine(str(gguf), [0] if t == 1 else [0, 1], t, n, repeats) for t in (1, 2)}
+    print("engine with embeddings on (2 threads) ...", flush=True)
+    res["engine_embeddings"] = run_engine(str(gguf), [0, 1], 2, n, repeats, embeddings=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     base = defaults[MODEL].model_dump(mode="json", exclude_none=True)
@@ -278,10 +286,7 @@ def main(argv=None) -> int:
                dict(hf, name="bench-hf-bf16", cores=[0, 1], concurrency=1, dtype="bfloat16", port=free_port())]
     stack = Stack(tmp, entries)
     try:
-        stack.start_controller()
-        for e in entries:
-            stack.start_worker(e["name"])
-        stack.start_api()
+        stack.start_fleet()
         ungated_port = free_port()
         ungated = stack.start("api-ungated", [sys.executable, "-m", "bench.api_ungated", str(ungated_port)])
         ungated_base = f"http://127.0.0.1:{ungated_port}/v1"
@@ -362,6 +367,10 @@ def report(r: dict, bound: dict) -> None:
         ("4 streams >= 1.6x single (worker, 2 threads)", r["worker"][2]["aggregate"][4] / r["worker"][2]["aggregate"][1],
          1.6, f"{r['worker'][2]['aggregate'][4]:.1f} vs {r['worker'][2]['aggregate'][1]:.1f} tok/s"),
     ]
+    if "engine_embeddings" in r:
+        e_on = r["engine_embeddings"]["single"]["decode_tps"]
+        print(f"  [info] embeddings = true costs decode speed: {e_on:.1f} vs {e2:.1f} tok/s "
+              f"({1 - e_on / e2:.0%}, engine, 2 threads)")
     for t, g in sorted(r.get("gate", {}).items()):
         goals.append((f"API decode with the request gate no lower than without it, within 3% noise "
                        f"({t} thread(s), interleaved runs)", g["with_gate"] / g["without_gate"], 0.97,

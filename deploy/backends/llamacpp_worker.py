@@ -71,7 +71,7 @@ class LlamaCppWorker(BaseModelWorker):
         params.n_parallel = entry.concurrency
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
-        if entry.embeddings:  # /v1/embeddings from the same engine and weights (costs ~7% decode speed)
+        if entry.embeddings:  # /v1/embeddings from the same engine and weights (bench.py measures the cost)
             params.embedding = True
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         if entry.poll is not None:

@@ -83,7 +83,8 @@ class ModelEntry(BaseModel):
                                "`name`). Entries that serve the same name are replicas: the controller balances "
                                "between them and routes around one that stops answering.")
     embeddings: bool = Field(default=False, description="llama.cpp: also serve /v1/embeddings (mean-pooled, L2-normed); "
-                             "costs about 7 percent of decode speed (measured), so it is off unless asked. transformers "
+                             "bench/bench.py measures its decode cost (within noise in its engine runs; one single-slot "
+                             "run was 7 percent slower), so it is off unless asked. transformers "
                              "workers always serve them.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="transformers weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32.")
