@@ -12,4 +12,8 @@ if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi "Noto Sa
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 fi
+# Every puzzle file's rules against its labelled examples (eval/puzzles.toml, and any under eval/puzzles.d/).
+printf '\n==> Checking the puzzle rules against their labelled examples\n'
+.venv/bin/python eval/ask_all.py --check-rules eval/puzzles.toml $(ls eval/puzzles.d/*.toml 2>/dev/null || true)
+
 exec .venv/bin/python -m pytest "$@"

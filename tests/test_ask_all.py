@@ -5,10 +5,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import QWEN, REPO, SMALL, Stack, entry, wait_for
+from judge_standin import StandInJudge
 
 pytestmark = pytest.mark.slow
 
@@ -70,66 +72,63 @@ def test_full_run_writes_jsonl_and_both_reports(fleet, tmp_path):
     assert "wall time" in r.stderr and "report:" in r.stdout
 
 
-class StandInJudge:
-    """An OpenAI-compatible endpoint that grades every answer 0.5 and counts the calls: the judge
-    plumbing (asked once per answer, cached across --resume, shown with its source, beaten by a
-    human override) is tested here; grading quality is tested on the rules."""
+def test_judge_cascade_calibration_retries_and_human_overrides(fleet, tmp_path):
+    """The judge is checked and calibrated first, asked only where the rules are unsure, a failed
+    judgement is retried on --resume, a human override beats both, and the report says which
+    source set each score."""
+    from eval.askall.grading import grade
+    from eval.askall.puzzles import load_puzzles
 
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        calls = self.calls = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                calls.append(body)
-                reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                        "role": "assistant", "content": '{"score": 0.5, "reason": "stand-in judge"}'}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(reply.encode())
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-
-def test_human_overrides_win_and_a_judge_grades_too(fleet, tmp_path):
-    judge = StandInJudge()
+    puzzles = {p.id: p for p in load_puzzles() if p.id in ("winter-summer", "mingming-baibai", "single-dog")}
+    n_cal = sum(len(p.examples) for p in puzzles.values())
+    half = StandInJudge(mode="half")
+    judge = StandInJudge(mode="labels", default=0.5, fail_calls={n_cal + 1})  # its first real judgement fails
+    common = ["--models", QWEN, "--puzzles", ",".join(puzzles), "--max-tokens", "64", "--judge", "stand-in"]
     try:
-        r = ask_all(fleet, tmp_path, "--models", QWEN, "--puzzles", "winter-summer,mingming-baibai", "--max-tokens",
-                    "64", "--judge", "stand-in", "--judge-api-base", judge.url, "--run", "judged")
-        assert r.returncode == 0, r.stderr
-        run = tmp_path / "results" / "judged"
-        judged = lines(run / "judgements.jsonl")
-        assert len(judge.calls) == 2 and {j["puzzle"] for j in judged} == {"winter-summer", "mingming-baibai"}
-        assert all(j["verdict"]["score"] == 0.5 and j["verdict"]["source"] == "judge:stand-in" for j in judged)
-        prompts = [c["messages"][0]["content"] for c in judge.calls]
-        assert any("能穿多少穿多少" in q for q in prompts) and any("明明" in q for q in prompts)  # puzzles reach it
-        md = (run / "report.md").read_text()
-        assert md.count("verdict (judge:stand-in): judge stand-in: stand-in judge") == 2
-        settings = json.loads((run / "run.json").read_text())["settings"]
-        assert settings["judge_api_key_env"] == "JUDGE_API_KEY"  # kept, so a resumed run judges with the same key
+        r = ask_all(fleet, tmp_path, *common, "--judge-api-base", half.url, "--run", "refused")
+        halves = sum(1 for p in puzzles.values() for e in p.examples if abs(e.score - 0.5) <= 0.25)
+        assert r.returncode == 2 and (f"agrees with {halves} of {n_cal} labelled examples ({halves / n_cal:.0%}); "
+                                      f"a judge needs 80%") in r.stderr, r.stderr
+        assert not (tmp_path / "results" / "refused").exists() and len(half.grading_calls()) == n_cal
+        r = ask_all(fleet, tmp_path, *common[:-1], "nope", "--judge-api-base", judge.url)
+        assert r.returncode == 2 and "judge 'nope' is not registered" in r.stderr and not judge.grading_calls()
 
+        r = ask_all(fleet, tmp_path, *common, "--judge-api-base", judge.url, "--run", "judged")
+        assert r.returncode == 0, r.stderr
+        assert f"agrees with {n_cal} of {n_cal} labelled examples" in r.stderr
+        run = tmp_path / "results" / "judged"
+        recs = lines(run / "answers.jsonl")
+        unsure = {x["puzzle"] for x in recs if not grade(puzzles[x["puzzle"]], x["answer"]).confident}
+        assert unsure, "the test needs an answer the rules are unsure of"
+        asked = [c["messages"][-1]["content"] for c in judge.grading_calls()[n_cal:]]
+        assert len(asked) == len(unsure)  # only where the rules were unsure
+        judged = lines(run / "judgements.jsonl")
+        assert len(judged) == len(unsure) - 1  # the failed judgement is not stored...
+        md = (run / "report.md").read_text()
+        assert "1 judgement(s) failed; the rules' verdict stands; --resume asks the judge again" in md
+        assert "## Rules vs judge disagreements" in md  # the stand-in's 0.5 against the rules' 0
+        meta = json.loads((run / "run.json").read_text())
+        assert meta["grader"]["version"] == "rules-2" and len(meta["grader"]["puzzle_sha256"]) == 64
+        assert meta["judge_calibration"] == {"judge": "stand-in", "agree": n_cal, "total": n_cal}
+
+        first = sorted(unsure)[0]
         overrides = tmp_path / "overrides.toml"
-        overrides.write_text(f'[[override]]\nmodel = "{QWEN}"\npuzzle = "mingming-baibai"\nscore = 1.0\n'
+        overrides.write_text(f'[[override]]\nmodel = "{QWEN}"\npuzzle = "{first}"\nscore = 1.0\n'
                              f'reason = "a human read it"\n')
         again = ask_all(fleet, tmp_path, "--resume", "--overrides", str(overrides))
-        assert again.returncode == 0 and "0 to ask" in again.stderr
-        assert len(judge.calls) == 2 and len(lines(run / "judgements.jsonl")) == 2  # judged once, not again
+        assert again.returncode == 0 and "0 to ask" in again.stderr, again.stderr
+        assert len(judge.grading_calls()) == n_cal + len(unsure) + 1  # ...so it is asked again; no recalibration
+        assert len(lines(run / "judgements.jsonl")) == len(unsure)
         md = (run / "report.md").read_text()
-        assert "verdict (human): human: a human read it" in md
+        assert "verdict (human): human: a human read it" in md and "judgement(s) failed" not in md
+        assert md.count("[J]") == len(unsure) - 1 and md.count("[H]") == 1  # each answer says who graded it
         scores = md.split("## Scores")[1].split("## Speed")[0]
-        assert f"| {QWEN} | 0.50 | 1.00 |" in scores  # judge on winter-summer, the human on mingming-baibai
+        assert "1.00 H" in scores and "0.50 J" in scores
+        rows = (run / "report.csv").read_text().splitlines()
+        assert rows[0].startswith("model,puzzle,repeat,score") and len(rows) == 1 + len(recs)
     finally:
-        judge.server.shutdown()
+        half.close()
+        judge.close()
 
 
 def test_bad_input_gives_one_line_errors(fleet, tmp_path):
@@ -168,8 +167,26 @@ def test_killed_run_resumes_without_asking_twice(fleet, tmp_path):
     assert ask_all(fleet, tmp_path, "--resume", "nope").returncode == 2
 
 
+def test_a_restarting_worker_is_waited_for_not_burnt_through(fleet, tmp_path):
+    """A worker that restarts mid-run (as supervisord restarts a crashed one): its next answers wait
+    with back-off and then succeed, instead of all failing in a fraction of a second."""
+    p = ask_all(fleet, tmp_path, "--models", "doomed", "--max-tokens", "32", "--timeout", "120", "--run", "restart",
+                wait=False)
+    answers = tmp_path / "results" / "restart" / "answers.jsonl"
+    wait_for(lambda: len(lines(answers)) >= 1, 300, "doomed's first answer")
+    fleet.procs["worker-doomed"].kill()
+    time.sleep(3)
+    fleet.start_worker("doomed")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    recs = lines(answers)
+    assert len(recs) == 5 and all(x["error"] is None and x["answer"] for x in recs)
+    assert sum(x.get("retries", 0) for x in recs) > 0  # it waited for the worker to come back
+    fleet.wait_registered(["doomed"])
+
+
 def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
-    p = ask_all(fleet, tmp_path, "--max-tokens", "128", "--run", "failing", wait=False)
+    p = ask_all(fleet, tmp_path, "--max-tokens", "128", "--timeout", "30", "--run", "failing", wait=False)
     answers = tmp_path / "results" / "failing" / "answers.jsonl"
     wait_for(lambda: any(x["model"] == "doomed" for x in lines(answers)), 300, "doomed's first answer")
     fleet.procs["worker-doomed"].kill()
@@ -178,7 +195,11 @@ def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
     recs = lines(answers)
     doomed = [x for x in recs if x["model"] == "doomed"]
     assert len(doomed) == 5 and doomed[0]["error"] is None
-    assert any(x["error"] for x in doomed[1:])
+    failed = [x for x in doomed if x["error"]]
+    assert len(failed) == 4 and failed[0]["retries"] >= 3, failed[0]  # waited with back-off, up to --timeout ...
+    waited = float(re.search(r"still failing after \d+ retries over (\d+) s", failed[0]["error"]).group(1))
+    assert 20 <= waited <= 40, failed[0]["error"]
+    assert all("not asked: the model was unreachable" in x["error"] for x in failed[1:])  # ... once, not per puzzle
     others = [x for x in recs if x["model"] != "doomed"]
     assert len(others) == 10 and all(x["error"] is None for x in others)
     md = (tmp_path / "results" / "failing" / "report.md").read_text()

@@ -92,8 +92,10 @@ def test_worker_errors_become_openai_error_events(monkeypatch):
     events = run_generator(monkeypatch, [{"text": "北", "error_code": 0}, ConnectionError("worker gone")])
     err = json.loads(events[-2][6:])["error"]
     assert "failed mid-answer" in err["message"] and "worker gone" in err["message"]
+    assert err["type"] == "worker_unavailable"  # a client may ask again once the worker is back
     events = run_generator(monkeypatch, [{"text": "llama.cpp engine error: boom", "error_code": 50001}])
-    assert json.loads(events[-2][6:])["error"]["message"] == "llama.cpp engine error: boom"
+    err = json.loads(events[-2][6:])["error"]
+    assert err["message"] == "llama.cpp engine error: boom" and err["type"] == "worker_error"
 
 
 def test_patch_is_applied_once(monkeypatch):

@@ -31,7 +31,8 @@ DEEPSEEK_WINTER = ("“冬天：能穿多少穿多少”和“夏天：能穿多
 def test_winter_summer_right_and_wrong():
     v = g("winter-summer", QWEN_WINTER)
     assert v.label == "right" and v.score == 1.0
-    assert v.evidence[0]["matched"].startswith("冬季") and v.evidence[1]["matched"].startswith("夏季")
+    assert [e["anchor"] for e in v.evidence] == ["冬季", "夏季"]  # each credited on its own season
+    assert QWEN_WINTER[v.evidence[0]["start"]:v.evidence[0]["end"]] == v.evidence[0]["matched"] == "尽可能地多"
     assert "尽量少" in v.evidence[1]["matched"]
     assert g("winter-summer", GLM_WINTER).score == 0  # only "the seasons differ"
     assert g("winter-summer", DEEPSEEK_WINTER).score == 0  # "the same meaning"
@@ -127,8 +128,9 @@ def test_yisi_credit_per_sense_in_order():
     assert glm.label == "partial" and 0.3 < glm.score < 0.8, glm.reason
     assert "8 那我就不好意思了" in glm.reason.split("missed:")[1]  # it never explained sense 8
     assert g("yisi", DEEPSEEK_YISI).score == 0
-    shuffled = g("yisi", "9. 小明表示歉意。1. 领导问用意。")
-    assert shuffled.score == pytest.approx(0.12)  # only one of the two counts: they are out of order
+    shuffled = g("yisi", "9. 小明表示歉意。1. 领导问什么东西的用意。")
+    assert shuffled.score == pytest.approx(0.11)  # 用意 is generic: away from its phrase it counts for nothing
+    assert not shuffled.confident and "never quotes" in shuffled.reason  # so a judge is asked
 
 
 def test_errors_and_missing_answers():
@@ -152,11 +154,17 @@ def test_malformed_puzzle_files_name_the_problem(tmp_path):
         load_puzzles(f)
 
 
-def test_judge_reply_parsing():
+def test_judge_reply_must_be_consistent():
     from eval.askall.judge import parse_reply
 
-    assert parse_reply('好的。{"score": 0.5, "reason": "只答对了冬天"}') == (0.5, "只答对了冬天")
+    assert parse_reply('好的。{"verdict": "partial", "score": 0.5, "reason": "只答对了冬天"}') == ("partial", 0.5, "只答对了冬天")
     with pytest.raises(ValueError, match="no JSON object"):
         parse_reply("I think it is right.")
     with pytest.raises(ValueError, match="outside 0..1"):
-        parse_reply('{"score": 7, "reason": "x"}')
+        parse_reply('{"verdict": "right", "score": 7, "reason": "x"}')
+    with pytest.raises(ValueError, match="says 'right' but scores 0.2"):
+        parse_reply('{"verdict": "right", "score": 0.2, "reason": "x"}')
+    with pytest.raises(ValueError, match="reason says the answer is wrong"):
+        parse_reply('{"verdict": "right", "score": 1, "reason": "答案错误，白白并不喜欢明明"}')
+    with pytest.raises(ValueError, match="reason says the answer is right"):
+        parse_reply('{"verdict": "wrong", "score": 0, "reason": "完全正确"}')

@@ -81,9 +81,10 @@ def _sse(obj) -> str:
     return f"data: {data}\n\n"
 
 
-def _error_event(message: str, code) -> str:
-    return _sse(json.dumps({"error": {"message": message, "code": int(code), "type": "worker_error"}},
-                           ensure_ascii=False))
+def _error_event(message: str, code, kind: str = "worker_error") -> str:
+    """kind: worker_error (the worker reported it) or worker_unavailable (it went away mid-answer;
+    asking again once it is back can succeed, and clients such as ask_all do)."""
+    return _sse(json.dumps({"error": {"message": message, "code": int(code), "type": kind}}, ensure_ascii=False))
 
 
 class _StreamFailed(Exception):
@@ -140,7 +141,7 @@ async def _worker_deltas(gen_params: dict, worker_addr: str, model_name: str):
         raise
     except Exception as e:
         raise _StreamFailed(_error_event(f"worker for '{model_name}' failed mid-answer: {type(e).__name__}: {e}",
-                                         ErrorCode.INTERNAL_ERROR)) from None
+                                         ErrorCode.INTERNAL_ERROR, "worker_unavailable")) from None
 
 
 def _closing_events(finish_events: list, usage: _Usage, make_chunk, chunk_id: str, model: str):

@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+from eval.askall.cascade import Cascade, Graded
+from eval.askall.check import check_puzzles, render
 from eval.askall.fleet import AskAllError, discover
-from eval.askall.grading import Verdict, grade
-from eval.askall.overrides import load_overrides, override_for
-from eval.askall.puzzles import PuzzleFileError, load_puzzles
-from eval.askall.report import Graded, html_report, markdown
+from eval.askall.grading import GRADER_VERSION
+from eval.askall.judge import Calibration, Judge, JudgeError, require_calibrated
+from eval.askall.overrides import load_overrides
+from eval.askall.puzzles import DEFAULT_FILE, PuzzleFileError, file_hash, load_puzzles
+from eval.askall.report import csv_report, html_report, markdown
 from eval.askall.runner import Settings, run_all
 from eval.askall.store import RESULTS_DIR, RunStore, key
 
@@ -59,6 +64,10 @@ def parse_args(argv):
     p.add_argument("--resume", nargs="?", const="latest", help="continue a run (default: the latest) "
                    "with its own settings; asks only what it has no answer for")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: ask failed answers again")
+    p.add_argument("--regrade", metavar="RUN", help="grade a finished run again (name or path) with the current "
+                   "rules, judge and overrides, and rewrite its reports; asks no model")
+    p.add_argument("--check-rules", nargs="*", metavar="FILE", help="check the rules of these puzzle files "
+                   "(default: --puzzle-file or eval/puzzles.toml) against their labelled examples; exit 1 on a mismatch")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -74,10 +83,10 @@ def pick(names: list[str], spec: str | None) -> list[str]:
     return chosen
 
 
-def resume_target(args) -> RunStore:
-    """--resume takes a run's name (in --results-dir) or a path to a run's folder."""
-    named = Path(args.results_dir) / args.resume
-    return RunStore(named if named.is_dir() or not Path(args.resume).is_dir() else Path(args.resume))
+def run_target(args, name: str) -> RunStore:
+    """--resume and --regrade take a run's name (in --results-dir) or a path to a run's folder."""
+    named = Path(args.results_dir) / name
+    return RunStore(named if named.is_dir() or not Path(name).is_dir() else Path(name))
 
 
 def resume_hint(args, store: RunStore) -> str:
@@ -89,7 +98,7 @@ def resume_hint(args, store: RunStore) -> str:
 def open_run(args):
     """A new run (settings from the options) or a resumed one (settings from its run.json)."""
     if args.resume:
-        store = RunStore.latest(Path(args.results_dir)) if args.resume == "latest" else resume_target(args)
+        store = RunStore.latest(Path(args.results_dir)) if args.resume == "latest" else run_target(args, args.resume)
         if store is None or not store.meta_file.exists():
             raise AskAllError(f"no run '{args.resume}' to resume in {args.results_dir}. Fix: pass a run name from "
                               f"that folder, a run's path, or --results-dir where the run is")
@@ -103,43 +112,45 @@ def open_run(args):
     return store, {"run": store.path.name, "settings": settings, "sessions": []}, False
 
 
-def grade_all(store, meta, puzzles, records, overrides) -> list[Graded]:
+def make_judge(settings: dict) -> Judge | None:
+    if not settings.get("judge"):
+        return None
     from openai import OpenAI
 
-    s = meta["settings"]
-    by_id = {p.id: p for p in puzzles}
-    judge_client = None
-    if s.get("judge"):
-        judge_client = OpenAI(base_url=s.get("judge_api_base") or s["api_base"],
-                              api_key=os.environ.get(s.get("judge_api_key_env") or "JUDGE_API_KEY")
-                              or fleet_api_key() or "unused")
-    judged = store.judged()
-    out = []
-    for rec in sorted(records, key=lambda r: (r["model"], list(by_id).index(r["puzzle"]) if r["puzzle"] in by_id else 99,
-                                              r["repeat"])):
-        p = by_id.get(rec["puzzle"])
-        if p is None:
-            continue
-        chain: list[Verdict] = [grade(p, rec.get("answer"), rec.get("error"))]
-        if judge_client and rec.get("answer") and not rec.get("error"):
-            k = (*key(rec), s["judge"])
-            if k in judged:
-                j = judged[k]["verdict"]
-                chain.append(Verdict(**j))
-            else:
-                from eval.askall.judge import judge
+    client = OpenAI(base_url=settings.get("judge_api_base") or settings["api_base"], max_retries=0, timeout=120,
+                    api_key=os.environ.get(settings.get("judge_api_key_env") or "JUDGE_API_KEY") or fleet_api_key() or "unused")
+    return Judge(client, settings["judge"])
 
-                v = judge(judge_client, s["judge"], p, rec["answer"])
-                store.append_judgement({"model": rec["model"], "puzzle": rec["puzzle"], "repeat": rec["repeat"],
-                                        "judge": s["judge"], "verdict": v.to_dict()})
-                chain.append(v)
-        human = override_for(overrides, meta["run"], rec["model"], rec["puzzle"], int(rec["repeat"]), p.max_score)
-        if human:
-            chain.append(human)
-        usable = [v for v in chain if v.label != "error" or v.source == "rules"]
-        final = usable[-1]
-        out.append(Graded(rec, final, [v for v in chain if v is not final]))
-    return out
+
+def ready_judge(store: RunStore, meta: dict, puzzles: list) -> Judge | None:
+    """The run's judge, checked (registered, answering) and calibrated on the puzzles' labelled
+    examples; the calibration is kept in the run folder, so --resume does not repeat it."""
+    judge = make_judge(meta["settings"])
+    if judge is None:
+        return None
+    judge.check()
+    cal_file = store.path / "calibration.json"
+    sha = file_hash(meta["settings"].get("puzzle_file"))
+    ids = sorted(p.id for p in puzzles)
+    cal = None
+    if cal_file.exists():
+        saved = json.loads(cal_file.read_text(encoding="utf-8"))
+        if (saved.get("judge"), saved.get("puzzle_sha256"), saved.get("puzzles")) == (judge.model, sha, ids):
+            cal = Calibration(judge.model, saved["agree"], saved["total"], saved["misses"])
+    if cal is None:
+        print(f"calibrating judge {judge.model} on the labelled examples ...", file=sys.stderr)
+        cal = judge.calibrate(puzzles)
+        cal_file.write_text(json.dumps({"judge": judge.model, "puzzle_sha256": sha, "puzzles": ids, "agree": cal.agree,
+                                        "total": cal.total, "misses": cal.misses}, ensure_ascii=False, indent=2),
+                            encoding="utf-8")
+    require_calibrated(cal)
+    print(cal.summary(), file=sys.stderr)
+    meta["judge_calibration"] = {"judge": judge.model, "agree": cal.agree, "total": cal.total}
+    return judge
+
+
+def grade_all(store, meta, puzzles, records, overrides, judge: Judge | None = None) -> list[Graded]:
+    return Cascade(puzzles, judge, overrides, meta["run"], store.judgement_cache()).grade_all(records)
 
 
 def select_puzzles(settings: dict) -> list:
@@ -208,6 +219,7 @@ def summarise(args, store: RunStore, meta: dict, puzzles: list, names: list[str]
     """Write both reports, print totals; 1 if any answer is missing or failed."""
     (store.path / "report.md").write_text(markdown(meta, puzzles, graded), encoding="utf-8")
     (store.path / "report.html").write_text(html_report(meta, puzzles, graded), encoding="utf-8")
+    (store.path / "report.csv").write_text(csv_report(meta, graded), encoding="utf-8")
     repeats = meta["settings"]["repeats"]
     recs = {key(r): r for r in store.records()}
     missing = [k for k in ((m, p.id, r) for m in names for p in puzzles for r in range(repeats))
@@ -216,7 +228,8 @@ def summarise(args, store: RunStore, meta: dict, puzzles: list, names: list[str]
     for g in graded:
         totals[g.rec["model"]] = totals.get(g.rec["model"], 0) + g.final.score
     print("\n".join(f"  {m:34} {totals.get(m, 0):.2f} / {len(puzzles) * repeats}" for m in names), file=sys.stderr)
-    print(f"answers:  {store.answers}\nreport:   {store.path / 'report.md'}\n          {store.path / 'report.html'}")
+    print(f"answers:  {store.answers}\nreport:   {store.path / 'report.md'}\n          {store.path / 'report.html'}"
+          f"\n          {store.path / 'report.csv'}")
     if missing:
         print(f"ask_all: {len(missing)} answer(s) missing or failed (see the report); "
               f"`{resume_hint(args, store)}` asks them again", file=sys.stderr)
@@ -224,23 +237,68 @@ def summarise(args, store: RunStore, meta: dict, puzzles: list, names: list[str]
     return 0
 
 
+def check_rules(files: list[str]) -> int:
+    """--check-rules: 0 when every puzzle file's rules give its examples their labels, 1 if not, 2 for a bad file."""
+    rc = 0
+    for f in files:
+        try:
+            checks, warnings = check_puzzles(load_puzzles(f))
+        except PuzzleFileError as e:
+            print(f"ask_all: {e}", file=sys.stderr)
+            rc = 2
+            continue
+        print(render(str(f), checks, warnings))
+        if not all(c.ok for c in checks):
+            rc = max(rc, 1)
+    return rc
+
+
+def record_grader(meta: dict) -> None:
+    """Which rules graded this run: the puzzle file's hash and the grader's version, in run.json."""
+    f = meta["settings"].get("puzzle_file") or str(DEFAULT_FILE)
+    meta["grader"] = {"version": GRADER_VERSION, "puzzle_file": f, "puzzle_sha256": file_hash(f)}
+
+
+def regrade(args) -> int:
+    """Grade a finished run again with today's rules, judge and overrides; nothing is asked."""
+    store = run_target(args, args.regrade)
+    try:
+        if not store.meta_file.exists():
+            raise AskAllError(f"no run '{args.regrade}' in {args.results_dir}. Fix: pass a run name from that "
+                              f"folder, a run's path, or --results-dir where the run is")
+        meta = store.read_meta()
+        puzzles = select_puzzles(meta["settings"])
+        overrides = load_overrides(args.overrides)
+        judge = ready_judge(store, meta, puzzles)
+    except (AskAllError, PuzzleFileError, JudgeError) as e:
+        print(f"ask_all: {e}", file=sys.stderr)
+        return 2
+    record_grader(meta)
+    store.write_meta(meta)
+    graded = grade_all(store, meta, puzzles, store.records(), overrides, judge)
+    return summarise(args, store, meta, puzzles, [m["name"] for m in meta["models"]], graded)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    store = None
+    if args.check_rules is not None:
+        return check_rules(args.check_rules or [args.puzzle_file or str(DEFAULT_FILE)])
+    if args.regrade:
+        return regrade(args)
+    store, resumed = None, False
     try:
         store, meta, resumed = open_run(args)
         puzzles = select_puzzles(meta["settings"])
         overrides = load_overrides(args.overrides)
+        judge = ready_judge(store, meta, puzzles)
         names, live, gone = resolve_models(store, meta, resumed)
-    except (AskAllError, PuzzleFileError) as e:
+    except (AskAllError, PuzzleFileError, JudgeError) as e:
         print(f"ask_all: {e}", file=sys.stderr)
-        if store is not None and not resumed and not any(store.path.iterdir()):
-            store.path.rmdir()
+        if store is not None and not resumed and not store.answers.exists():
+            shutil.rmtree(store.path, ignore_errors=True)
         return 2
+    record_grader(meta)
+    store.write_meta(meta)
     ask(args, store, meta, puzzles, live, gone, resumed)
-    try:
-        graded = grade_all(store, meta, puzzles, store.records(), overrides)
-    except AskAllError as e:
-        print(f"ask_all: {e}", file=sys.stderr)
-        return 2
+    graded = grade_all(store, meta, puzzles, store.records(), overrides, judge)
     return summarise(args, store, meta, puzzles, names, graded)

@@ -1,6 +1,7 @@
 """The puzzle file: typed, validated, with errors that name the puzzle and field."""
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -20,13 +21,55 @@ def _check_regexes(v: list[str]) -> list[str]:
 
 
 class Criterion(BaseModel):
+    """One part of the answer. With `anchors`, it is looked for only in the part of the answer
+    that speaks about that item (from its anchor to the next item); `generic` words (含义, 保暖)
+    count only right after the anchor, in its own sentence or the next."""
     model_config = ConfigDict(extra="forbid")
     name: str
     points: float = Field(gt=0, le=1)
-    patterns: list[str] = Field(min_length=1)
+    patterns: list[str] = Field(default_factory=list)
+    generic: list[str] = Field(default_factory=list)
+    anchors: list[str] = Field(default_factory=list)
     unless: list[str] = Field(default_factory=list)
 
-    _re = field_validator("patterns", "unless")(_check_regexes)
+    _re = field_validator("patterns", "generic", "anchors", "unless")(_check_regexes)
+
+    @model_validator(mode="after")
+    def _some_pattern(self):
+        if not self.patterns and not self.generic:
+            raise ValueError("a criterion needs `patterns` (or `generic` words with `anchors`)")
+        if self.generic and not self.anchors:
+            raise ValueError("`generic` words need `anchors`: they count only next to the phrase they explain")
+        return self
+
+
+class WrongReading(BaseModel):
+    """A reading that contradicts the answer key: asserting it loses the credit of the items it names."""
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    patterns: list[str] = Field(min_length=1)
+    cancels: list[str] = Field(default_factory=list, description="criterion names; empty: all of them")
+
+    _re = field_validator("patterns")(_check_regexes)
+
+
+EXAMPLE_KINDS = ("right", "partial", "wrong", "echo", "hedge")
+
+
+class Example(BaseModel):
+    """A labelled answer: `--check-rules` fails when the rules do not give it this score."""
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(description=" / ".join(EXAMPLE_KINDS))
+    score: float = Field(ge=0, le=1)
+    answer: str = Field(min_length=1)
+    note: str = ""
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v):
+        if v not in EXAMPLE_KINDS:
+            raise ValueError(f"kind {v!r} is not one of {', '.join(EXAMPLE_KINDS)}")
+        return v
 
 
 class Exclusive(BaseModel):
@@ -47,24 +90,52 @@ class Puzzle(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     question: str = Field(min_length=1)
     reference: str = Field(min_length=1)
-    criteria: list[Criterion] = Field(min_length=1)
+    criteria: list[Criterion] = Field(default_factory=list)
     exclusive: list[Exclusive] = Field(default_factory=list)
+    wrong: list[WrongReading] = Field(default_factory=list)
+    circular: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
     ordered: bool = False
     min_new_chars: int = Field(default=12, ge=0)
+    examples: list[Example] = Field(default_factory=list)
 
-    _re = field_validator("ignore")(_check_regexes)
+    _re = field_validator("ignore", "circular")(_check_regexes)
 
     @model_validator(mode="after")
     def _points(self):
         total = sum(c.points for c in self.criteria)
         if total > 1.0 + 1e-6:
             raise ValueError(f"criteria points add up to {total:g}; they may add up to 1 at most")
+        names = {c.name for c in self.criteria}
+        for w in self.wrong:
+            unknown = [n for n in w.cancels if n not in names]
+            if unknown:
+                raise ValueError(f"wrong reading '{w.name}' cancels {', '.join(map(repr, unknown))}, "
+                                 f"which is not a criterion of this puzzle")
+        for e in self.examples:
+            if e.score > self.max_score + 1e-6:
+                raise ValueError(f"an example scores {e.score:g}, above the puzzle's {self.max_score:g} points")
         return self
 
     @property
+    def has_rules(self) -> bool:
+        return bool(self.criteria)
+
+    @property
     def max_score(self) -> float:
-        return round(sum(c.points for c in self.criteria), 6)
+        """The points the criteria add up to; a puzzle without rules is worth 1 (a judge or a human grades it)."""
+        return round(sum(c.points for c in self.criteria), 6) if self.criteria else 1.0
+
+    def warnings(self) -> list[str]:
+        if self.criteria and self.max_score < 1 - 1e-6:
+            return [f"puzzle '{self.id}': its criteria add up to {self.max_score:g} points, not 1, "
+                    f"so a perfect answer scores {self.max_score:g}"]
+        return []
+
+
+def file_hash(path: str | Path | None = None) -> str:
+    """sha256 of the puzzle file, recorded in run.json: a report says which rules graded it."""
+    return hashlib.sha256(Path(path or DEFAULT_FILE).read_bytes()).hexdigest()
 
 
 class PuzzleFileError(Exception):

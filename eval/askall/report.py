@@ -6,19 +6,22 @@ so the two reports cannot disagree.
 """
 from __future__ import annotations
 
+import csv
 import html
+import io
+import math
 import statistics
 from dataclasses import dataclass, field
 
+from eval.askall.cascade import Graded
 from eval.askall.grading import Verdict, label_for
 from eval.askall.puzzles import Puzzle
 
+SOURCE_TAG = {"rules": "R", "human": "H"}  # judge:* -> J
 
-@dataclass
-class Graded:
-    rec: dict
-    final: Verdict
-    others: list[Verdict] = field(default_factory=list)  # the verdicts the final one overrode
+
+def source_tag(v: Verdict) -> str:
+    return SOURCE_TAG.get(v.source, "J" if v.source.startswith("judge:") else "?")
 
 
 @dataclass
@@ -94,6 +97,12 @@ def settings_table(meta: dict, puzzles: list[Puzzle]) -> Table:
         rows.append([_c("wall time (last session)"),
                      _c(f"{last['wall_s']:.1f} s; slowest model's share {_fmt(slowest, ' s', 1)}; ratio {ratio}")])
     rows.append([_c("sessions"), _c(f"{len(meta.get('sessions', []))} (a resumed run has more than one)")])
+    g = meta.get("grader") or {}
+    if g:
+        rows.append([_c("grader"), _c(f"{g.get('version')}; {g.get('puzzle_file')} sha256 {g.get('puzzle_sha256', '')[:12]}")])
+    cal = meta.get("judge_calibration")
+    if cal and cal.get("judge") == s.get("judge"):
+        rows.append([_c("judge calibration"), _c(f"{cal['agree']} of {cal['total']} labelled examples agree")])
     return Table("Settings", ["setting", "value"], rows)
 
 
@@ -118,11 +127,71 @@ def scores_table(models: list[str], puzzles: list[Puzzle], graded: list[Graded],
                 continue
             score = statistics.mean(g.final.score for g in gs)
             label = gs[0].final.label if len(gs) == 1 else label_for(score, p.max_score)
-            row.append(_c(f"{score:.2f}", css=f"score {label}"))
+            tags = "".join(sorted({source_tag(g.final) for g in gs}))
+            cut = " ✂" if any(g.cut_off for g in gs) else ""
+            row.append(_c(f"{score:.2f} {tags}{cut}{spread([g.final.score for g in gs])}", css=f"score {label}"))
         row.append(_c(f"{stats[m].score:.2f} / {stats[m].max_score:.0f}", css="score", strong=True))
         rows.append(row)
     return Table("Scores", ["model", *[p.id for p in puzzles], "total"], rows,
-                 "Final verdicts (human over judge over rules), mean over repeats.")
+                 "Final verdicts, mean over repeats. Where each score came from: R rules, J judge (asked only "
+                 "where the rules were unsure), H a human (eval/overrides.toml). ✂ an answer cut off at the "
+                 "token limit. With repeats: (min–max), or ± a 95% interval from 3 repeats on.")
+
+
+def spread(xs: list[float]) -> str:
+    """'' for one value; (min–max) for two; ± half a 95% t-interval for three or more."""
+    if len(xs) < 2:
+        return ""
+    if len(xs) == 2:
+        return f" ({min(xs):.2f}–{max(xs):.2f})"
+    t95 = {3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}.get(len(xs), 2.0)
+    return f" ±{t95 * statistics.stdev(xs) / math.sqrt(len(xs)):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def criteria_tables(models: list[str], puzzles: list[Puzzle], graded: list[Graded]) -> list[Table]:
+    """Per puzzle with several criteria: which criterion each answer met, by the rules."""
+    out = []
+    for p in puzzles:
+        if len(p.criteria) < 2:
+            continue
+        rows = []
+        for m in models:
+            for g in _cell(p.id, m, graded):
+                met = g.rules.criteria
+                rep = f" #{g.rec['repeat']}" if len(_cell(p.id, m, graded)) > 1 else ""
+                rows.append([_c(m + rep)] + [_c("✓" if met.get(c.name) else "✗", css="right" if met.get(c.name)
+                                                else "wrong") for c in p.criteria])
+        out.append(Table(f"Criteria: {p.id}", ["model", *[c.name for c in p.criteria]], rows,
+                         "Per criterion, as the rules read each answer (✓ met, ✗ not met or contradicted)."))
+    return out
+
+
+def disagreements_table(graded: list[Graded]) -> Table | None:
+    """Answers the judge graded where its score and the rules' differ by more than 0.25."""
+    rows = []
+    for g in graded:
+        j = g.judged
+        if j is None or j.label == "error" or abs(j.score - g.rules.score) <= 0.25:
+            continue
+        rows.append([_c(g.rec["model"]), _c(g.rec["puzzle"]), _c(g.rec["repeat"]),
+                     _c(f"{g.rules.score:.2f} {g.rules.label}"), _c(f"{j.score:.2f} {j.label}"),
+                     _c(j.reason), _c(source_tag(g.final))])
+    if not any(g.judged for g in graded):
+        return None
+    return Table("Rules vs judge disagreements", ["model", "puzzle", "repeat", "rules", "judge", "judge's reason", "final"],
+                 rows, "Answers the rules were unsure of, where the judge's score differs from the rules' by more "
+                       "than 0.25. " + ("None." if not rows else "Read these first when you check the grading."))
+
+
+def warnings(puzzles: list[Puzzle], graded: list[Graded]) -> list[str]:
+    out = [w for p in puzzles for w in p.warnings()]
+    cut = sum(1 for g in graded if g.cut_off)
+    if cut:
+        out.append(f"{cut} answer(s) were cut off at the token limit (✂): their scores may understate the model")
+    failed = [g for g in graded if g.judged and g.judged.label == "error"]
+    if failed:
+        out.append(f"{len(failed)} judgement(s) failed; the rules' verdict stands; --resume asks the judge again")
+    return out
 
 
 def speed_table(models: list[str], stats: dict[str, ModelStats]) -> Table:
@@ -147,6 +216,11 @@ class AnswerView:
     timing: str
     error: str | None
     answer: str
+    cut_off: bool = False
+    evidence: list[dict] = field(default_factory=list)  # spans of `answer` the rules read (rules' verdict)
+
+
+EVIDENCE_WORDS = {"met": "met", "wrong": "wrong reading", "cancelled": "met but contradicted", "hedge": "option stated"}
 
 
 def answer_views(meta: dict, p: Puzzle, models: list[str], graded: list[Graded]) -> list[AnswerView]:
@@ -158,15 +232,17 @@ def answer_views(meta: dict, p: Puzzle, models: list[str], graded: list[Graded])
                       f"{r.get('completion_tokens') or '–'} tokens, {_fmt(r.get('decode_tps'), ' tok/s', 1)}, "
                       f"finish: {r.get('finish_reason') or '–'}")
             repeat = f"repeat {r['repeat']}" if meta["settings"].get("repeats", 1) > 1 else ""
-            out.append(AnswerView(m, repeat, g.final, g.others, timing, r.get("error"), r.get("answer") or ""))
+            out.append(AnswerView(m, repeat, g.final, g.others, timing, r.get("error"), r.get("answer") or "",
+                                  g.cut_off, [e for e in g.rules.evidence if "start" in e]))
     return out
 
 
 def _parts(meta: dict, puzzles: list[Puzzle], graded: list[Graded]):
     models = [m["name"] for m in meta["models"]]
     stats = collect(models, graded)
+    dis = disagreements_table(graded)
     tables = [settings_table(meta, puzzles), models_table(meta, stats), scores_table(models, puzzles, graded, stats),
-              speed_table(models, stats)]
+              speed_table(models, stats), *criteria_tables(models, puzzles, graded), *([dis] if dis else [])]
     return models, stats, tables
 
 
@@ -191,6 +267,9 @@ def markdown(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
     out = [f"# Puzzle run `{meta['run']}`"]
     for t in tables:
         out += md_table(t)
+    warns = warnings(puzzles, graded)
+    if warns:
+        out += ["", "## Warnings", ""] + [f"- {w}" for w in warns]
     width = max((len(m) for m in models), default=0)
     for title, vals, unit in speed_charts(models, stats):
         vmax = max((v for v in vals.values() if v is not None), default=None)
@@ -203,9 +282,14 @@ def markdown(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
         for a in answer_views(meta, p, models, graded):
             v = a.verdict
             out += ["", f"#### {a.model}{f' ({a.repeat})' if a.repeat else ''}: {v.label}, "
-                        f"{v.score:.2f}/{v.max_score:.0f}", "", f"- verdict ({v.source}): {v.reason}"]
-            out += [f"- overridden {o.source} verdict: {o.label} {o.score:.2f}: {o.reason}" for o in a.others]
+                        f"{v.score:.2f}/{v.max_score:.0f} [{source_tag(v)}]{' ✂ cut off' if a.cut_off else ''}", "",
+                    f"- verdict ({v.source}): {v.reason}"]
+            out += [f"- {o.source} verdict (not final): {o.label} {o.score:.2f}: {o.reason}" for o in a.others]
+            out += [f"- evidence, {EVIDENCE_WORDS[e['kind']]}: “{e['matched']}” → {e['criterion']}"
+                    + (f" (on “{e['anchor']}”)" if e.get("anchor") else "") for e in a.evidence]
             out.append(f"- {a.timing}" + (f", error: {a.error}" if a.error else ""))
+            if a.cut_off:
+                out.append("- ✂ cut off at the token limit: the answer did not finish")
             if a.answer:
                 out += ["", "```text", a.answer.replace("```", "ˋˋˋ"), "```"]
     return "\n".join(out) + "\n"
@@ -222,7 +306,9 @@ th{background:#f4f4f4}.score{text-align:center;font-weight:bold}
 .card h4{margin:0 0 6px 0;font-size:14px}.answer{white-space:pre-wrap;font-size:13px;background:#fafafa;
 border:1px solid #eee;padding:6px;max-height:420px;overflow:auto}.meta{font-size:12px;color:#555}
 .right{background:#d8f3dc}.partial{background:#fff3bf}.wrong,.echo,.hedge{background:#ffd6d6}.error{background:#e9ecef}
-.badge{display:inline-block;padding:1px 6px;border-radius:4px;font-size:12px}
+.badge{display:inline-block;padding:1px 6px;border-radius:4px;font-size:12px}.src{background:#e7f0fa}
+mark.ev-met{background:#b7e4c7}mark.ev-wrong,mark.ev-hedge{background:#ffb3b3}mark.ev-cancelled{background:#ffe066}
+.cut{color:#a61e4d;font-weight:bold}
 """
 
 
@@ -257,15 +343,32 @@ def _svg_bars(title: str, values: dict, unit: str) -> str:
     return "".join(parts)
 
 
+def highlight(answer: str, evidence: list[dict]) -> str:
+    """The answer, escaped, with the spans the rules read marked (title: the criterion)."""
+    e = html.escape
+    spans = sorted({(x["start"], x["end"], x["kind"], x["criterion"]) for x in evidence if x["end"] > x["start"]})
+    out, pos = [], 0
+    for a, b, kind, crit in spans:
+        if a < pos:
+            continue
+        out.append(e(answer[pos:a]))
+        out.append(f'<mark class="ev-{e(kind)}" title="{e(EVIDENCE_WORDS.get(kind, kind))}: {e(crit)}">{e(answer[a:b])}</mark>')
+        pos = b
+    out.append(e(answer[pos:]))
+    return "".join(out)
+
+
 def _html_card(a: AnswerView) -> str:
     e, v = html.escape, a.verdict
-    overridden = "".join(f'<div class="meta">overridden {e(o.source)}: {e(o.label)} {o.score:.2f}: {e(o.reason)}</div>'
-                         for o in a.others)
+    others = "".join(f'<div class="meta">{e(o.source)} (not final): {e(o.label)} {o.score:.2f}: {e(o.reason)}</div>'
+                     for o in a.others)
     err = f'<div class="meta">error: {e(a.error)}</div>' if a.error else ""
+    cut = '<div class="meta cut">✂ cut off at the token limit: the answer did not finish</div>' if a.cut_off else ""
     return (f'<div class="card"><h4>{e(a.model)}{f" · {e(a.repeat)}" if a.repeat else ""} '
-            f'<span class="badge {v.label}">{e(v.label)} {v.score:.2f}</span></h4>'
-            f'<div class="meta">{e(v.source)}: {e(v.reason)}</div>{overridden}'
-            f'<div class="meta">{e(a.timing)}</div>{err}<div class="answer">{e(a.answer)}</div></div>')
+            f'<span class="badge {v.label}">{e(v.label)} {v.score:.2f}</span> '
+            f'<span class="badge src" title="{e(v.source)}">{e(source_tag(v))}</span></h4>'
+            f'<div class="meta">{e(v.source)}: {e(v.reason)}</div>{others}'
+            f'<div class="meta">{e(a.timing)}</div>{cut}{err}<div class="answer">{highlight(a.answer, a.evidence)}</div></div>')
 
 
 def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
@@ -275,6 +378,9 @@ def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
            f"<title>Puzzle run {e(meta['run'])}</title><style>{CSS}</style></head><body>",
            f"<h1>Puzzle run <code>{e(meta['run'])}</code></h1>"]
     out += [html_table(t) for t in tables]
+    warns = warnings(puzzles, graded)
+    if warns:
+        out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in warns) + "</ul>")
     out += [_svg_bars(title, vals, unit) for title, vals, unit in speed_charts(models, stats)]
     out.append("<h2>Answers, side by side</h2>")
     for p in puzzles:
@@ -284,3 +390,25 @@ def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+# ---- CSV -----------------------------------------------------------------------------------------
+CSV_FIELDS = ["model", "puzzle", "repeat", "score", "max_score", "label", "source", "rules_score", "judge_score",
+              "cut_off", "finish_reason", "ttft_s", "latency_s", "completion_tokens", "decode_tps", "error", "reason"]
+
+
+def csv_report(meta: dict, graded: list[Graded]) -> str:
+    """One row per answer, for a spreadsheet."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS)
+    w.writeheader()
+    for g in graded:
+        r, j = g.rec, g.judged
+        w.writerow({"model": r["model"], "puzzle": r["puzzle"], "repeat": r["repeat"], "score": g.final.score,
+                    "max_score": g.final.max_score, "label": g.final.label, "source": g.final.source,
+                    "rules_score": g.rules.score, "judge_score": j.score if j and j.label != "error" else "",
+                    "cut_off": int(g.cut_off), "finish_reason": r.get("finish_reason") or "",
+                    **{k: r.get(k) if r.get(k) is not None else "" for k in
+                       ("ttft_s", "latency_s", "completion_tokens", "decode_tps")},
+                    "error": r.get("error") or "", "reason": g.final.reason})
+    return buf.getvalue()

@@ -25,40 +25,84 @@ class Settings:
     api_key: str | None = None  # sent as Bearer when the API has keys; never written to run.json
 
 
-def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings) -> dict:
-    """One streamed chat completion, timed; errors are recorded, never raised."""
-    rec = {"model": model, "puzzle": puzzle.id, "repeat": repeat, "question": puzzle.question,
-           "answer": None, "finish_reason": None, "ttft_s": None, "latency_s": None,
-           "prompt_tokens": None, "completion_tokens": None, "decode_tps": None, "error": None,
-           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t_start": time.time(), "t_end": None}
+class StreamCut(Exception):
+    """The stream ended without a finish reason: the worker went away mid-answer."""
+
+
+def retryable(e: Exception) -> bool:
+    """A worker restarting or briefly gone (connection refused or cut mid-answer, 502/503/504, or
+    its model unregistered for a moment), as opposed to a bad request or an answer that took too long."""
+    import openai
+
+    if isinstance(e, StreamCut):
+        return True
+    if isinstance(e, openai.APITimeoutError):
+        return False
+    if isinstance(e, openai.APIConnectionError):
+        return True
+    if type(e) is openai.APIError and getattr(e, "type", None) == "worker_unavailable":  # the API's stream error event
+        return True
+    return isinstance(e, openai.APIStatusError) and e.status_code in (404, 502, 503, 504)
+
+
+def _attempt(client, model: str, puzzle: Puzzle, repeat: int, s: Settings, rec: dict) -> None:
+    """One streamed chat completion into rec (answer pieces, timings, usage); raises on failure."""
     extra = {"seed": s.seed + repeat} if s.seed is not None else {}
     t0 = time.perf_counter()
     pieces = []
-    try:
-        stream = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": puzzle.question}], stream=True,
-            stream_options={"include_usage": True},
-            temperature=s.temperature, max_tokens=s.max_tokens, timeout=s.timeout, **extra)
-        for chunk in stream:
-            if chunk.usage:  # the last chunk, with no choices (stream_options.include_usage)
-                rec["prompt_tokens"] = chunk.usage.prompt_tokens
-                rec["completion_tokens"] = chunk.usage.completion_tokens
-            if not chunk.choices:
-                continue
-            c = chunk.choices[0]
-            if c.delta and c.delta.content:
-                if rec["ttft_s"] is None:
-                    rec["ttft_s"] = round(time.perf_counter() - t0, 4)
-                pieces.append(c.delta.content)
-            if c.finish_reason:
-                rec["finish_reason"] = c.finish_reason
-    except Exception as e:  # API errors, a worker that vanished, timeouts: all recorded per answer
-        rec["error"] = f"{type(e).__name__}: {e}"
+    rec["_pieces"] = pieces
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": puzzle.question}], stream=True,
+        stream_options={"include_usage": True},
+        temperature=s.temperature, max_tokens=s.max_tokens, timeout=s.timeout, **extra)
+    for chunk in stream:
+        if chunk.usage:  # the last chunk, with no choices (stream_options.include_usage)
+            rec["prompt_tokens"] = chunk.usage.prompt_tokens
+            rec["completion_tokens"] = chunk.usage.completion_tokens
+        if not chunk.choices:
+            continue
+        c = chunk.choices[0]
+        if c.delta and c.delta.content:
+            if rec["ttft_s"] is None:
+                rec["ttft_s"] = round(time.perf_counter() - t0, 4)
+            pieces.append(c.delta.content)
+        if c.finish_reason:
+            rec["finish_reason"] = c.finish_reason
+    if rec["finish_reason"] is None:
+        raise StreamCut("the stream ended without a finish reason (the worker may have stopped)")
+
+
+def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings, sleep=time.sleep) -> dict:
+    """One answer, timed; a worker that is restarting is waited for with back-off, up to s.timeout;
+    errors are recorded, never raised. rec["unreachable"] says the back-off ran out."""
+    started = time.perf_counter()
+    delay, retries = 0.5, 0
+    while True:
+        rec = {"model": model, "puzzle": puzzle.id, "repeat": repeat, "question": puzzle.question,
+               "answer": None, "finish_reason": None, "ttft_s": None, "latency_s": None,
+               "prompt_tokens": None, "completion_tokens": None, "decode_tps": None, "error": None,
+               "retries": retries, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t_start": time.time(),
+               "t_end": None}
+        t0 = time.perf_counter()
+        err = None
+        try:
+            _attempt(client, model, puzzle, repeat, s, rec)
+        except Exception as e:  # API errors, a worker that vanished, timeouts: all recorded per answer
+            err = e
+            rec["error"] = f"{type(e).__name__}: {e}"
+        waited = time.perf_counter() - started
+        if err is not None and retryable(err) and waited + delay < s.timeout:
+            sleep(delay)
+            delay, retries = min(delay * 2, 8.0), retries + 1
+            continue
+        if err is not None and retryable(err):
+            rec["unreachable"] = True
+            rec["error"] += f" (still failing after {retries} retries over {waited:.0f} s)"
+        break
+    pieces = rec.pop("_pieces", [])
     rec["latency_s"] = round(time.perf_counter() - t0, 4)
     rec["t_end"] = time.time()
     rec["answer"] = "".join(pieces) if (pieces or not rec["error"]) else None
-    if rec["error"] is None and rec["finish_reason"] is None:
-        rec["error"] = "the stream ended without a finish reason (the worker may have stopped)"
     n, ttft = rec["completion_tokens"], rec["ttft_s"]
     if n and n > 1 and ttft is not None and rec["latency_s"] > ttft:
         rec["decode_tps"] = round((n - 1) / (rec["latency_s"] - ttft), 3)
@@ -75,11 +119,18 @@ def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunSto
     busy = {m: 0.0 for m in models}
 
     def work(model: str) -> None:
+        gone = None  # set once the model stayed unreachable for a whole back-off window
         for rep in range(s.repeats):
             for p in puzzles:
                 if (model, p.id, rep) in done:
                     continue
-                rec = ask_one(client, model, p, rep, s)
+                if gone:
+                    rec = {"model": model, "puzzle": p.id, "repeat": rep, "question": p.question, "answer": None,
+                           "latency_s": 0.0, "error": f"not asked: the model was unreachable ({gone})"}
+                else:
+                    rec = ask_one(client, model, p, rep, s)
+                    if rec.get("unreachable"):
+                        gone = rec["error"]
                 with lock:
                     store.append(rec)
                     busy[model] += rec["latency_s"]

@@ -5,6 +5,7 @@ answer in flight, and a resumed run asks only what has no line yet.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -73,8 +74,37 @@ class RunStore:
     def append(self, rec: dict) -> None:
         self._append(self.answers, rec)
 
-    def judged(self) -> dict:
-        return {(j["model"], j["puzzle"], int(j["repeat"]), j["judge"]): j for j in self._read(self.judgements)}
+    def judgement_cache(self) -> "RunJudgements":
+        return RunJudgements(self)
 
-    def append_judgement(self, rec: dict) -> None:
-        self._append(self.judgements, rec)
+
+def _sha(text: str | None) -> str:
+    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+
+
+class RunJudgements:
+    """The run's judgements.jsonl as the cascade's cache: one line per judged answer, keyed by
+    the answer's text too, so a re-asked answer is judged again. Failed judgements are never
+    written, and lines from older versions that recorded one are skipped: --resume retries them."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.items = {}
+        for j in store._read(store.judgements):
+            if j.get("verdict", {}).get("label") == "error":
+                continue
+            self.items[(j["model"], j["puzzle"], int(j["repeat"]), j["judge"], j.get("answer_sha"))] = j["verdict"]
+
+    def get(self, k):
+        from eval.askall.grading import Verdict
+
+        *head, answer = k
+        v = self.items.get((*head, _sha(answer)))
+        return Verdict.from_dict(v) if v else None
+
+    def put(self, k, rec, v):
+        model, puzzle, repeat, judge, answer = k
+        line = {"model": model, "puzzle": puzzle, "repeat": repeat, "judge": judge, "answer_sha": _sha(answer),
+                "verdict": v.to_dict()}
+        self.store._append(self.store.judgements, line)
+        self.items[(model, puzzle, repeat, judge, _sha(answer))] = line["verdict"]
