@@ -131,6 +131,15 @@ def test_judge_cascade_calibration_retries_and_human_overrides(fleet, tmp_path):
         judge.close()
 
 
+def test_a_tiny_real_model_is_refused_as_judge(fleet, tmp_path):
+    """The failure the issue saw (a tiny judge giving 0.5 to everything, ranked above the rules):
+    the real 135M model is calibrated on the labelled examples and refused, with its figure."""
+    r = ask_all(fleet, tmp_path, "--models", QWEN, "--puzzles", "mingming-baibai", "--judge", SMALL, "--run", "tiny")
+    assert r.returncode == 2, r.stderr
+    assert re.search(rf"judge {SMALL} agrees with [0-4] of 6 labelled examples \(\d+%\); a judge needs 80%", r.stderr), r.stderr
+    assert not (tmp_path / "results" / "tiny").exists()
+
+
 def test_bad_input_gives_one_line_errors(fleet, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[puzzle]]\nid = "x"\nquestion = "q"\n')

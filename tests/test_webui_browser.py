@@ -1,5 +1,7 @@
 """The web UI in a real browser (Debian's Chromium, headless, driven by Playwright), with no network."""
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -73,8 +75,43 @@ def select(pg, elem_id: str, model: str):
     pg.locator(f"#{elem_id}").get_by_role("option", name=model, exact=True).click()
 
 
+def bubbles(pg, pane: str, who: str = "bot") -> list[str]:
+    return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="{who}"]'))
+                                   .map(e => e.innerText)""")
+
+
+def tab(pg, name: str):
+    pg.get_by_role("tab", name=name).click()
+
+
+def ask(pg, prefix: str, text: str):
+    pg.fill(f"#{prefix}_input textarea", text)
+    pg.click(f"#{prefix}_send")
+
+
+def long_question() -> str:
+    return "Write a long story about a robot who learns to cook, in at least twenty paragraphs."
+
+
+def set_max_tokens(pg, prefix: str, n: int):
+    if not pg.locator(f"#{prefix}_max_tokens").is_visible():
+        pg.click(f"#{prefix}_params")
+    pg.fill(f"#{prefix}_max_tokens input[type=number]", str(n))
+    pg.press(f"#{prefix}_max_tokens input[type=number]", "Tab")
+
+
+def export_json(pg, prefix: str) -> dict:
+    if not pg.locator(f"#{prefix}_export_json").is_visible():
+        pg.click(f"#{prefix}_export")
+    pg.click(f"#{prefix}_export_json")
+    link = pg.locator(f"#{prefix}_export_file a").first
+    link.wait_for(timeout=30_000)
+    return json.loads(pg.request.get(link.get_attribute("href")).text())
+
+
 def test_page_is_ours_lists_models_and_renders_offline(page, ui):
     assert page.title() == "fastchat-fleet · model arena"
+    page.click("#models_accordion")
     wait_for(lambda: all(m in page.inner_text(".model-table") for m in (QWEN, SMALL, "doomed")), 30, "model table")
     table = page.inner_text(".model-table")
     assert "llama.cpp" in table and "qwen2.5" in table and "GiB" in table
@@ -85,8 +122,8 @@ def test_page_is_ours_lists_models_and_renders_offline(page, ui):
                                    .map(e => e.src || e.href)""")
     assert not [u for u in loads if u.startswith(("http://", "https://")) and "127.0.0.1" not in u
                 and "localhost" not in u], loads
-    for tab in ("Side by side", "Battle (anonymous)", "Direct chat", "Leaderboard"):
-        assert page.get_by_role("tab", name=tab).count() == 1
+    for name in ("Side by side", "Battle (anonymous)", "Direct chat", "Puzzles", "Leaderboard"):
+        assert page.get_by_role("tab", name=name).count() == 1
 
 
 def test_side_by_side_chinese_streams_both_and_a_vote_reaches_the_leaderboard(page, ui):
@@ -140,6 +177,7 @@ def test_anonymous_battle_reveals_names_after_the_vote(page, ui):
 
 
 def test_models_that_register_later_appear_and_gone_ones_disappear(page, ui):
+    page.click("#models_accordion")
     assert "latecomer" not in page.inner_text(".model-table")
     ui.start_worker("latecomer")
     wait_for(lambda: "latecomer" in page.inner_text(".model-table"), 90, "latecomer in the table")
@@ -147,11 +185,214 @@ def test_models_that_register_later_appear_and_gone_ones_disappear(page, ui):
     wait_for(lambda: "latecomer" not in page.inner_text(".model-table"), 60, "latecomer gone")
 
 
+def test_stop_mid_stream_keeps_the_text_and_speed_shows_under_answers(page, ui):
+    """Stop in each tab: the pane keeps what was said, says it stopped, and stops growing; finished
+    answers carry time to first token, tok/s and tokens."""
+    select(page, "named_model_a", SMALL)
+    select(page, "named_model_b", QWEN)
+    ask(page, "named", long_question())
+    wait_for(lambda: len(pane_text(page, "pane_a")) > 40 and len(pane_text(page, "pane_b")) > 5, 120,
+             "both streaming", every=0.1)
+    page.click("#named_stop_a")  # one pane
+    wait_for(lambda: "stopped" in pane_text(page, "pane_a"), 20, "pane A stopped", every=0.1)
+    frozen = pane_text(page, "pane_a")
+    page.click("#named_stop")  # both
+    wait_for(lambda: "Which answer is better?" in status(page), 30, "the round to end", every=0.1)
+    time.sleep(1.5)
+    assert pane_text(page, "pane_a") == frozen and "stopped" in pane_text(page, "pane_b")
+    assert re.search(r"[\d.]+ s to first token · [\d.]+ tok/s · \d+ tokens", frozen), frozen
+
+    tab(page, "Battle (anonymous)")
+    ask(page, "anony", long_question())
+    wait_for(lambda: len(pane_text(page, "anony_pane_a")) > 20, 120, "battle streaming", every=0.1)
+    page.click("#anony_stop")
+    wait_for(lambda: "Which answer is better?" in status(page, "anony_status"), 30, "battle stopped", every=0.1)
+    assert "stopped" in pane_text(page, "anony_pane_a")
+    page.click("#anony_new")
+
+    tab(page, "Direct chat")
+    select(page, "direct_model", SMALL)
+    ask(page, "direct", long_question())
+    wait_for(lambda: len(pane_text(page, "direct_pane")) > 40, 120, "direct streaming", every=0.1)
+    page.click("#direct_stop")
+    wait_for(lambda: "stopped" in pane_text(page, "direct_pane"), 20, "direct stopped", every=0.1)
+    n = len(pane_text(page, "direct_pane"))
+    time.sleep(1.5)
+    assert len(pane_text(page, "direct_pane")) == n
+    page.click("#direct_new")
+    tab(page, "Side by side")
+
+
+def test_new_round_mid_stream_clears_and_the_next_question_goes_through(page, ui):
+    select(page, "named_model_a", SMALL)
+    select(page, "named_model_b", QWEN)
+    ask(page, "named", long_question())
+    wait_for(lambda: len(pane_text(page, "pane_a")) > 40, 120, "streaming", every=0.1)
+    page.click("#named_new")
+    wait_for(lambda: "New round" in status(page), 10, "new round")
+    time.sleep(2)
+    assert pane_text(page, "pane_a") == "" and pane_text(page, "pane_b") == ""  # nothing streamed back in
+    ask(page, "named", "1+1=?")
+    wait_for(lambda: "Which answer is better?" in status(page), 120, "the new question answered")
+    assert bubbles(page, "pane_a", "user") == ["1+1=?"] and bubbles(page, "pane_b", "user") == ["1+1=?"]
+
+
+def test_enter_then_click_sends_once(page, ui):
+    page.click("#named_new")
+    select(page, "named_model_a", SMALL)
+    select(page, "named_model_b", QWEN)
+    page.fill("#named_input textarea", "你好")
+    page.press("#named_input textarea", "Enter")
+    page.click("#named_send")
+    wait_for(lambda: "Which answer is better?" in status(page), 120, "answers")
+    time.sleep(1)
+    for p in ("pane_a", "pane_b"):
+        assert bubbles(page, p, "user") == ["你好"], bubbles(page, p, "user")
+        assert len(bubbles(page, p)) == 1 and bubbles(page, p)[0].strip()
+
+
+def test_a_follow_up_after_a_vote_keeps_the_conversation(page, ui):
+    page.click("#named_new")
+    select(page, "named_model_a", SMALL)
+    select(page, "named_model_b", QWEN)
+    ask(page, "named", "我叫小明。")
+    wait_for(lambda: "Which answer is better?" in status(page), 120, "first answers")
+    page.click("#named_tievote")
+    wait_for(lambda: "Ask a follow-up" in status(page), 30, "vote recorded")
+    ask(page, "named", "我叫什么名字？")
+    wait_for(lambda: "Which answer is better?" in status(page), 120, "follow-up answers")
+    assert bubbles(page, "pane_a", "user") == ["我叫小明。", "我叫什么名字？"]  # the panes were not wiped
+    exported = export_json(page, "named")
+    for conv in exported["conversations"]:  # what the models were sent: both turns, in order
+        assert [t["user"] for t in conv["turns"]] == ["我叫小明。", "我叫什么名字？"] and conv["turns"][0]["assistant"]
+        assert conv["turns"][1]["speed"]["tokens"] > 0
+
+
+def test_switching_the_model_in_direct_chat_keeps_the_context(page, ui):
+    tab(page, "Direct chat")
+    page.click("#direct_new")
+    select(page, "direct_model", SMALL)
+    ask(page, "direct", "Remember the number 42.")
+    wait_for(lambda: "tok/s" in pane_text(page, "direct_pane"), 120, "first answer")
+    select(page, "direct_model", QWEN)
+    ask(page, "direct", "Which number?")
+    wait_for(lambda: pane_text(page, "direct_pane").count("tok/s") == 2, 120, "second answer")
+    assert f"{QWEN} takes over" in pane_text(page, "direct_pane")
+    conv = export_json(page, "direct")["conversations"][0]
+    assert conv["model"] == QWEN and [t["user"] for t in conv["turns"]] == ["Remember the number 42.", "Which number?"]
+    tab(page, "Side by side")
+
+
+def test_regenerate_system_prompt_and_model_info(page, ui):
+    tab(page, "Direct chat")
+    page.click("#direct_new")
+    select(page, "direct_model", SMALL)
+    wait_for(lambda: "llama.cpp" in page.inner_text("#direct_model_info"), 30, "model info")
+    assert "cores" in page.inner_text("#direct_model_info") and "budget" in page.inner_text("#direct_model_info")
+    page.click("#direct_params")
+    page.fill("#direct_system textarea", "You are a pirate. Always answer like a pirate.")
+    ask(page, "direct", "Hello!")
+    wait_for(lambda: "tok/s" in pane_text(page, "direct_pane"), 120, "answer")
+    page.click("#direct_regen")
+    wait_for(lambda: "Answering" in status(page, "direct_status"), 10, "regenerating", every=0.05)
+    wait_for(lambda: status(page, "direct_status") == "", 120, "regenerated")
+    assert bubbles(page, "direct_pane", "user") == ["Hello!"] and len(bubbles(page, "direct_pane")) == 1
+    conv = export_json(page, "direct")["conversations"][0]
+    assert conv["system"] == "You are a pirate. Always answer like a pirate." and len(conv["turns"]) == 1
+    for prefix in ("named", "anony", "direct", "puzzles"):  # the same controls in every tab
+        for control in ("system", "temperature", "top_p", "max_tokens", "seed"):
+            assert page.locator(f"#{prefix}_{control}").count() == 1, (prefix, control)
+    tab(page, "Side by side")
+
+
+def test_two_battle_votes_fill_the_pairwise_table_and_a_result_can_be_shared(page, ui):
+    tab(page, "Battle (anonymous)")
+    for _ in range(2):
+        page.click("#anony_new")
+        ask(page, "anony", "你好")
+        wait_for(lambda: "Which answer is better?" in status(page, "anony_status"), 180, "battle answers")
+        page.click("#anony_leftvote")
+        wait_for(lambda: "This battle is over" in status(page, "anony_status"), 30, "reveal")
+    shared = page.input_value("#anony_share textarea")
+    assert "won" in shared and "Question: 你好" in shared
+    tab(page, "Leaderboard")
+    page.click("#leaderboard_refresh")
+    wait_for(lambda: re.search(r"\d\.\d\d \(\d+/\d+\)", page.inner_text("#leaderboard_pairs")), 60, "pairwise numbers")
+    tab(page, "Side by side")
+
+
+def test_the_dropdowns_keep_the_users_pick_when_the_model_list_changes(page, ui):
+    select(page, "named_model_a", SMALL)
+    select(page, "named_model_b", QWEN)
+    page.locator("#named_model_b input").click()  # the dropdown is open while the list changes
+    ui.start_worker("latecomer")
+    page.click("#models_accordion")
+    wait_for(lambda: "latecomer" in page.inner_text(".model-table"), 90, "latecomer registered")
+    assert page.input_value("#named_model_a input") == SMALL and page.input_value("#named_model_b input") == QWEN
+    ui.procs["worker-latecomer"].stop()
+    wait_for(lambda: "latecomer" not in page.inner_text(".model-table"), 60, "latecomer gone")
+    assert page.input_value("#named_model_a input") == SMALL and page.input_value("#named_model_b input") == QWEN
+
+
+def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui):
+    tab(page, "Puzzles")
+    select(page, "puzzle_model_a", SMALL)
+    select(page, "puzzle_model_b", QWEN)
+    pick = page.locator("#puzzle_pick input")
+    pick.click()
+    page.locator("#puzzle_pick").get_by_role("option", name=re.compile("^mingming-baibai")).click()
+    wait_for(lambda: "明明明明明白白白喜欢他" in page.inner_text("#puzzle_question"), 10, "the puzzle's question")
+    assert page.inner_text("#puzzle_reference").strip() == ""  # no reference before the answers
+    page.click("#puzzle_send")
+    wait_for(lambda: "Both answered" in status(page, "puzzle_status"), 180, "both answers")
+    ref = page.inner_text("#puzzle_reference")
+    assert "白白喜欢明明" in ref and f"Model A ({SMALL})" in ref and f"Model B ({QWEN})" in ref and " / 1" in ref
+    assert bubbles(page, "puzzle_pane_a", "user")[0].startswith("明明明明明白白白喜欢他")
+    tab(page, "Side by side")
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
+    ctx = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    pg = ctx.new_page()
+    try:
+        pg.goto(ui.webui_url, wait_until="load")
+        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+        wait_for(lambda: pg.input_value("#named_model_a input") != "", 30, "models listed")
+        time.sleep(1)
+        box = pg.locator("#named_input textarea").bounding_box()
+        send = pg.locator("#named_send").bounding_box()
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / f"webui-fold-{width}x{height}.png"))
+        assert box["y"] + box["height"] <= height and send["y"] + send["height"] <= height, (box, send)
+        assert pg.evaluate("() => window.scrollY") == 0
+        overflow = pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 1, f"the page is {overflow}px wider than the screen"
+    finally:
+        ctx.close()
+
+
+def test_readme_screenshot_of_the_side_by_side_page(browser, ui):
+    """The picture in the README, made here: a real exchange at 1280x800."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    pg = ctx.new_page()
+    try:
+        pg.goto(ui.webui_url, wait_until="load")
+        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+        select(pg, "named_model_a", QWEN)
+        select(pg, "named_model_b", SMALL)
+        ask(pg, "named", "你好，请用一句话介绍一下北京。")
+        wait_for(lambda: "Which answer is better?" in status(pg), 180, "answers")
+        (REPO / "docs").mkdir(exist_ok=True)
+        pg.screenshot(path=str(REPO / "docs" / "webui-side-by-side.png"))
+    finally:
+        ctx.close()
+
+
 def test_a_worker_failing_mid_answer_shows_an_honest_error_in_its_pane(page, ui):
     select(page, "named_model_a", "doomed")
     select(page, "named_model_b", QWEN)
-    page.fill("#named_max_tokens input[type=number]", "192")
-    page.press("#named_max_tokens input[type=number]", "Tab")
+    set_max_tokens(page, "named", 192)
     page.fill("#named_input textarea", "请详细介绍中国的四大发明，每一项写三段。")
     page.click("#named_send")
     wait_for(lambda: len(pane_text(page, "pane_a")) > 5, 120, "doomed starts answering", every=0.1)

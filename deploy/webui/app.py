@@ -1,6 +1,15 @@
-"""This deployment's web page: a side-by-side arena, an anonymous battle, direct chat and a
-leaderboard, on FastChat's controller and workers. Built by a factory, one builder per tab;
+"""This deployment's web page: side by side, an anonymous battle, direct chat, the eval's puzzles
+and a leaderboard, on FastChat's controller and workers. Built by a factory, one builder per tab;
 per-user state lives in gr.State, shared state on the `Arena` object, nothing on module globals.
+
+Every tab has the same controls (system prompt, temperature, top_p, max tokens, seed), Stop
+(each pane and both) and Regenerate, speed under every answer, and export. Gradio details this
+relies on, and how: Enter and a click on Send are one listener (`gr.on`, trigger_mode "once"), so
+a quick Enter-then-click sends once; Stop, New round and New chat set flags on the session's state
+object, which the running stream reads (Gradio passes every event of a session the same State
+object): a stopped answer keeps what was said so far, as context, and an abandoned round's stream
+ends without writing into the cleared panes again. Gradio's own `cancels=` was tried for New round
+and lost a race: the cancelled stream's event sometimes swallowed the new round's update.
 
 Nothing is loaded from outside the machine: no third-party branding, images, scripts or web
 fonts (Gradio's default theme would fetch Google Fonts; ours names local fonts only).
@@ -14,137 +23,311 @@ import gradio as gr
 
 from deploy.fleet_client import AsyncFleetClient, ModelUnavailable
 from deploy.webui.arena import Arena, Battle, GenSettings, Side
+from deploy.webui.export import as_json, as_markdown, share_text, write_file
+from deploy.webui.puzzles_tab import puzzles_tab
 from deploy.webui.votes import PRELIMINARY_BATTLES, VOTES, VoteLog
 
 TITLE = "fastchat-fleet · model arena"
 CSS = """
 footer {display: none !important}
-#pane_a .message, #pane_b .message {font-size: 15px}
+.pane .message {font-size: 15px}
 .model-table table {font-size: 13px}
+.pane {height: min(46vh, 400px) !important}
+.model-info {min-height: 1.2em; margin-top: -6px}
+.model-info p {margin: 0; color: #555}
+@media (max-width: 700px) {
+  .pane {height: 36vh !important}
+  .pane .message {font-size: 13px !important; padding: 6px !important}
+  .model-info {display: none}
+  .tab-nav {flex-wrap: nowrap !important; overflow-x: auto}
+  .tab-nav button {flex: 0 0 auto}
+  .table-wrap, .model-table {overflow-x: auto}
+  h1 {font-size: 1.2em !important; margin: 0 !important}
+  .intro {display: none}
+}
 """
 THEME_FONTS = ["Noto Sans CJK SC", "Noto Sans", "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", "sans-serif"]
 NO_CHANGE = gr.update()
+OFF, ON = gr.update(interactive=False), gr.update(interactive=True)
 
 
-def _vote_row(prefix: str) -> list[gr.Button]:
-    return [gr.Button(label, interactive=False, elem_id=f"{prefix}_{kind}") for kind, (label, _) in VOTES.items()]
+# ---- building blocks shared by the tabs --------------------------------------------------------
+@dataclass
+class Controls:
+    """The same parameters in every tab."""
+    system: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    max_tokens: gr.Slider
+    seed: gr.Number
+
+    @property
+    def inputs(self) -> list:
+        return [self.system, self.temperature, self.top_p, self.max_tokens, self.seed]
 
 
-def _on_submit(box: gr.Textbox, button: gr.Button, fn, inputs: list, outputs: list) -> None:
-    """Enter in the box and a click on the button do the same thing."""
-    button.click(fn, inputs, outputs)
-    box.submit(fn, inputs, outputs)
+def settings_from(system, temperature, top_p, max_tokens, seed) -> GenSettings:
+    return GenSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_tokens),
+                       seed=None if seed is None else int(seed), system_prompt=system or "")
 
 
-def _wire_votes(arena: Arena, buttons: list[gr.Button], state: gr.State, status: gr.Markdown, anony: bool) -> None:
+def settings_dict(*params) -> dict:
+    s = settings_from(*params)
+    return {"system_prompt": s.system_prompt, "temperature": s.temperature, "top_p": s.top_p,
+            "max_new_tokens": s.max_new_tokens, "seed": s.seed}
+
+
+def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Controls:
+    with gr.Accordion("Parameters · system prompt, temperature, top_p, max tokens, seed", open=False,
+                      elem_id=f"{prefix}_params"):
+        system = gr.Textbox(label="System prompt", lines=2, placeholder="empty: each model's own default",
+                            elem_id=f"{prefix}_system")
+        with gr.Row():
+            temperature = gr.Slider(0.0, 1.5, value=temperature, step=0.05, label="Temperature", elem_id=f"{prefix}_temperature")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", elem_id=f"{prefix}_top_p")
+            max_tokens = gr.Slider(16, 4096, value=max_new_tokens, step=16, label="Max new tokens",
+                                   elem_id=f"{prefix}_max_tokens")
+            seed = gr.Number(label="Seed (empty: random)", precision=0, elem_id=f"{prefix}_seed")
+    return Controls(system, temperature, top_p, max_tokens, seed)
+
+
+def pane(label: str, elem_id: str) -> gr.Chatbot:
+    return gr.Chatbot(label=label, elem_id=elem_id, elem_classes="pane", show_copy_button=True, height=400)
+
+
+def picker(label: str, elem_id: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """A model dropdown with a line about the chosen model under it."""
+    sel = gr.Dropdown(label=label, elem_id=elem_id)
+    info = gr.Markdown(elem_id=f"{elem_id}_info", elem_classes="model-info")
+    return sel, info
+
+
+def input_row(prefix: str, placeholder: str) -> tuple[gr.Textbox, gr.Button, gr.Button]:
+    with gr.Row(equal_height=True):
+        box = gr.Textbox(placeholder=placeholder, show_label=False, scale=8, lines=1, max_lines=6,
+                         elem_id=f"{prefix}_input")
+        send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id=f"{prefix}_send")
+        stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id=f"{prefix}_stop")
+    return box, send, stop
+
+
+def export_row(prefix: str) -> tuple[gr.Button, gr.Button, gr.File]:
+    with gr.Accordion("Export", open=False, elem_id=f"{prefix}_export"):
+        with gr.Row():
+            md = gr.Button("Markdown", size="sm", elem_id=f"{prefix}_export_md")
+            js = gr.Button("JSON", size="sm", elem_id=f"{prefix}_export_json")
+        file = gr.File(label="Download", visible=False, elem_id=f"{prefix}_export_file", interactive=False)
+    return md, js, file
+
+
+def _wire_export(md: gr.Button, js: gr.Button, file: gr.File, state: gr.State, ctl: Controls, sides_of) -> None:
+    """sides_of(state) -> (sides, labels, vote or None)."""
+    def make(fmt):
+        def fn(st, *params):
+            sides, labels, vote = sides_of(st)
+            if not any(s.conv is not None for s in sides):
+                return gr.update(visible=False)
+            render = as_markdown if fmt == "md" else as_json
+            text = render(sides, labels, settings_dict(*params), vote)
+            return gr.update(value=write_file(text, "conversation", ".md" if fmt == "md" else ".json"), visible=True)
+        return fn
+    md.click(make("md"), [state, *ctl.inputs], file)
+    js.click(make("json"), [state, *ctl.inputs], file)
+
+
+def _vote_buttons(prefix: str) -> list[gr.Button]:
+    return [gr.Button(label, interactive=False, size="sm", elem_id=f"{prefix}_{kind}") for kind, (label, _) in VOTES.items()]
+
+
+# ---- two panes: side by side, battle -----------------------------------------------------------
+@dataclass
+class Round:
+    state: gr.State
+    bots: list[gr.Chatbot]
+    box: gr.Textbox
+    status: gr.Markdown
+    votes: list[gr.Button]
+    regen: gr.Button
+
+    def outputs(self) -> list:
+        return [self.state, *self.bots, self.box, self.status, *self.votes, self.regen]
+
+
+def _frame(battle: Battle, box=NO_CHANGE, status=NO_CHANGE, votes=None, regen=NO_CHANGE) -> tuple:
+    return (battle, *[s.history for s in battle.sides], box, status, *(votes or [NO_CHANGE] * len(VOTES)), regen)
+
+
+def _refuse(battle: Battle, message: str) -> tuple:
+    return (battle, *[NO_CHANGE] * len(battle.sides), NO_CHANGE, message, *[NO_CHANGE] * len(VOTES), NO_CHANGE)
+
+
+NEW_ROUND = "New round: ask a question."
+
+
+def _abandoned(battle: Battle) -> tuple:
+    """The last update of a stream whose round was replaced: the new round, as New round drew it.
+    Gradio sends each update of a stream one step late (when the next is ready, or the stream
+    ends), so a stream that just stopped would otherwise repaint its old text over the cleared panes."""
+    return _frame(battle.replaced_by, NO_CHANGE, NEW_ROUND, [OFF] * len(VOTES), OFF)
+
+
+async def _stream(arena: Arena, battle: Battle, settings: GenSettings, labels: list[str], note: str, vote_prompt: str):
+    """Stream every side of the round into its pane; ends with votes open when both answered."""
+    yield _frame(battle, "", note + "Answering… (**Stop** ends it; what was said so far stays)", [OFF] * len(VOTES), OFF)
+    async for _ in arena.stream_sides(battle.sides, settings, labels):
+        if battle.abandoned:
+            yield _abandoned(battle)
+            return
+        yield _frame(battle)
+    if battle.abandoned:
+        yield _abandoned(battle)
+        return
+    ok = all(s.conv is not None and not s.error for s in battle.sides)
+    yield _frame(battle, NO_CHANGE, vote_prompt if ok else "One model failed; votes need two answers.",
+                 [ON if ok else OFF] * len(VOTES), ON)
+
+
+async def _play(arena: Arena, battle: Battle, models: list[str], text: str, settings: GenSettings,
+                labels: list[str], note: str, vote_prompt: str):
+    battle.question = text
+    for side, model, label in zip(battle.sides, models, labels):
+        await arena.begin_turn(side, model, text, label, settings.system_prompt)
+    async for out in _stream(arena, battle, settings, labels, note, vote_prompt):
+        yield out
+
+
+def _round_ui(prefix: str, placeholder: str, names: bool) -> tuple[Round, gr.Button, gr.Button, list]:
+    state = gr.State(Battle)
+    pickers = []
+    if names:
+        with gr.Row():
+            for side in ("a", "b"):
+                with gr.Column(min_width=120):
+                    pickers.append(picker(f"Model {side.upper()}", f"{prefix}_model_{side}"))
+    bots, side_stops = [], []
+    with gr.Row():
+        for side in ("a", "b"):
+            with gr.Column(min_width=120):  # side by side on a phone too: comparing is the point
+                pane_id = f"pane_{side}" if prefix == "named" else f"{prefix}_pane_{side}"
+                bots.append(pane(f"Model {side.upper()}", pane_id))
+                side_stops.append(gr.Button(f"Stop {side.upper()}", size="sm", elem_id=f"{prefix}_stop_{side}"))
+    box, send, stop = input_row(prefix, placeholder)
+    with gr.Row():
+        votes = _vote_buttons(prefix)
+        regen = gr.Button("Regenerate", size="sm", interactive=False, elem_id=f"{prefix}_regen")
+        new = gr.Button("New round" if names else "New battle", size="sm", elem_id=f"{prefix}_new")
+    status = gr.Markdown(elem_id=f"{prefix}_status")
+    rnd = Round(state, bots, box, status, votes, regen)
+    for i, b in enumerate(side_stops):
+        b.click(_stop_sides([i]), state, None, queue=False)
+    stop.click(_stop_sides([0, 1]), state, None, queue=False)
+    return rnd, send, new, pickers
+
+
+def _stop_sides(indexes: list[int]):
+    def fn(battle: Battle):
+        for i in indexes:
+            battle.sides[i].stop = True
+    return fn
+
+
+def _wire_round(arena: Arena, rnd: Round, send: gr.Button, new: gr.Button, send_fn, send_inputs: list,
+                regen_fn, regen_inputs: list) -> None:
+    gr.on([rnd.box.submit, send.click], send_fn, send_inputs, rnd.outputs(), trigger_mode="once",
+                 concurrency_limit=None)
+    rnd.regen.click(regen_fn, regen_inputs, rnd.outputs(), trigger_mode="once", concurrency_limit=None)
+
+    def new_round(battle: Battle):
+        battle.abandoned = True  # the running stream ends at its next look, writing nothing more
+        for s in battle.sides:
+            s.stop = True
+        battle.replaced_by = Battle()
+        return _abandoned(battle)
+    new.click(new_round, rnd.state, rnd.outputs())
+
+
+def _regen_fn(arena: Arena, labels_of, vote_prompt: str, allow_after_vote: bool):
+    async def fn(battle: Battle, *params):
+        if battle.voted and not allow_after_vote:
+            yield _refuse(battle, "This battle is over; ask a new question to start the next one.")
+            return
+        if not all([arena.retract(s) for s in battle.sides]):
+            yield _refuse(battle, "Nothing to regenerate yet.")
+            return
+        battle.voted = False
+        async for out in _stream(arena, battle, settings_from(*params), labels_of(battle), "Regenerating. ", vote_prompt):
+            yield out
+    return fn
+
+
+def _wire_votes(arena: Arena, rnd: Round, anony: bool, share: gr.Textbox | None) -> None:
+    outs = [rnd.state, rnd.status, *rnd.votes] + ([share] if share else [])
+
     def handler(kind: str):
         def fn(battle: Battle, request: gr.Request):
-            if battle.voted or any(s.conv is None for s in battle.sides):
-                return battle, "Nothing to vote on.", *[gr.update(interactive=False)] * len(VOTES)
+            if battle.voted or any(s.conv is None or s.error for s in battle.sides):
+                return battle, "Nothing to vote on.", *[OFF] * len(VOTES), *([NO_CHANGE] if share else [])
             arena.vote(battle, kind, anony, request.client.host if request and request.client else "")
-            msg = f"Vote recorded: {VOTES[kind][0]}."
             if anony:
-                msg += f" Model A was **{battle.sides[0].model}**, Model B was **{battle.sides[1].model}**."
-            else:
-                msg += " Thanks!"
-            return battle, msg, *[gr.update(interactive=False)] * len(VOTES)
+                a, b = battle.sides
+                msg = (f"Vote recorded: {VOTES[kind][0]}. Model A was **{a.model}**, Model B was **{b.model}**. "
+                       f"This battle is over: your next question starts a new one with two models drawn again.")
+                return battle, msg, *[OFF] * len(VOTES), gr.update(value=share_text(battle, kind), visible=True)
+            return (battle, f"Vote recorded: {VOTES[kind][0]}. Ask a follow-up: both conversations go on "
+                            f"(or **New round** to start over).", *[OFF] * len(VOTES))
         return fn
 
-    for btn, kind in zip(buttons, VOTES):
-        btn.click(handler(kind), [state], [state, status, *buttons])
-
-
-async def _play_round(arena: Arena, battle: Battle, models: list[str], text: str, settings: GenSettings,
-                      labels: list[str]):
-    """Both sides answer at once; yields (battle, history A, history B, input, status, *vote buttons)."""
-    for side, model, label in zip(battle.sides, models, labels):
-        await arena.begin_turn(side, model, text, label)
-    off = [gr.update(interactive=False)] * len(VOTES)
-    yield battle, battle.sides[0].history, battle.sides[1].history, "", "", *off
-    async for _ in arena.stream_sides(battle.sides, settings, labels):
-        yield battle, battle.sides[0].history, battle.sides[1].history, "", "", *[NO_CHANGE] * len(VOTES)
-    ok = not any(s.error for s in battle.sides)
-    yield (battle, battle.sides[0].history, battle.sides[1].history, "",
-           "Which answer is better?" if ok else "One model failed; votes need two answers.",
-           *[gr.update(interactive=ok)] * len(VOTES))
-
-
-def _refuse(battle, message: str):
-    return battle, NO_CHANGE, NO_CHANGE, NO_CHANGE, message, *[NO_CHANGE] * len(VOTES)
-
-
-def _new_round():
-    return Battle(), [], [], "", *[gr.update(interactive=False)] * len(VOTES)
+    for btn, kind in zip(rnd.votes, VOTES):
+        btn.click(handler(kind), [rnd.state], outs)
 
 
 @dataclass
-class SideBySide:
-    model_a: gr.Dropdown
-    model_b: gr.Dropdown
+class Pickers:
+    selects: list[gr.Dropdown]
+    infos: list[gr.Markdown]
 
 
-def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> SideBySide:
-    state = gr.State(Battle)
-    with gr.Row():
-        sel_a = gr.Dropdown(label="Model A", elem_id="named_model_a")
-        sel_b = gr.Dropdown(label="Model B", elem_id="named_model_b")
-    with gr.Row():
-        bot_a = gr.Chatbot(label="Model A", elem_id="pane_a", height=420)
-        bot_b = gr.Chatbot(label="Model B", elem_id="pane_b", height=420)
-    with gr.Row():
-        box = gr.Textbox(placeholder="输入问题，两个模型同时回答 / ask both models", show_label=False, scale=8,
-                         elem_id="named_input")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="named_send")
-    with gr.Row():
-        votes = _vote_row("named")
-        clear = gr.Button("New round", elem_id="named_clear")
-    with gr.Row():
-        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.1, label="Temperature")
-        max_tokens = gr.Slider(16, 4096, value=max_new_tokens, step=16, label="Max new tokens",
-                               elem_id="named_max_tokens")
-        seed = gr.Number(label="Seed (empty: random)", precision=0, elem_id="named_seed")
-    status = gr.Markdown(elem_id="named_status")
+def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> Pickers:
+    rnd, send, new, pickers = _round_ui("named", "输入问题，两个模型同时回答 / ask both models", names=True)
+    (sel_a, info_a), (sel_b, info_b) = pickers
+    ctl = controls("named", max_new_tokens)
+    md, js, file = export_row("named")
+    prompt = "Which answer is better? (or ask a follow-up)"
 
-    async def send_fn(battle: Battle, a, b, text, temp, max_new, seed_value):
+    async def send_fn(battle: Battle, a, b, text, *params):
         if not text or not text.strip():
             yield _refuse(battle, "Type a question first.")
             return
         if not a or not b:
             yield _refuse(battle, "Pick two models.")
             return
-        if battle.voted:
-            battle = Battle()
-        settings = GenSettings(temperature=temp, max_new_tokens=int(max_new),
-                               seed=None if seed_value is None else int(seed_value))
-        async for out in _play_round(arena, battle, [a, b], text, settings, [a, b]):
+        battle.voted = False  # a follow-up after a vote: the same conversations go on
+        async for out in _play(arena, battle, [a, b], text, settings_from(*params), [a, b], "", prompt):
             yield out
 
-    _on_submit(box, send, send_fn, [state, sel_a, sel_b, box, temperature, max_tokens, seed],
-               [state, bot_a, bot_b, box, status, *votes])
-    _wire_votes(arena, votes, state, status, anony=False)
-    clear.click(_new_round, None, [state, bot_a, bot_b, status, *votes])
-    return SideBySide(sel_a, sel_b)
+    _wire_round(arena, rnd, send, new, send_fn, [rnd.state, sel_a, sel_b, rnd.box, *ctl.inputs],
+                _regen_fn(arena, lambda b: [s.model for s in b.sides], prompt, True), [rnd.state, *ctl.inputs])
+    _wire_votes(arena, rnd, anony=False, share=None)
+    _wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], None))
+    return Pickers([sel_a, sel_b], [info_a, info_b])
 
 
 def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
-    state = gr.State(Battle)
-    gr.Markdown("Two models drawn at random from those registered now answer your question; "
-                "their names are revealed after you vote.")
-    with gr.Row():
-        bot_a = gr.Chatbot(label="Model A", elem_id="anony_pane_a", height=420)
-        bot_b = gr.Chatbot(label="Model B", elem_id="anony_pane_b", height=420)
-    with gr.Row():
-        box = gr.Textbox(placeholder="输入问题 / ask", show_label=False, scale=8, elem_id="anony_input")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="anony_send")
-    with gr.Row():
-        votes = _vote_row("anony")
-        clear = gr.Button("New battle", elem_id="anony_clear")
-    status = gr.Markdown(elem_id="anony_status")
+    gr.Markdown("Two models drawn at random from those registered now answer your question; their names "
+                "are revealed after you vote. Voting ends the battle.", elem_classes="intro")
+    rnd, send, new, _ = _round_ui("anony", "输入问题 / ask", names=False)
+    share = gr.Textbox(label="Share this result (copy it anywhere)", show_copy_button=True, visible=False,
+                       interactive=False, lines=4, elem_id="anony_share")
+    ctl = controls("anony", max_new_tokens)
+    md, js, file = export_row("anony")
+    labels = ["Model A", "Model B"]
+    prompt = "Which answer is better? Vote to see who they are."
 
-    async def send_fn(battle: Battle, text):
+    async def send_fn(battle: Battle, text, *params):
         if not text or not text.strip():
             yield _refuse(battle, "Type a question first.")
             return
+        note = ""
         if battle.voted or battle.sides[0].model is None:
             try:
                 models = await arena.client.list_models()
@@ -154,42 +337,86 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
             if len(models) < 2:
                 yield _refuse(battle, "A battle needs two registered models.")
                 return
+            note = "**New battle**: two models drawn again. " if battle.voted else ""
             battle = Battle()
             for side, m in zip(battle.sides, random.sample(models, 2)):
                 side.model = m
-        async for out in _play_round(arena, battle, [s.model for s in battle.sides], text,
-                                     GenSettings(max_new_tokens=max_new_tokens), ["Model A", "Model B"]):
+        async for out in _play(arena, battle, [s.model for s in battle.sides], text, settings_from(*params),
+                               labels, note, prompt):
             yield out
 
-    _on_submit(box, send, send_fn, [state, box], [state, bot_a, bot_b, box, status, *votes])
-    _wire_votes(arena, votes, state, status, anony=True)
-    clear.click(_new_round, None, [state, bot_a, bot_b, status, *votes])
+    _wire_round(arena, rnd, send, new, send_fn, [rnd.state, rnd.box, *ctl.inputs],
+                _regen_fn(arena, lambda b: labels, prompt, False), [rnd.state, *ctl.inputs])
+    _wire_votes(arena, rnd, anony=True, share=share)
+    gr.on([rnd.box.submit, send.click], lambda b: gr.update(visible=False) if b.voted else NO_CHANGE, rnd.state, share)
+    _wire_export(md, js, file, rnd.state, ctl,
+                 lambda b: (b.sides, [f"Model A ({b.sides[0].model})", f"Model B ({b.sides[1].model})"] if b.voted
+                            else labels, None))
 
 
-def _direct_tab(arena: Arena, max_new_tokens: int) -> gr.Dropdown:
+# ---- one pane: direct chat ---------------------------------------------------------------------
+def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
     state = gr.State(Side)
-    sel = gr.Dropdown(label="Model", elem_id="direct_model")
-    bot = gr.Chatbot(label="Chat", elem_id="direct_pane", height=460)
+    sel, info = picker("Model", "direct_model")
+    bot = pane("Chat", "direct_pane")
+    box, send, stop = input_row("direct", "输入问题 / ask")
     with gr.Row():
-        box = gr.Textbox(placeholder="输入问题 / ask", show_label=False, scale=8, elem_id="direct_input")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="direct_send")
-    clear = gr.Button("Clear")
+        regen = gr.Button("Regenerate", size="sm", elem_id="direct_regen")
+        clear = gr.Button("New chat", size="sm", elem_id="direct_new")
+    status = gr.Markdown(elem_id="direct_status")
+    ctl = controls("direct", max_new_tokens)
+    md, js, file = export_row("direct")
+    outputs = [state, bot, box, status]
 
-    async def send_fn(side: Side, model, text):
-        if not text or not text.strip() or not model:
-            yield side, NO_CHANGE, NO_CHANGE
+    async def stream(side: Side, settings: GenSettings):
+        yield side, side.history, "", "Answering… (**Stop** ends it)"
+        async for _ in arena.stream_sides([side], settings, [side.model]):
+            if side.abandoned:
+                break
+            yield side, side.history, NO_CHANGE, NO_CHANGE
+        if side.abandoned:  # its last update shows the new chat (see _abandoned)
+            yield side.replaced_by, [], NO_CHANGE, "New chat."
+        else:
+            yield side, side.history, NO_CHANGE, ""
+
+    async def send_fn(side: Side, model, text, *params):
+        if not text or not text.strip():
+            yield side, NO_CHANGE, NO_CHANGE, "Type a question first."
             return
-        ok = await arena.begin_turn(side, model, text, model)
-        yield side, side.history, ""
-        if ok:
-            async for _ in arena.stream_sides([side], GenSettings(max_new_tokens=max_new_tokens), [model]):
-                yield side, side.history, ""
+        if not model:
+            yield side, NO_CHANGE, NO_CHANGE, "Pick a model."
+            return
+        settings = settings_from(*params)
+        if not await arena.begin_turn(side, model, text, model, settings.system_prompt):
+            yield side, side.history, "", ""
+            return
+        async for out in stream(side, settings):
+            yield out
 
-    _on_submit(box, send, send_fn, [state, sel, box], [state, bot, box])
-    clear.click(lambda: (Side(), []), None, [state, bot])
-    return sel
+    async def regen_fn(side: Side, *params):
+        if not arena.retract(side):
+            yield side, NO_CHANGE, NO_CHANGE, "Nothing to regenerate yet."
+            return
+        async for out in stream(side, settings_from(*params)):
+            yield out
+
+    gr.on([box.submit, send.click], send_fn, [state, sel, box, *ctl.inputs], outputs, trigger_mode="once",
+                 concurrency_limit=None)
+    regen.click(regen_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None)
+
+    def stop_fn(side: Side):
+        side.stop = True
+    stop.click(stop_fn, state, None, queue=False)
+
+    def clear_fn(side: Side):
+        side.stop, side.abandoned, side.replaced_by = True, True, Side()
+        return side.replaced_by, [], NO_CHANGE, "New chat."
+    clear.click(clear_fn, state, outputs)
+    _wire_export(md, js, file, state, ctl, lambda s: ([s], [s.model or "Model"], None))
+    return Pickers([sel], [info])
 
 
+# ---- leaderboard --------------------------------------------------------------------------------
 def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
     note = gr.Markdown(elem_id="leaderboard_note")
     table = gr.Dataframe(headers=["model", "rating (BT)", "95% CI", "Elo (online)", "battles", "wins"],
@@ -216,6 +443,7 @@ def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
         event(leaderboard, None, [note, table, pairs])
 
 
+# ---- the page -----------------------------------------------------------------------------------
 def _choice(models: list[str], current, index: int, preferred: list[str] | None = None):
     """Keep the user's pick while its model is registered; else the index-th of `preferred`
     (the models in the order defaults are picked from)."""
@@ -224,16 +452,15 @@ def _choice(models: list[str], current, index: int, preferred: list[str] | None 
     return gr.update(choices=models, value=value)
 
 
-def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: float = 5.0,
-                 max_new_tokens: int = 512) -> gr.Blocks:
+def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: float = 15.0,
+                 max_new_tokens: int = 512, puzzle_file: str | None = None) -> gr.Blocks:
     arena = Arena(client, votes)
     theme = gr.themes.Default(font=THEME_FONTS, font_mono=["Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"])
     with gr.Blocks(title=TITLE, theme=theme, css=CSS, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {TITLE}\nChat with the models this machine serves, two at a time, and vote for the "
-                    "better answer. Each model runs in its own FastChat worker, pinned to its own CPU cores "
-                    "and memory budget; votes feed the leaderboard.")
-        models_df = gr.Dataframe(headers=["model", "backend", "cores", "memory budget", "context", "template"],
-                                 interactive=False, elem_classes="model-table", label="Models registered now")
+        gr.Markdown(f"# {TITLE}")
+        gr.Markdown("Chat with the models this machine serves, two at a time, and vote for the better answer. "
+                    "Each model runs in its own FastChat worker, pinned to its own CPU cores and memory budget.",
+                    elem_classes="intro")
         with gr.Tabs():
             with gr.Tab("Side by side", id="named"):
                 named = _side_by_side_tab(arena, max_new_tokens)
@@ -241,20 +468,34 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
                 _battle_tab(arena, max_new_tokens)
             with gr.Tab("Direct chat", id="direct"):
                 direct = _direct_tab(arena, max_new_tokens)
+            with gr.Tab("Puzzles", id="puzzles"):
+                puzzles = puzzles_tab(arena, max_new_tokens, puzzle_file)
             with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
                 _leaderboard_tab(votes, demo, lb_tab)
+        with gr.Accordion("Models registered now", open=False, elem_id="models_accordion"):
+            models_df = gr.Dataframe(headers=["model", "backend", "quantisation", "cores", "memory budget", "context",
+                                              "template", "source"],
+                                     interactive=False, elem_classes="model-table", label="Models")
+        known = gr.State(list)
+        selects = [*named.selects, *direct.selects, *puzzles.selects]
+        infos = [*named.infos, *direct.infos, *puzzles.infos]
 
-        async def refresh_models(a, b, d):
-            """Registered-later models appear, gone ones disappear."""
+        async def refresh_models(seen: list, *picked):
+            """Registered-later models appear, gone ones disappear; while the list is unchanged the
+            dropdowns are left alone, so an open one is never redrawn under the user's pointer."""
             try:
                 models = await client.list_models()
             except ModelUnavailable:
                 models = []
+            if models == seen:
+                return (seen, NO_CHANGE, *[NO_CHANGE] * len(selects))
             table = await arena.models_table(models)
             quick = await arena.quick_first(models)
-            return (table, _choice(models, a, 0, quick), _choice(models, b, 1, quick), _choice(models, d, 0, quick))
+            order = [0, 1, 0, 0, 1]
+            return (models, table, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
 
-        selects = [named.model_a, named.model_b, direct]
-        gr.Timer(refresh_seconds).tick(refresh_models, selects, [models_df, *selects])
-        demo.load(refresh_models, selects, [models_df, *selects])
+        gr.Timer(refresh_seconds).tick(refresh_models, [known, *selects], [known, models_df, *selects])
+        demo.load(refresh_models, [known, *selects], [known, models_df, *selects])
+        for sel, info in zip(selects, infos):
+            sel.change(arena.describe, sel, info)
     return demo

@@ -1,9 +1,12 @@
 """What the page does, without its layout: conversations with models, streaming several at once,
-votes. Per-user state (Side, Battle) lives in gr.State; the shared parts on the Arena object."""
+stopping and regenerating them, speed per answer, votes. Per-user state (Side, Battle) lives in
+gr.State (Gradio hands every event of a session the same object, so a Stop click reaches the
+running stream through the flags on it); the shared parts live on the Arena object."""
 from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,12 +14,27 @@ from dataclasses import dataclass, field
 from deploy.fleet_client import AsyncFleetClient, ModelUnavailable, gen_params
 from deploy.webui.votes import VoteLog, state_dict
 
+WAITING = "*… waiting for the first token*"
+STOPPED = "■ *stopped*"
+POLL = 0.2  # seconds between looks at the stop flags while no token arrives
 
 
 def as_text(question: str) -> str:
     """The user's words as they typed them: the chat pane renders Markdown and HTML, so a question
     with `<img ...>` or `<script>` showed as a broken image or an empty bubble."""
     return html.escape(question, quote=False)
+
+
+CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]+`)", re.S)
+
+
+def safe_markdown(answer: str) -> str:
+    """A model's answer as the pane shows it: its Markdown renders, but HTML it writes (often an
+    echo of the question's) is shown as text; code spans and blocks are left alone, where the
+    renderer already shows `<` as written."""
+    parts = CODE.split(answer)
+    return "".join(p if i % 2 else html.escape(p, quote=False) for i, p in enumerate(parts))
+
 
 @dataclass
 class GenSettings:
@@ -25,22 +43,58 @@ class GenSettings:
     top_p: float = 1.0
     max_new_tokens: int = 512
     seed: int | None = None
+    system_prompt: str = ""
+
+
+@dataclass
+class Speed:
+    """One answer's speed, measured where the user sees it: from send to first token, then decode."""
+    ttft: float | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tps(self) -> float | None:
+        decode = self.seconds - (self.ttft or 0)
+        return (self.tokens - 1) / decode if self.tokens > 1 and decode > 0 else None
+
+    def line(self) -> str:
+        parts = [f"{self.ttft:.2f} s to first token" if self.ttft is not None else "no token"]
+        if self.tps is not None:
+            parts.append(f"{self.tps:.1f} tok/s")
+        parts.append(f"{self.tokens} tokens")
+        return " · ".join(parts)
 
 
 @dataclass
 class Side:
-    """One pane's conversation: which model, its template, its history."""
+    """One pane's conversation: which model, its template, its history, and per-answer speed."""
     model: str | None = None
     conv: object = None
     conv_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     history: list = field(default_factory=list)  # [[user, bot], ...] for gr.Chatbot
+    answers: list = field(default_factory=list)  # raw answer text per turn (history shows it with its speed)
+    speeds: list = field(default_factory=list)   # Speed per turn
     error: bool = False
+    stop: bool = False  # set by a Stop click; the running stream ends this side's answer
+    abandoned: bool = False  # New chat: the running stream must not write into the pane again
+    replaced_by: "Side | None" = None  # ...and its last update shows this one instead (see app.py)
 
 
 @dataclass
 class Battle:
     sides: list[Side] = field(default_factory=lambda: [Side(), Side()])
     voted: bool = False
+    abandoned: bool = False  # New round: the running stream must not write into the panes again
+    replaced_by: "Battle | None" = None  # ...and its last update shows this one instead (see app.py)
+    question: str = ""
+
+
+def render(side: Side, i: int) -> str:
+    """Turn i's bubble: the answer, then its speed (or an error), as the pane shows it."""
+    text = safe_markdown(side.answers[i])
+    sp = side.speeds[i]
+    return text + (f"\n\n`{sp.line()}`" if sp and sp.ttft is not None else "")
 
 
 class Arena:
@@ -67,10 +121,23 @@ class Arena:
         rows = []
         for m in models:
             i = await self.info(m)
-            budget = f"{i['memory_budget'] / 1024**3:.1f} GiB" if i.get("memory_budget") else "?"
-            rows.append([m, i.get("backend", "?"), ",".join(map(str, i.get("cores", []))) or "?", budget,
-                         i.get("context_length", "?"), i.get("chat_template", "?")])
+            rows.append([m, i.get("backend", "?"), i.get("quantisation") or i.get("dtype") or "?",
+                         ",".join(map(str, i.get("cores", []))) or "?", _gib(i.get("memory_budget")),
+                         i.get("context_length", "?"), i.get("chat_template", "?"), i.get("source") or "–"])
         return rows
+
+    async def describe(self, model: str | None) -> str:
+        """One line about a model, shown under its picker: what it is and where it runs."""
+        if not model:
+            return ""
+        i = await self.info(model)
+        if not i:
+            return f"*{model}: no details (not one of this fleet's workers)*"
+        size = f"{i['model_bytes'] / 1024**3:.1f} GB" if i.get("model_bytes") else None
+        bits = [i.get("backend"), i.get("quantisation") or i.get("dtype"), size,
+                f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
+                f"ctx {i.get('context_length')}", i.get("source") or None]
+        return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
 
     async def quick_first(self, models: list[str]) -> list[str]:
         """The order default picks come from: models on backends that batch (llama.cpp) before the
@@ -79,26 +146,55 @@ class Arena:
         slow = {m for m in models if (await self.info(m)).get("backend") == "transformers"}
         return [m for m in models if m not in slow] + [m for m in models if m in slow]
 
-    async def begin_turn(self, side: Side, model: str, text: str, label: str) -> bool:
-        """Add the user's message to the side's conversation (a new one if the model changed), or
-        put the reason the model cannot answer into its pane."""
-        if side.model != model or side.conv is None or side.error:
-            side.model, side.conv, side.history, side.conv_id, side.error = model, None, [], uuid.uuid4().hex, False
+    async def _switch(self, side: Side, model: str) -> None:
+        """A new model for a conversation that already has turns: it gets them all (its own
+        template), so a follow-up after switching keeps the context."""
+        old = side.conv
+        side.conv = await self.client.conversation(model)
+        for role_index, (_, msg) in enumerate(old.messages[old.offset:]):
+            if msg is not None:
+                side.conv.append_message(side.conv.roles[role_index % 2], msg)
+        side.history.append([None, f"*— {html.escape(model)} takes over; it sees the conversation so far —*"])
+
+    async def begin_turn(self, side: Side, model: str, text: str, label: str, system: str = "") -> bool:
+        """Add the user's message to the side's conversation (started, or carried over to a new
+        model), or put the reason the model cannot answer into its pane."""
+        side.stop = False
+        if side.error:  # a failed pane starts over
+            side.conv, side.history, side.answers, side.speeds, side.error = None, [], [], [], False
         try:
             if side.conv is None:
-                side.conv = await self.client.conversation(model)
+                side.conv, side.conv_id = await self.client.conversation(model), uuid.uuid4().hex
+            elif side.model != model:
+                await self._switch(side, model)
         except ModelUnavailable as e:
+            side.model = model
             side.history = side.history + [[as_text(text), f"Error: {label} failed: {e}"]]
             side.error = True
             return False
+        side.model = model
+        if system.strip():
+            side.conv.set_system_message(system.strip())
         side.conv.append_message(side.conv.roles[0], text)
         side.conv.append_message(side.conv.roles[1], None)
-        side.history.append([as_text(text), ""])
+        side.history.append([as_text(text), WAITING])
+        side.answers.append("")
+        side.speeds.append(Speed())
+        return True
+
+    def retract(self, side: Side) -> bool:
+        """Take back the last answer so it can be asked again (Regenerate)."""
+        if side.conv is None or side.error or not side.answers or len(side.conv.messages) < 2:
+            return False
+        side.stop = False
+        side.conv.messages[-1][1] = None
+        side.answers[-1], side.speeds[-1] = "", Speed()
+        side.history[-1][1] = WAITING
         return True
 
     async def _stream_one(self, i: int, side: Side, settings: GenSettings, q: asyncio.Queue) -> None:
-        """Put (i, text, error, done) on the queue for every frame of one side's answer."""
-        text = ""
+        """Put (i, text, error, done, speed) on the queue for every frame of one side's answer."""
+        text, speed, t0 = "", Speed(), time.perf_counter()
         try:
             params = gen_params(side.model, side.conv, temperature=settings.temperature, top_p=settings.top_p,
                                 max_new_tokens=settings.max_new_tokens, seed=settings.seed)
@@ -106,44 +202,71 @@ class Arena:
             finished = False
             async for frame in self.client.stream(addr, params):
                 if frame.get("error_code", 0) != 0:
-                    await q.put((i, text, frame.get("text", "worker error"), True))
+                    await q.put((i, text, frame.get("text", "worker error"), True, speed))
                     return
                 text = frame["text"].replace("\ufffd", "")
+                if text and speed.ttft is None:
+                    speed.ttft = time.perf_counter() - t0
+                speed.tokens = int((frame.get("usage") or {}).get("completion_tokens") or speed.tokens)
+                speed.seconds = time.perf_counter() - t0
                 finished = finished or bool(frame.get("finish_reason"))
-                await q.put((i, text, None, False))
+                await q.put((i, text, None, False, speed))
             err = None if finished else "the answer was cut off: the worker closed the stream without finishing"
-            await q.put((i, text, err, True))
+            await q.put((i, text, err, True, speed))
         except ModelUnavailable as e:
-            await q.put((i, text, str(e), True))
+            await q.put((i, text, str(e), True, speed))
         except Exception as e:  # connection refused or reset, bad frames: an honest error in this pane
-            await q.put((i, text, f"the worker stopped answering ({type(e).__name__})", True))
+            await q.put((i, text, f"the worker stopped answering ({type(e).__name__})", True, speed))
 
     async def stream_sides(self, sides: list[Side], settings: GenSettings, labels: list[str]):
         """Advance every side's stream at once; yield after each update. A failing side shows an
-        honest error in its own pane and the others go on."""
+        honest error in its own pane and the others go on; a side whose Stop was clicked keeps
+        what it has so far (and the conversation keeps it as context)."""
         q: asyncio.Queue = asyncio.Queue()
-        tasks = [asyncio.create_task(self._stream_one(i, s, settings, q)) for i, s in enumerate(sides)
-                 if s.conv is not None and s.history and s.history[-1][1] == ""]
-        live = len(tasks)
+        tasks = {i: asyncio.create_task(self._stream_one(i, s, settings, q)) for i, s in enumerate(sides)
+                 if s.conv is not None and s.history and s.history[-1][1] == WAITING}
+        live = set(tasks)
         try:
             while live:
-                i, text, error, done = await q.get()
+                for i in [i for i in live if sides[i].stop]:
+                    tasks[i].cancel()
+                    live.discard(i)
+                    self._finish(sides[i], sides[i].answers[-1], stopped=True)
+                    yield
+                if not live:
+                    break
+                try:
+                    i, text, error, done, speed = await asyncio.wait_for(q.get(), POLL)
+                except asyncio.TimeoutError:
+                    continue
+                if i not in live:
+                    continue
                 side = sides[i]
-                shown = text
+                side.answers[-1], side.speeds[-1] = text, speed
                 if error:
                     side.error = True
-                    shown = (text + "\n\n" if text else "") + f"Error: {labels[i]} failed: {error}"
-                side.history[-1][1] = shown or "…"
-                if done:
-                    live -= 1
-                    if not error:
-                        side.conv.update_last_message(text)
+                    side.history[-1][1] = (safe_markdown(text) + "\n\n" if text else "") + f"Error: {labels[i]} failed: {error}"
+                    live.discard(i)
+                elif done:
+                    self._finish(side, text)
+                    live.discard(i)
+                else:
+                    side.history[-1][1] = safe_markdown(text) or WAITING
                 yield
         finally:
-            for t in tasks:
+            for t in tasks.values():
                 t.cancel()
+
+    @staticmethod
+    def _finish(side: Side, text: str, stopped: bool = False) -> None:
+        side.conv.update_last_message(text)
+        side.history[-1][1] = render(side, len(side.answers) - 1) + (f"\n\n{STOPPED}" if stopped else "")
 
     def vote(self, battle: Battle, vote_type: str, anony: bool, ip: str) -> None:
         states = [state_dict(s.conv, s.conv_id, s.model) for s in battle.sides]
         self.votes.record(vote_type, [s.model for s in battle.sides], states, ip, anony)
         battle.voted = True
+
+
+def _gib(n) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n else "?"

@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import sys
+from pathlib import Path
 
 from deploy.backends import ConfigProblem
 from deploy.control.secret import SecretError, read_secret
@@ -46,9 +47,16 @@ def preflight(reg: Registry, entry: ModelEntry) -> None:
     log.info("memory estimate for '%s': %s", entry.name, est.describe())
 
 
+def model_bytes(path: Path) -> int:
+    """The model's size on disk: the GGUF file, or an HF folder's files."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 def worker_info(entry: ModelEntry, lim: MemoryLimit) -> dict:
     """What this worker is, as reports and the web UI show it (served at /fleet_info)."""
-    return {
+    return {"model_bytes": model_bytes(entry.resolved_path),
         "name": entry.name, "cores": sorted(os.sched_getaffinity(0)),
         "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
         "context_length": entry.context_length, "concurrency": entry.concurrency,

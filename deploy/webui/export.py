@@ -1,0 +1,74 @@
+"""A conversation or a battle as a file to keep (Markdown, JSON) and as a result to share (a short
+Markdown text to paste anywhere; nothing is uploaded: the page never talks to the outside)."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from deploy.webui.arena import Battle, Side
+from deploy.webui.votes import VOTES
+
+
+def _turns(side: Side) -> list[dict]:
+    """(question, answer, speed) per turn, from the conversation itself (the text the model saw)."""
+    msgs = side.conv.messages[side.conv.offset:] if side.conv is not None else []
+    out = []
+    for k in range(0, len(msgs) - 1, 2):
+        i = k // 2
+        sp = side.speeds[i] if i < len(side.speeds) else None
+        out.append({"user": msgs[k][1], "assistant": msgs[k + 1][1] or "",
+                    "speed": None if sp is None or sp.ttft is None else
+                    {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
+                     "tokens_per_s": None if sp.tps is None else round(sp.tps, 2)}})
+    return out
+
+
+def as_json(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None) -> str:
+    return json.dumps({"exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "vote": vote,
+                       "conversations": [{"label": lab, "model": s.model,
+                                          "system": s.conv.system_message if s.conv is not None else "",
+                                          "turns": _turns(s)} for s, lab in zip(sides, labels)]},
+                      ensure_ascii=False, indent=2)
+
+
+def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None) -> str:
+    out = [f"# Conversation, exported {time.strftime('%Y-%m-%d %H:%M')}", "",
+           "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if v not in (None, "")), ""]
+    if vote:
+        out += [f"Vote: **{vote}**", ""]
+    for s, lab in zip(sides, labels):
+        out += [f"## {lab}" + (f" ({s.model})" if s.model and s.model != lab else ""), ""]
+        if s.conv is not None and s.conv.system_message:
+            out += [f"*System:* {s.conv.system_message}", ""]
+        for t in _turns(s):
+            out += [f"**User:** {t['user']}", "", f"**{lab}:** {t['assistant']}", ""]
+            if t["speed"]:
+                sp = t["speed"]
+                out += [f"*{sp['ttft_s']} s to first token, {sp['tokens']} tokens"
+                        + (f", {sp['tokens_per_s']} tok/s*" if sp["tokens_per_s"] else "*"), ""]
+    return "\n".join(out)
+
+
+def share_text(battle: Battle, vote_type: str) -> str:
+    """A battle's result in a few lines: the question, who fought, who won, how fast."""
+    a, b = battle.sides
+    verdict = {"leftvote": f"{a.model} won", "rightvote": f"{b.model} won", "tievote": "a tie",
+               "bothbad_vote": "both answers were bad"}[vote_type]
+    speed = []
+    for s in (a, b):
+        sp = s.speeds[-1] if s.speeds else None
+        if sp and sp.tps:
+            speed.append(f"{s.model} {sp.tps:.1f} tok/s")
+    q = battle.question if len(battle.question) <= 120 else battle.question[:117] + "…"
+    return (f"Anonymous battle on fastchat-fleet: **{a.model}** vs **{b.model}**: {verdict} "
+            f"(my vote: {VOTES[vote_type][0]}).\n\nQuestion: {q}" + (f"\n\nSpeed: {', '.join(speed)}" if speed else ""))
+
+
+def write_file(text: str, stem: str, suffix: str) -> str:
+    """A temporary file for the download; Gradio serves it from its cache to this page only."""
+    d = Path(tempfile.mkdtemp(prefix="fleet-export-"))
+    path = d / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    path.write_text(text, encoding="utf-8")
+    return str(path)

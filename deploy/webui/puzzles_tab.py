@@ -1,0 +1,83 @@
+"""The Puzzles tab: the same puzzle set `python eval/ask_all.py` asks, sent to two models with one
+click; once both have answered, the reference answer and the eval's own rule grading of each
+answer appear, so the page and the eval speak about the same questions and the same verdicts."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from deploy.webui.arena import Arena, Battle
+
+
+def _grading(puzzle, battle: Battle) -> str:
+    from eval.askall.grading import grade
+
+    lines = [f"**Reference answer:** {html.escape(puzzle.reference)}", ""]
+    for label, side in zip(("A", "B"), battle.sides):
+        if side.error or not side.answers:
+            lines.append(f"- Model {label} ({side.model}): no answer to grade")
+            continue
+        v = grade(puzzle, side.answers[-1])
+        lines.append(f"- Model {label} (**{html.escape(side.model)}**): **{v.score:.2f}** / {v.max_score:g}, "
+                     f"{v.label}{'' if v.confident else ' (the rules are unsure: read it yourself)'}. "
+                     f"{html.escape(v.reason)}")
+    return "\n".join(lines)
+
+
+def puzzles_tab(arena: Arena, max_new_tokens: int, puzzle_file: str | None):
+    from deploy.webui.app import Pickers, controls, pane, picker, settings_from
+    from eval.askall.puzzles import PuzzleFileError, load_puzzles
+
+    try:
+        puzzles = load_puzzles(puzzle_file)
+    except PuzzleFileError as e:
+        gr.Markdown(f"The puzzle file cannot be read: {e}")
+        return Pickers([], [])
+    labels = [f"{p.id}: {p.question[:40]}{'…' if len(p.question) > 40 else ''}" for p in puzzles]
+    by_label = dict(zip(labels, puzzles))
+    gr.Markdown("The puzzles `python eval/ask_all.py` asks (`eval/puzzles.toml`). Send one to both models; "
+                "the reference answer and the eval's grading appear once both have answered.", elem_classes="intro")
+    state = gr.State(Battle)
+    pickers = []
+    with gr.Row():
+        for side in ("a", "b"):
+            with gr.Column(min_width=120):
+                pickers.append(picker(f"Model {side.upper()}", f"puzzle_model_{side}"))
+    with gr.Row(equal_height=True):
+        choose = gr.Dropdown(labels, value=labels[0], label="Puzzle", scale=6, elem_id="puzzle_pick")
+        send = gr.Button("Ask both", variant="primary", scale=1, min_width=90, elem_id="puzzle_send")
+        stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id="puzzle_stop")
+    question = gr.Markdown(puzzles[0].question, elem_id="puzzle_question")
+    with gr.Row():
+        bots = [pane(f"Model {s}", f"puzzle_pane_{s.lower()}") for s in ("A", "B")]
+    status = gr.Markdown(elem_id="puzzle_status")
+    reference = gr.Markdown(elem_id="puzzle_reference")
+    ctl = controls("puzzles", max_new_tokens, temperature=0.0)  # the eval asks at temperature 0
+
+    async def ask(old: Battle, a, b, label, *params):
+        p = by_label.get(label)
+        if p is None or not a or not b:
+            yield old, gr.update(), gr.update(), "Pick a puzzle and two models.", gr.update()
+            return
+        old.abandoned = True
+        battle = Battle(question=p.question)
+        settings = settings_from(*params)
+        for side, m in zip(battle.sides, (a, b)):
+            await arena.begin_turn(side, m, p.question, m, settings.system_prompt)
+        yield battle, battle.sides[0].history, battle.sides[1].history, "Answering…", ""
+        async for _ in arena.stream_sides(battle.sides, settings, [a, b]):
+            if battle.abandoned:
+                return
+            yield battle, battle.sides[0].history, battle.sides[1].history, gr.update(), gr.update()
+        yield battle, battle.sides[0].history, battle.sides[1].history, "Both answered.", _grading(p, battle)
+
+    choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
+    send.click(ask, [state, *[s for s, _ in pickers], choose, *ctl.inputs],
+                      [state, *bots, status, reference], trigger_mode="once", concurrency_limit=None)
+
+    def stop_fn(battle: Battle):
+        for s in battle.sides:
+            s.stop = True
+    stop.click(stop_fn, state, None, queue=False)
+    return Pickers([s for s, _ in pickers], [i for _, i in pickers])

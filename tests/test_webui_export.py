@@ -1,0 +1,61 @@
+"""Export and share: what a conversation file and a battle result say (real FastChat conversations)."""
+import json
+
+from fastchat.conversation import get_conv_template
+
+from deploy.webui.arena import Battle, Side, Speed, render
+from deploy.webui.export import as_json, as_markdown, share_text
+
+
+def side(model: str, turns: list[tuple[str, str]], system: str = "") -> Side:
+    conv = get_conv_template("qwen-7b-chat")
+    if system:
+        conv.set_system_message(system)
+    s = Side(model=model, conv=conv)
+    for q, a in turns:
+        conv.append_message(conv.roles[0], q)
+        conv.append_message(conv.roles[1], a)
+        s.answers.append(a)
+        s.speeds.append(Speed(ttft=0.5, tokens=21, seconds=1.5))
+    return s
+
+
+def test_json_export_holds_every_turn_with_its_speed_and_the_system_prompt():
+    s = side("qwen", [("你好", "你好！"), ("1+1=?", "2")], system="Answer briefly.")
+    doc = json.loads(as_json([s], ["qwen"], {"temperature": 0.7, "seed": 3}))
+    conv = doc["conversations"][0]
+    assert conv["model"] == "qwen" and conv["system"] == "Answer briefly."
+    assert [(t["user"], t["assistant"]) for t in conv["turns"]] == [("你好", "你好！"), ("1+1=?", "2")]
+    assert conv["turns"][1]["speed"] == {"ttft_s": 0.5, "tokens": 21, "tokens_per_s": 20.0}
+    assert doc["settings"] == {"temperature": 0.7, "seed": 3}
+
+
+def test_markdown_export_reads_as_a_transcript():
+    md = as_markdown([side("a", [("Q1", "A1")]), side("b", [("Q1", "B1")])], ["Model A (a)", "Model B (b)"],
+                     {"temperature": 0.0, "system_prompt": ""}, vote="A is better")
+    assert "## Model A (a)" in md and "**User:** Q1" in md and "**Model B (b):** B1" in md
+    assert "Vote: **A is better**" in md and "temperature 0.0" in md and "system_prompt" not in md
+
+
+def test_the_speed_line_under_an_answer():
+    s = side("qwen", [("q", "an answer")])
+    assert render(s, 0) == "an answer\n\n`0.50 s to first token · 20.0 tok/s · 21 tokens`"
+    s.speeds[0] = Speed()  # no token came: no speed line
+    assert render(s, 0) == "an answer"
+
+
+def test_a_shared_battle_result_names_the_models_the_winner_and_the_question():
+    b = Battle(sides=[side("qwen", [("q", "x")]), side("smollm", [("q", "y")])], question="明明和白白谁喜欢谁？")
+    text = share_text(b, "rightvote")
+    assert "**qwen** vs **smollm**: smollm won" in text and "Question: 明明和白白谁喜欢谁？" in text
+    assert "qwen 20.0 tok/s" in text
+
+
+def test_html_a_model_writes_is_shown_as_text_but_code_and_markdown_stay():
+    from deploy.webui.arena import safe_markdown
+
+    assert safe_markdown('Here: <img src=x onerror="alert(1)"> **bold**') == \
+        'Here: &lt;img src=x onerror="alert(1)"&gt; **bold**'
+    code = "```html\n<b>hi</b>\n```\nand `a<b` then <i>x</i>"
+    assert safe_markdown(code) == "```html\n<b>hi</b>\n```\nand `a<b` then &lt;i&gt;x&lt;/i&gt;"
+    assert safe_markdown("```\nunfinished <b>") == "```\nunfinished <b>"  # a code block still streaming
