@@ -383,6 +383,10 @@ def test_readme_screenshot_of_the_side_by_side_page(browser, ui):
         select(pg, "named_model_b", SMALL)
         ask(pg, "named", "你好，请用一句话介绍一下北京。")
         wait_for(lambda: "Which answer is better?" in status(pg), 180, "answers")
+        for p in ("pane_a", "pane_b"):  # each pane followed its answer down to the newest text
+            gap = pg.evaluate(f"""() => {{ const e = document.querySelector('#{p} .bubble-wrap');
+                                          return e.scrollHeight - e.clientHeight - e.scrollTop; }}""")
+            assert gap <= 5, (p, gap)
         (REPO / "docs").mkdir(exist_ok=True)
         pg.screenshot(path=str(REPO / "docs" / "webui-side-by-side.png"))
     finally:
