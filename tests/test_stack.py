@@ -118,6 +118,20 @@ def test_workers_describe_themselves(stack):
         assert info["memory_budget"] > 0 and info["memory_limit"]
 
 
+def test_llamacpp_workers_hold_their_weights_once(stack):
+    """Read, not mapped: the weights are the worker's own memory, counted once, and the GGUF's
+    pages are not also resident in it (with mmap, llama.cpp's repacked copy and the mapped file
+    both counted: bench/llamacpp_memory.py)."""
+    from deploy.registry.config import ModelEntry
+
+    m = next(m for m in stack.models if m["name"] == QWEN)
+    info = stack.fleet.worker_info(stack.worker_address(QWEN))
+    size = ModelEntry.model_validate(m).resolved_path.stat().st_size
+    assert info["model_bytes"] == size
+    assert info["rss_file"] < 0.5 * size, info  # shared libraries only; mapped, the whole file would be here too
+    assert info["rss_anon"] > 0.9 * size and info["rss"] == pytest.approx(info["rss_anon"] + info["rss_file"], rel=0.05)
+
+
 def test_count_token_matches_an_independent_tokenizer(stack):
     """The worker counts with the engine's tokenizer; the HF tokenizer of the same model must agree."""
     from transformers import AutoTokenizer

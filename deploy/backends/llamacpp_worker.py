@@ -69,6 +69,8 @@ class LlamaCppWorker(BaseModelWorker):
         params.model.path = str(entry.resolved_path)
         params.n_ctx = entry.context_length * entry.concurrency  # split evenly across the slots
         params.n_parallel = entry.concurrency
+        if not entry.mmap:  # read the weights: counted once in RSS, and faster (bench/llamacpp_memory.py)
+            params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
         if entry.embeddings:  # /v1/embeddings from the same engine and weights (bench.py measures the cost)

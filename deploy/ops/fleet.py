@@ -130,12 +130,16 @@ def _health(w: dict | None) -> str:
 
 def _row(*cells) -> str:
     """model, host, backend, state, health, cores, actual, RSS / budget, queue, heartbeat"""
-    widths = (34, 21, 12, 9, 12, 9, 7, 22, 5)
+    widths = (34, 21, 12, 9, 12, 9, 7, 36, 5)
     return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[9]}" if len(cells) > 9 else "")
 
 
 def _memory(info: dict, budget: int | None) -> str:
+    """RSS against the budget; a large mapped-file share (llama.cpp with mmap) is shown apart, as it
+    is page cache the kernel can reclaim, not the worker's own memory."""
     used = fmt_size(info["rss"]) if info.get("rss") else "-"
+    if info.get("rss_file", 0) > 256 * 1024**2:
+        used += f" ({fmt_size(info['rss_file'])} file)"
     return f"{used} / {fmt_size(budget)}" if budget else used
 
 

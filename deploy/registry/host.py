@@ -24,15 +24,25 @@ def _mem_total() -> int:
     raise RuntimeError("cannot read MemTotal from /proc/meminfo")
 
 
-def resident_bytes(pid: int | str = "self") -> int:
-    """A process's resident memory now (VmRSS): for status, reports and the benchmarks."""
+def memory_of(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now, in bytes: rss (VmRSS), and its parts anon (RssAnon: the
+    worker's own memory, what a budget must hold) and file (RssFile: mapped file pages, shared and
+    reclaimable). A llama.cpp worker with `mmap = true` shows its weights in both."""
+    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    out = {v: 0 for v in keys.values()}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            key, _, rest = line.partition(":")
+            if key in keys:
+                out[keys[key]] = int(rest.split()[0]) * 1024
     except OSError:
         pass
-    return 0
+    return out
+
+
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory now (VmRSS): for status, reports and the benchmarks."""
+    return memory_of(pid)["rss"]
 
 
 def describe_cores(cores) -> str:

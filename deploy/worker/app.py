@@ -21,7 +21,7 @@ from deploy.api.errors import ClientError
 from deploy.bounded_body import BoundedBody, body_limit
 from deploy.worker.params import check_embedding_input, error_frame, worker_params
 from deploy.fleet_client import AsyncFleetClient
-from deploy.registry.host import resident_bytes
+from deploy.registry.host import memory_of
 
 log = logging.getLogger("deploy.worker.app")
 
@@ -169,7 +169,8 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
 
     @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):
-        return {**request.app.state.info, "rss": resident_bytes()}
+        m = memory_of()
+        return {**request.app.state.info, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"]}
 
     @app.post(routes.MODEL_DETAILS)
     async def model_details(request: Request):

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Where a llama.cpp worker's memory goes, per load option, side by side in one run.
+
+RSS mixes two kinds of memory: anonymous memory (the repacked weight copy, the KV cache, compute
+buffers: what a memory budget must hold) and mapped pages of the GGUF file (page cache: shared
+between processes and, when clean and idle, reclaimed by the kernel before anything is killed).
+llama.cpp on a CPU repacks most quantised tensors into an anonymous copy at load (its CPU_REPACK
+buffer), so with mmap the file pages of those tensors stay resident but are never touched again.
+This script loads one GGUF three ways in fresh processes (default: mmap + repack; no repack;
+no mmap), decodes with each, and prints anonymous and file RSS with the decode speed:
+
+    .venv/bin/python bench/llamacpp_memory.py [GGUF] [--threads 2] [--tokens 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OPTIONS = {
+    "mmap + repack (default)": {},
+    "mmap, no repack": {"no_extra_bufts": True},
+    "no mmap (read), repack": {"load_mode": "LLAMA_LOAD_MODE_NONE"},
+}
+PROMPT = "Write a short story about a robot who learns to cook."
+
+
+def memory(pid: int | str = "self") -> dict:
+    """RssAnon, RssFile and VmRSS of a process, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
+    import httpx
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = gguf
+    p.n_ctx = 2048
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads
+    for k, v in option.items():
+        setattr(p, k, getattr(xllamacpp.llama_load_mode, v) if k == "load_mode" else v)
+    t0 = time.perf_counter()
+    server = xllamacpp.Server(p)
+    load_s = time.perf_counter() - t0
+    loaded = memory()
+    speeds = []
+    with httpx.Client(base_url=server.listening_address, timeout=600) as http:
+        for _ in range(2):  # the first warms up
+            r = http.post("/completion", json={"prompt": PROMPT, "n_predict": tokens, "temperature": 0,
+                                               "cache_prompt": False}).json()
+            speeds.append(r["timings"]["predicted_per_second"])
+    return {"load_s": load_s, "loaded": loaded, "after": memory(), "decode_tps": speeds[-1]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Path(os.environ.get("FLEET_CACHE", Path.home() / ".cache/fastchat-fleet")) / \
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    ap.add_argument("gguf", nargs="?", default=str(default))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.gguf, json.loads(a.child), a.threads, a.tokens)))
+        return 0
+    size = Path(a.gguf).stat().st_size
+    gib = 2**30
+    print(f"{Path(a.gguf).name}: {size / gib:.2f} GiB file, {a.threads} threads, {a.tokens} tokens\n")
+    print(f"{'load option':26} {'load s':>7} {'anon GiB':>9} {'file GiB':>9} {'RSS GiB':>8} {'tok/s':>7}")
+    results = {}
+    for name, opt in OPTIONS.items():
+        out = subprocess.run([sys.executable, __file__, a.gguf, "--threads", str(a.threads), "--tokens",
+                              str(a.tokens), "--child", json.dumps(opt)], capture_output=True, text=True)
+        if out.returncode:
+            print(f"{name:26} failed: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        m = r["after"]
+        print(f"{name:26} {r['load_s']:7.1f} {m['RssAnon'] / gib:9.2f} {m['RssFile'] / gib:9.2f} "
+              f"{m['VmRSS'] / gib:8.2f} {r['decode_tps']:7.1f}")
+    base = results.get("mmap + repack (default)")
+    if base:
+        print("\nspeed relative to the default: " + ", ".join(
+            f"{k} {v['decode_tps'] / base['decode_tps']:.2f}" for k, v in results.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
