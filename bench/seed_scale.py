@@ -34,7 +34,7 @@ from seed_models import load_shapes, make  # bench/seed_models.py
 from deploy.fleet_client import FleetClient
 from deploy.ops.supervisor import programs
 from deploy.registry.config import load_registry
-from deploy.registry.host import resident_bytes
+from deploy.registry.host import memory_of
 from deploy.registry.paths import REPO_ROOT, FleetPaths
 from deploy.registry.render import write
 from deploy.worker.fit import suggest_budget
@@ -113,7 +113,8 @@ class Fleet:
         out = {}
         for m in self.reg.models:
             p = progs.get(f"worker-{m.name}")
-            out[m.name] = {"rss": resident_bytes(p.pid) if p and p.pid else 0, "budget": m.memory_budget}
+            mem = memory_of(p.pid) if p and p.pid else {"rss": 0, "anon": 0, "file": 0}
+            out[m.name] = {"rss": mem["rss"], "anon": mem["anon"], "file": mem["file"], "budget": m.memory_budget}
         return out
 
     def decode(self, model: str, n: int, prompt: str = QUESTION, max_new: int | None = None) -> dict:
@@ -251,11 +252,12 @@ def report(r: dict) -> None:
         print(f"\n{label} (cores {p['cores']}, {p['threads']} thread(s) each, poll {p.get('poll')}): cold start "
               f"{p['cold_start_s']:.1f} s, "
               f"total RSS {total / 2**30:.2f} GiB")
-        print(f"{'model':38} {'file GB':>7} {'RSS GiB':>8} {'budget':>7} {'alone':>7} {'of bound':>8} "
+        print(f"{'model':38} {'file GB':>7} {'RSS GiB':>8} {'(file)':>7} {'budget':>7} {'alone':>7} {'of bound':>8} "
               f"{'3 at once':>9} {'prompt':>7}")
         for m in p["alone"]:
             mem, a, t = p["memory"][m], p["alone"][m], p["together"][m]
-            print(f"{m:38} {p['files'][m] / GB:>7.2f} {mem['rss'] / 2**30:>8.2f} {mem['budget'] / 2**30:>7.1f} "
+            print(f"{m:38} {p['files'][m] / GB:>7.2f} {mem['rss'] / 2**30:>8.2f} {mem.get('file', 0) / 2**30:>7.2f} "
+                  f"{mem['budget'] / 2**30:>7.1f} "
                   f"{a['decode_tps']:>7.2f} {a['decode_tps'] / p['bound_tps'][m]:>8.0%} {t['decode_tps'] or 0:>9.2f} "
                   f"{p['prompt_tps'][m]:>7.1f}")
         best_alone = max(a["decode_tps"] for a in p["alone"].values())

@@ -231,10 +231,10 @@ def _stop_sides(indexes: list[int]):
     return fn
 
 
-def _wire_round(arena: Arena, rnd: Round, send: gr.Button, new: gr.Button, send_fn, send_inputs: list,
+def _wire_round(rnd: Round, send: gr.Button, new: gr.Button, send_fn, send_inputs: list,
                 regen_fn, regen_inputs: list) -> None:
     gr.on([rnd.box.submit, send.click], send_fn, send_inputs, rnd.outputs(), trigger_mode="once",
-                 concurrency_limit=None)
+          concurrency_limit=None)
     rnd.regen.click(regen_fn, regen_inputs, rnd.outputs(), trigger_mode="once", concurrency_limit=None)
 
     def new_round(battle: Battle):
@@ -305,7 +305,7 @@ def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> Pickers:
         async for out in _play(arena, battle, [a, b], text, settings_from(*params), [a, b], "", prompt):
             yield out
 
-    _wire_round(arena, rnd, send, new, send_fn, [rnd.state, sel_a, sel_b, rnd.box, *ctl.inputs],
+    _wire_round(rnd, send, new, send_fn, [rnd.state, sel_a, sel_b, rnd.box, *ctl.inputs],
                 _regen_fn(arena, lambda b: [s.model for s in b.sides], prompt, True), [rnd.state, *ctl.inputs])
     _wire_votes(arena, rnd, anony=False, share=None)
     _wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], None))
@@ -345,7 +345,7 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
                                labels, note, prompt):
             yield out
 
-    _wire_round(arena, rnd, send, new, send_fn, [rnd.state, rnd.box, *ctl.inputs],
+    _wire_round(rnd, send, new, send_fn, [rnd.state, rnd.box, *ctl.inputs],
                 _regen_fn(arena, lambda b: labels, prompt, False), [rnd.state, *ctl.inputs])
     _wire_votes(arena, rnd, anony=True, share=share)
     gr.on([rnd.box.submit, send.click], lambda b: gr.update(visible=False) if b.voted else NO_CHANGE, rnd.state, share)
@@ -401,7 +401,7 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
             yield out
 
     gr.on([box.submit, send.click], send_fn, [state, sel, box, *ctl.inputs], outputs, trigger_mode="once",
-                 concurrency_limit=None)
+          concurrency_limit=None)
     regen.click(regen_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None)
 
     def stop_fn(side: Side):
