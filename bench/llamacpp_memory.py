@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from deploy.registry.paths import cache_dir
 
 OPTIONS = {
     "mmap + repack (default)": {},
@@ -29,19 +30,11 @@ OPTIONS = {
 PROMPT = "Write a short story about a robot who learns to cook."
 
 
-def memory(pid: int | str = "self") -> dict:
-    """RssAnon, RssFile and VmRSS of a process, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-            out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
 def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
     import httpx
     import xllamacpp
+
+    from deploy.registry.host import memory_of
 
     p = xllamacpp.CommonParams()
     p.model.path = gguf
@@ -52,20 +45,19 @@ def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
     t0 = time.perf_counter()
     server = xllamacpp.Server(p)
     load_s = time.perf_counter() - t0
-    loaded = memory()
+    loaded = memory_of()
     speeds = []
     with httpx.Client(base_url=server.listening_address, timeout=600) as http:
         for _ in range(2):  # the first warms up
             r = http.post("/completion", json={"prompt": PROMPT, "n_predict": tokens, "temperature": 0,
                                                "cache_prompt": False}).json()
             speeds.append(r["timings"]["predicted_per_second"])
-    return {"load_s": load_s, "loaded": loaded, "after": memory(), "decode_tps": speeds[-1]}
+    return {"load_s": load_s, "loaded": loaded, "after": memory_of(), "decode_tps": speeds[-1]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = Path(os.environ.get("FLEET_CACHE", Path.home() / ".cache/fastchat-fleet")) / \
-        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    default = cache_dir() / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
     ap.add_argument("gguf", nargs="?", default=str(default))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
@@ -87,8 +79,8 @@ def main(argv=None) -> int:
             continue
         r = results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         m = r["after"]
-        print(f"{name:26} {r['load_s']:7.1f} {m['RssAnon'] / gib:9.2f} {m['RssFile'] / gib:9.2f} "
-              f"{m['VmRSS'] / gib:8.2f} {r['decode_tps']:7.1f}")
+        print(f"{name:26} {r['load_s']:7.1f} {m['anon'] / gib:9.2f} {m['file'] / gib:9.2f} "
+              f"{m['rss'] / gib:8.2f} {r['decode_tps']:7.1f}")
     base = results.get("mmap + repack (default)")
     if base:
         print("\nspeed relative to the default: " + ", ".join(

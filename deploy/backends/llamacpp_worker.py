@@ -69,7 +69,7 @@ class LlamaCppWorker(BaseModelWorker):
         params.model.path = str(entry.resolved_path)
         params.n_ctx = entry.context_length * entry.concurrency  # split evenly across the slots
         params.n_parallel = entry.concurrency
-        if not entry.mmap:  # read the weights: counted once in RSS, and faster (bench/llamacpp_memory.py)
+        if not entry.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
             params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads

@@ -78,8 +78,9 @@ class ModelEntry(BaseModel):
                                     description="llama.cpp: send streamed text at most this often (0: every token).")
     mmap: bool = Field(default=False, description="llama.cpp: map the GGUF instead of reading it. Reading (the default) "
                        "keeps the weights once, in the worker's own memory: with mmap, llama.cpp's repacked copy and "
-                       "the mapped file both count in RSS (1.79 vs 1.21 GiB for the 1.5B default), and decode was 13 "
-                       "percent slower in bench/llamacpp_memory.py. mmap lets replicas of one file share its pages.")
+                       "the mapped file both count in RSS (1.79 vs 1.21 GiB for the 1.5B default), and decode was no "
+                       "faster (reading: 1.03 and 1.15 times mmap's speed in two runs of bench/llamacpp_memory.py). "
+                       "mmap lets replicas of one file share its pages.")
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
                                          "50); lower it for models that share cores.")

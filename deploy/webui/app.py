@@ -479,6 +479,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         known = gr.State(list)
         selects = [*named.selects, *direct.selects, *puzzles.selects]
         infos = [*named.infos, *direct.infos, *puzzles.infos]
+        order = [i for p in (named, direct, puzzles) for i in range(len(p.selects))]  # A first, B second
 
         async def refresh_models(seen: list, *picked):
             """Registered-later models appear, gone ones disappear; while the list is unchanged the
@@ -491,7 +492,6 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
                 return (seen, NO_CHANGE, *[NO_CHANGE] * len(selects))
             table = await arena.models_table(models)
             quick = await arena.quick_first(models)
-            order = [0, 1, 0, 0, 1]
             return (models, table, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
 
         gr.Timer(refresh_seconds).tick(refresh_models, [known, *selects], [known, models_df, *selects])

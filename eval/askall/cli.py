@@ -13,7 +13,7 @@ from eval.askall.cascade import Cascade, Graded
 from eval.askall.check import check_puzzles, render
 from eval.askall.fleet import AskAllError, discover
 from eval.askall.grading import GRADER_VERSION
-from eval.askall.judge import Calibration, Judge, JudgeError, require_calibrated
+from eval.askall.judge import Calibration, Judge, JudgeError, admit
 from eval.askall.overrides import load_overrides
 from eval.askall.puzzles import DEFAULT_FILE, PuzzleFileError, file_hash, load_puzzles
 from eval.askall.report import csv_report, html_report, markdown
@@ -128,23 +128,20 @@ def ready_judge(store: RunStore, meta: dict, puzzles: list) -> Judge | None:
     judge = make_judge(meta["settings"])
     if judge is None:
         return None
-    judge.check()
     cal_file = store.path / "calibration.json"
     sha = file_hash(meta["settings"].get("puzzle_file"))
     ids = sorted(p.id for p in puzzles)
-    cal = None
+    cached = None
     if cal_file.exists():
         saved = json.loads(cal_file.read_text(encoding="utf-8"))
         if (saved.get("judge"), saved.get("puzzle_sha256"), saved.get("puzzles")) == (judge.model, sha, ids):
-            cal = Calibration(judge.model, saved["agree"], saved["total"], saved["misses"])
-    if cal is None:
-        print(f"calibrating judge {judge.model} on the labelled examples ...", file=sys.stderr)
-        cal = judge.calibrate(puzzles)
-        cal_file.write_text(json.dumps({"judge": judge.model, "puzzle_sha256": sha, "puzzles": ids, "agree": cal.agree,
-                                        "total": cal.total, "misses": cal.misses}, ensure_ascii=False, indent=2),
+            cached = Calibration(judge.model, saved["agree"], saved["total"], saved["misses"])
+
+    def keep(c: Calibration) -> None:
+        cal_file.write_text(json.dumps({"judge": judge.model, "puzzle_sha256": sha, "puzzles": ids, "agree": c.agree,
+                                        "total": c.total, "misses": c.misses}, ensure_ascii=False, indent=2),
                             encoding="utf-8")
-    require_calibrated(cal)
-    print(cal.summary(), file=sys.stderr)
+    cal = admit(judge, puzzles, cached, keep)
     meta["judge_calibration"] = {"judge": judge.model, "agree": cal.agree, "total": cal.total}
     return judge
 

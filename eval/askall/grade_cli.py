@@ -15,7 +15,7 @@ import sys
 from eval.askall.cascade import Cascade
 from eval.askall.cli import fleet_defaults, make_judge
 from eval.askall.fleet import AskAllError
-from eval.askall.judge import JudgeError, require_calibrated
+from eval.askall.judge import JudgeError, admit
 from eval.askall.overrides import load_overrides
 from eval.askall.puzzles import PuzzleFileError, load_puzzles
 
@@ -98,11 +98,8 @@ def main(argv=None) -> int:
         judge = make_judge({"judge": args.judge, "judge_api_base": args.judge_api_base, "api_base": args.judge_api_base,
                             "judge_api_key_env": args.judge_api_key_env})
         if judge:
-            judge.check()
             used = {r["puzzle"] for r in recs}
-            cal = judge.calibrate([p for p in puzzles if p.id in used])
-            require_calibrated(cal)
-            print(cal.summary(), file=sys.stderr)
+            admit(judge, [p for p in puzzles if p.id in used])
     except (AskAllError, PuzzleFileError, JudgeError, OSError) as e:
         print(f"grade: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 
 from eval.askall.grading import Verdict, label_for
@@ -131,6 +132,21 @@ class Judge:
                     cal.misses.append({"puzzle": p.id, "kind": ex.kind, "expected": ex.score,
                                        "judge": v.score if v.label != "error" else None, "reason": v.reason})
         return cal
+
+
+def admit(judge: Judge, puzzles: list[Puzzle], cal: Calibration | None = None, keep=None) -> Calibration:
+    """Check the judge (registered, answering), calibrate it on these puzzles' labelled examples
+    unless `cal` holds an earlier calibration (a new one is passed to `keep`, refused or not), and
+    refuse it below the bar; JudgeError says why."""
+    judge.check()
+    if cal is None:
+        print(f"calibrating judge {judge.model} on the labelled examples ...", file=sys.stderr)
+        cal = judge.calibrate(puzzles)
+        if keep:
+            keep(cal)
+    require_calibrated(cal)
+    print(cal.summary(), file=sys.stderr)
+    return cal
 
 
 def require_calibrated(cal: Calibration) -> None:
