@@ -11,6 +11,10 @@ They are written into $FLEET_CACHE/synthetic (never into the repository), named
 `fleet.synthetic = true` in their metadata. A finished file is stamped; a second run makes nothing.
 How: random Q4_0 blocks with sane scales (norms 1, biases 0) are streamed into a GGUF with
 gguf-py, then requantised to Q4_K_M (--allow-requantize), then the Q4_0 file is deleted.
+
+make_hf writes a DeepSeek-shaped bf16 Hugging Face folder (random weights, a byte-level stand-in
+tokenizer with DeepSeek's BOS and EOS ids) for the transformers backend (bench/seed_scale.py), also
+into $FLEET_CACHE/synthetic, named synthetic-*-bf16-hf, stamped when complete.
 """
 from __future__ import annotations
 
@@ -81,7 +85,31 @@ def synthetic_path(shape: SeedShape, qtype: str = "Q4_K_M") -> Path:
     return cache_dir() / "synthetic" / f"synthetic-{shape.name}-{qtype.lower()}.gguf"
 
 
-def _metadata(w, s: SeedShape) -> None:
+@dataclass
+class Vocab:
+    """A GGUF vocabulary: token texts and llama.cpp token types, special ids, add_bos."""
+    tokens: list[str]
+    types: list[int]
+    bos: int = 1
+    eos: int = 2
+    add_bos: bool = False
+
+    @classmethod
+    def filler(cls, size: int, special: dict[int, str] = {}, **kw) -> "Vocab":  # noqa: B006 (read only)
+        """A sentencepiece-style vocabulary of `size`: <unk> <s> </s>, byte tokens, filler, and
+        `special` control tokens at the ids given (a seed model's own, for its prompt prefix)."""
+        import gguf
+
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+        tokens += [f"\u2581t{i}" for i in range(size - len(tokens))]
+        types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
+                [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (size - 259)
+        for i, text in special.items():
+            tokens[i], types[i] = text, gguf.TokenType.CONTROL
+        return cls(tokens, types, **kw)
+
+
+def _metadata(w, s: SeedShape, vocab: Vocab | None = None) -> None:
     import gguf
 
     w.add_name(f"SYNTHETIC seed-shaped {s.title} (random weights, not the real model)")
@@ -97,19 +125,15 @@ def _metadata(w, s: SeedShape) -> None:
     w.add_rope_dimension_count(s.head_dim // 2 if s.arch == "chatglm" else s.head_dim)
     w.add_rope_freq_base(10000.0)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
-    # a sentencepiece-style vocabulary of the real size: control tokens, byte tokens, filler
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tokens += [f"\u2581t{i}" for i in range(s.vocab - len(tokens))]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + \
-            [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (s.vocab - 259)
+    v = vocab or Vocab.filler(s.vocab)
     w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * s.vocab)
-    w.add_token_types(types)
+    w.add_token_list(v.tokens)
+    w.add_token_scores([0.0] * len(v.tokens))
+    w.add_token_types(v.types)
     w.add_unk_token_id(0)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_add_bos_token(False)
+    w.add_bos_token_id(v.bos)
+    w.add_eos_token_id(v.eos)
+    w.add_add_bos_token(v.add_bos)
 
 
 def _q4_0_rows(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.ndarray:
@@ -120,11 +144,11 @@ def _q4_0_rows(rng: np.random.Generator, rows: int, cols: int, scale: float) -> 
     return blocks.reshape(rows, per_row * Q4_0_BLOCK[1])
 
 
-def write_q4_0(s: SeedShape, out: Path, seed: int = 0) -> None:
+def write_q4_0(s: SeedShape, out: Path, seed: int = 0, vocab: Vocab | None = None) -> None:
     import gguf
 
     w = gguf.GGUFWriter(str(out), s.arch)
-    _metadata(w, s)
+    _metadata(w, s, vocab)
     tensors = s.tensors()
     for name, shape in tensors:
         if len(shape) == 1:
@@ -164,6 +188,105 @@ def make(s: SeedShape, threads: int = 2) -> Path:
         src.unlink(missing_ok=True)
     out.with_name(out.name + ".partial").replace(out)
     stamp.write_text(json.dumps({"shaped_like": s.title, "bytes": out.stat().st_size}))
+    return out
+
+
+# ---- a seed-shaped Hugging Face folder (bf16, for the transformers backend) ------------------------
+HF_SHARD_BYTES = 2 * 10**9
+
+
+def hf_synthetic_path(shape: SeedShape) -> Path:
+    return cache_dir() / "synthetic" / f"synthetic-{shape.name}-bf16-hf"
+
+
+def _hf_tensors(s: SeedShape) -> list[tuple[str, tuple[int, int] | tuple[int]]]:
+    """LlamaForCausalLM's parameter names and shapes (DeepSeek-LLM-7B-Chat is one)."""
+    if s.arch != "llama":
+        raise SystemExit(f"{s.title}: only llama-architecture shapes have an HF folder maker (got {s.arch})")
+    h, kv = s.hidden, s.kv_heads * s.head_dim
+    out = [("model.embed_tokens.weight", (s.vocab, h))]
+    for i in range(s.layers):
+        b = f"model.layers.{i}."
+        out += [(b + "input_layernorm.weight", (h,)), (b + "self_attn.q_proj.weight", (h, h)),
+                (b + "self_attn.k_proj.weight", (kv, h)), (b + "self_attn.v_proj.weight", (kv, h)),
+                (b + "self_attn.o_proj.weight", (h, h)), (b + "post_attention_layernorm.weight", (h,)),
+                (b + "mlp.gate_proj.weight", (s.ffn, h)), (b + "mlp.up_proj.weight", (s.ffn, h)),
+                (b + "mlp.down_proj.weight", (h, s.ffn))]
+    return out + [("model.norm.weight", (h,)), ("lm_head.weight", (s.vocab, h))]
+
+
+def hf_tokenizer(s: SeedShape, folder: Path) -> None:
+    """A byte-level tokenizer of the real vocabulary size, with DeepSeek's BOS/EOS at their real
+    ids (100000, 100001) and its tokenizer's habit of adding BOS: every prompt becomes bytes."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    bos, eos, bos_id, eos_id = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", 100000, 100001
+    vocab = {c: i for i, c in enumerate(byte_chars)}
+    vocab.update({f"t{i}": i for i in range(len(byte_chars), s.vocab) if i not in (bos_id, eos_id)})
+    vocab.update({bos: bos_id, eos: eos_id})
+    tok = Tokenizer(BPE(vocab, [], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, bos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos)
+    fast.add_special_tokens({"additional_special_tokens": []})
+    fast.save_pretrained(folder)
+
+
+def make_hf(s: SeedShape, seed: int = 0) -> Path:
+    """A SYNTHETIC seed-shaped HF folder in bf16: config, random weights in 2 GB safetensors
+    shards (one shard in memory at a time), a stand-in tokenizer. Stamped when complete."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = hf_synthetic_path(s)
+    stamp = out / "SYNTHETIC.done"
+    if stamp.exists():
+        print(f"{s.title} (bf16 HF folder): present ({out})", flush=True)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": s.hidden,
+           "intermediate_size": s.ffn, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
+           "num_key_value_heads": s.kv_heads, "vocab_size": s.vocab, "max_position_embeddings": s.context,
+           "rms_norm_eps": s.norm_eps, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
+           "bos_token_id": 100000, "eos_token_id": 100001, "torch_dtype": "bfloat16",
+           "_name_or_path": f"SYNTHETIC seed-shaped {s.title} (random weights, not the real model)"}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    hf_tokenizer(s, out)
+    torch.manual_seed(seed)
+    n = sum(int(np.prod(shape)) for _, shape in _hf_tensors(s))
+    print(f"{s.title}: writing {n / 1e9:.2f}B random parameters (bf16 HF folder) ...", flush=True)
+    shard: dict = {}
+    index: dict = {}
+    shards = 0
+
+    def flush():
+        nonlocal shard, shards
+        if shard:
+            shards += 1
+            name = f"model-{shards:05d}.safetensors"
+            save_file(shard, str(out / name), metadata={"format": "pt", "synthetic": "true"})
+            index.update({k: name for k in shard})
+            shard = {}
+
+    size = 0
+    for name, shape in _hf_tensors(s):
+        if len(shape) == 1:
+            shard[name] = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            shard[name] = (torch.randn(shape, dtype=torch.bfloat16) * (0.02 / np.sqrt(shape[1] / 512)))
+        size += shard[name].numel() * 2
+        if size >= HF_SHARD_BYTES:
+            flush()
+            size = 0
+    flush()
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": n * 2},
+                                                                  "weight_map": index}, indent=1))
+    stamp.write_text(json.dumps({"shaped_like": s.title, "parameters": n}))
     return out
 
 

@@ -10,10 +10,13 @@ side by side in one run: RSS per worker against its budget and the total; cold s
 registered; decode tok/s of each model alone and of all three at once; prompt processing; each
 as a ratio to the read-bandwidth bound measured on the spot; 4 streams on one worker against 1;
 core placements for three models on two cores; and eval/ask_all.py's five puzzles x three
-models at 256 tokens per answer, against the 15 s - 2 min 15 s per answer of the seed reports.
+models at 256 tokens per answer, against the 15 s - 2 min 15 s per answer of the seed reports;
+and a DeepSeek-shaped SYNTHETIC bf16 Hugging Face folder on the transformers backend beside its
+Q4_K_M on llama.cpp (fit estimate against RSS, decode rates).
 
-    .venv/bin/python bench/seed_scale.py            # about 50 minutes on 2 cores (48 min measured)
-    .venv/bin/python bench/seed_scale.py --quick    # one placement, fewer tokens, no ask_all
+    .venv/bin/python bench/seed_scale.py            # about 52 minutes on 2 cores
+    .venv/bin/python bench/seed_scale.py --quick    # one placement, fewer tokens, no ask_all, no bf16
+    .venv/bin/python bench/seed_scale.py --placements none --no-concurrency   # only bf16 beside Q4_K_M
 
 Writes bench/results/seed-scale-<time>.json.
 """
@@ -30,17 +33,18 @@ import time
 from pathlib import Path
 
 from bench import bandwidth, question_params  # bench/bench.py: a sibling, since this file runs as a script
-from seed_models import load_shapes, make  # bench/seed_models.py
+from seed_models import load_shapes, make, make_hf  # bench/seed_models.py
 from deploy.fleet_client import FleetClient
 from deploy.ops.supervisor import programs
 from deploy.registry.config import load_registry
 from deploy.registry.host import memory_of
 from deploy.registry.paths import REPO_ROOT, FleetPaths
 from deploy.registry.render import write
-from deploy.worker.fit import suggest_budget
+from deploy.worker.fit import estimate, suggest_budget
 from tests.harness import free_port, shutdown_supervisord, write_registry
 
 GB = 1e9
+BF16_MODEL = "deepseek-llm-7b-chat"  # the bf16 transformers row: one model, 13.8 GB, as the seed reports ran it
 SEED_REPORT_PER_ANSWER_S = (15, 135)  # what people measured by hand, fp32 on CPU (../shared/seeds)
 QUESTION = "请详细介绍一下中国的四大发明，每一项写一段。"
 LONG_PROMPT = "请总结下面的文字。" + "单身狗产生的原因有两个，一是谁都看不上，二是谁都看不上。" * 20
@@ -65,24 +69,32 @@ def snapshot_of_deploy(tmp: Path) -> Path:
     return snap
 
 
-class Fleet:
-    """The three synthetic models, the controller, API server and web UI, under supervisord."""
+def gguf_entries(files: dict[str, Path], cores: list[list[int]], threads: int, poll: int | None = None,
+                 concurrency: int = 1, context: int = 2048) -> list[dict]:
+    """Registry entries (as written) for the synthetic Q4_K_M files, one per model."""
+    shapes = {s.name: s for s in load_shapes()}
+    models = []
+    for (name, path), c in zip(files.items(), cores):
+        raw = {"name": f"synthetic-{name}", "path": str(path), "backend": "llama.cpp", "cores": c, "threads": threads,
+               "chat_template": shapes[name].chat_template, "context_length": context, "concurrency": concurrency,
+               "source": "SYNTHETIC seed-shaped"}
+        if poll is not None:
+            raw["poll"] = poll
+        models.append(raw)
+    return models
 
-    def __init__(self, root: Path, files: dict[str, Path], cores: list[list[int]], threads: int,
-                 poll: int | None = None, concurrency: int = 1, context: int = 2048):
-        shapes = {s.name: s for s in load_shapes()}
+
+class Fleet:
+    """Synthetic seed-shaped models, the controller, API server and web UI, under supervisord;
+    each entry's budget from the fit estimate."""
+
+    def __init__(self, root: Path, models: list[dict]):
         root.mkdir(parents=True)
         (root / ".venv").symlink_to(REPO_ROOT / ".venv")
         (root / "deploy").symlink_to(snapshot_of_deploy(root.parent))
-        models = []
-        for (name, path), c in zip(files.items(), cores):
-            raw = {"name": f"synthetic-{name}", "path": str(path), "backend": "llama.cpp", "port": free_port(),
-                   "cores": c, "threads": threads, "chat_template": shapes[name].chat_template,
-                   "context_length": context, "concurrency": concurrency, "source": "SYNTHETIC seed-shaped"}
-            if poll is not None:
-                raw["poll"] = poll
+        for raw in models:
+            raw.setdefault("port", free_port())
             raw["memory_budget"] = suggest_budget(raw)
-            models.append(raw)
         self.paths = FleetPaths(write_registry(root / "model_paths.toml", models, free_port(), free_port(), free_port()))
         self.reg = load_registry(self.paths.registry)
         write(self.reg, self.paths.supervisord_conf)
@@ -149,7 +161,7 @@ class Fleet:
 
 def measure_placement(label: str, files: dict, cores, threads: int, poll, n: int, tmp: Path, bw: float) -> dict:
     print(f"\n== placement {label}: cores {cores}, {threads} thread(s) each, poll {poll}", flush=True)
-    fleet = Fleet(tmp / label, files, cores, threads, poll)
+    fleet = Fleet(tmp / label, gguf_entries(files, cores, threads, poll))
     res: dict = {"cores": cores, "threads": threads, "poll": poll}
     try:
         res["cold_start_s"] = fleet.start()
@@ -176,7 +188,7 @@ def measure_placement(label: str, files: dict, cores, threads: int, poll, n: int
 def measure_concurrency(files: dict, n: int, tmp: Path) -> dict:
     """1 vs 4 concurrent streams on one 7B-class worker with four slots, both cores, 2 threads."""
     name = "deepseek-llm-7b-chat"
-    fleet = Fleet(tmp / "concurrency", {name: files[name]}, [[0, 1]], 2, concurrency=4)
+    fleet = Fleet(tmp / "concurrency", gguf_entries({name: files[name]}, [[0, 1]], 2, concurrency=4))
     try:
         fleet.start()
         m = fleet.names[0]
@@ -191,8 +203,53 @@ def measure_concurrency(files: dict, n: int, tmp: Path) -> dict:
         fleet.stop()
 
 
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so that a cold start reads the weights from disk
+    as after a reboot, not from the copy left by writing or a previous run. False if not allowed."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def measure_bf16(q4_file: Path, n: int, tmp: Path, bw: float) -> dict:
+    """DeepSeek-shaped, side by side on both cores with 2 threads: the SYNTHETIC bf16 HF folder on
+    the transformers backend, then its Q4_K_M on llama.cpp. Checks the fit estimate (and the budget
+    derived from it) against the RSS a 7B bf16 model really takes, and gives both decode rates."""
+    shape = next(s for s in load_shapes() if s.name == BF16_MODEL)
+    rows = {"bf16 (transformers)": {"name": f"synthetic-{BF16_MODEL}-bf16", "path": str(make_hf(shape)),
+                                    "backend": "transformers", "dtype": "bfloat16", "cores": [0, 1], "threads": 2,
+                                    "chat_template": shape.chat_template, "context_length": 2048, "concurrency": 1,
+                                    "source": "SYNTHETIC seed-shaped"},
+            "Q4_K_M (llama.cpp)": gguf_entries({BF16_MODEL: q4_file}, [[0, 1]], 2)[0]}
+    out = {}
+    for label, raw in rows.items():
+        print(f"  {label} ...", flush=True)
+        fleet = Fleet(tmp / f"bf16-{label.split()[0]}", [raw])
+        try:
+            cold = drop_page_cache()
+            r = {"cold_start_s": fleet.start(), "page_cache_dropped": cold}
+            m = fleet.names[0]
+            fleet.decode(m, 4)  # warm-up
+            r["decode"] = fleet.decode(m, n)
+            entry = fleet.reg.models[0]
+            r["estimate"] = estimate(entry).total
+            r["memory"] = fleet.memory()[m]
+            r["weights"] = entry.runtime.shape(entry).weight_bytes
+            r["bound_tps"] = bw / r["weights"]
+            print(f"    RSS {r['memory']['rss'] / 2**30:.2f} GiB (estimate {r['estimate'] / 2**30:.2f}, budget "
+                  f"{r['memory']['budget'] / 2**30:.1f}); decode {r['decode']['decode_tps']:.2f} tok/s; "
+                  f"cold start {r['cold_start_s']:.1f} s", flush=True)
+        finally:
+            fleet.stop()
+        out[label] = r
+    return out
+
+
 def ask_all(files: dict, cores, threads: int, poll, tmp: Path, max_tokens: int) -> dict:
-    fleet = Fleet(tmp / "ask_all", files, cores, threads, poll)
+    fleet = Fleet(tmp / "ask_all", gguf_entries(files, cores, threads, poll))
     try:
         fleet.start()
         d = fleet.reg.deployment
@@ -214,8 +271,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per decode measurement")
-    ap.add_argument("--placements", help=f"comma-separated, of: {', '.join(PLACEMENTS)} (default: all)")
+    ap.add_argument("--placements", help=f"comma-separated, of: {', '.join(PLACEMENTS)}; 'none' for none (default: the first three)")
+    ap.add_argument("--no-concurrency", action="store_true", help="skip 1 vs 4 streams on one worker")
     ap.add_argument("--no-ask-all", action="store_true")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                    help="the DeepSeek-shaped bf16 HF folder on transformers beside its Q4_K_M (writes 13.8 GB "
+                         "once; default: on, off with --quick)")
     args = ap.parse_args(argv)
     n = 32 if args.quick else args.tokens
     files = {s.name: make(s) for s in load_shapes()}
@@ -224,13 +285,17 @@ def main(argv=None) -> int:
     print("measuring read bandwidth ...", flush=True)
     res["bandwidth"] = {"1_core": bandwidth([0]), "2_cores": bandwidth([0, 1])}
     tmp = Path(tempfile.mkdtemp(prefix="seed-scale-"))
-    wanted = args.placements.split(",") if args.placements else list(PLACEMENTS)[1:2] if args.quick else \
+    wanted = [] if args.placements == "none" else args.placements.split(",") if args.placements else list(PLACEMENTS)[1:2] if args.quick else \
         list(PLACEMENTS)[:3]
     res["placements"] = {label: measure_placement(label, files, *PLACEMENTS[label], n, tmp, res["bandwidth"]["2_cores"])
                          for label in wanted}
-    print("\n== concurrency on one worker", flush=True)
-    res["concurrency"] = measure_concurrency(files, n, tmp)
-    if not args.quick and not args.no_ask_all:
+    if args.bf16 if args.bf16 is not None else not args.quick:
+        print(f"\n== bf16 on transformers beside Q4_K_M on llama.cpp ({BF16_MODEL}, 2 threads)", flush=True)
+        res["bf16"] = measure_bf16(files[BF16_MODEL], n, tmp, res["bandwidth"]["2_cores"])
+    if not args.no_concurrency:
+        print("\n== concurrency on one worker", flush=True)
+        res["concurrency"] = measure_concurrency(files, n, tmp)
+    if wanted and not args.quick and not args.no_ask_all:
         best = max(res["placements"], key=lambda k: res["placements"][k]["together_aggregate_tps"])
         print(f"\n== eval/ask_all.py, 5 puzzles x 3 models at 256 tokens, placement {best}", flush=True)
         res["ask_all"] = ask_all(files, *PLACEMENTS[best], tmp, 256)
@@ -263,9 +328,23 @@ def report(r: dict) -> None:
         best_alone = max(a["decode_tps"] for a in p["alone"].values())
         print(f"  aggregate of all three at once {p['together_aggregate_tps']:.2f} tok/s = "
               f"{p['together_aggregate_tps'] / best_alone:.0%} of the best single-model rate")
-    c = r["concurrency"]
-    print(f"\nOne worker, 4 slots: aggregate 1 stream {c[1]:.2f}, 2 streams {c[2]:.2f}, 4 streams {c[4]:.2f} tok/s "
-          f"(x{c[4] / c[1]:.2f})")
+    c = r.get("concurrency")
+    if c:
+        print(f"\nOne worker, 4 slots: aggregate 1 stream {c[1]:.2f}, 2 streams {c[2]:.2f}, 4 streams {c[4]:.2f} tok/s "
+              f"(x{c[4] / c[1]:.2f})")
+    if "bf16" in r:
+        print(f"\n{BF16_MODEL}, both cores, 2 threads, one run (cold start: page cache dropped first; "
+              f"transformers maps its weights and reads them during the first answer):")
+        print(f"{'format':22} {'weights GB':>10} {'estimate GiB':>12} {'RSS GiB':>8} {'budget':>7} {'decode':>7} "
+              f"{'of bound':>8} {'cold start':>10}")
+        for label, b in r["bf16"].items():
+            mem = b["memory"]
+            print(f"{label:22} {b['weights'] / GB:>10.2f} {b['estimate'] / 2**30:>12.2f} {mem['rss'] / 2**30:>8.2f} "
+                  f"{mem['budget'] / 2**30:>7.1f} {b['decode']['decode_tps']:>7.2f} "
+                  f"{b['decode']['decode_tps'] / b['bound_tps']:>8.0%} {b['cold_start_s']:>9.1f}s"
+                  f"{'' if b.get('page_cache_dropped') else ' (page cache not dropped: not root)'}")
+        bf, q4 = (r["bf16"][k]["decode"]["decode_tps"] for k in ("bf16 (transformers)", "Q4_K_M (llama.cpp)"))
+        print(f"  Q4_K_M decodes {q4 / bf:.1f}x as fast as bf16")
     if "ask_all" in r:
         q = r["ask_all"]
         pa = q["per_answer_s"]

@@ -108,8 +108,9 @@ def test_qwen_7b_chat_is_make_context(monkeypatch):
 
 def test_chatglm3_is_build_chat_input(monkeypatch):
     ref = chatglm3_build_chat_input(SYSTEM, [TURNS[0]], TURNS[1][0])
-    # [gMASK] and sop are the tokenizer's prefix tokens (build_inputs_with_special_tokens): the text
-    # the worker tokenises is the rest, byte for byte
+    # [gMASK] and sop are the tokenizer's prefix tokens (build_inputs_with_special_tokens): the
+    # template builds the rest, byte for byte; each worker adds the prefix where its tokenizer does
+    # not (tests/test_seed_tokens.py)
     assert ref.startswith("[gMASK]sop")
     assert web_ui_prompt("chatglm3", SYSTEM) == ref.removeprefix("[gMASK]sop")
     assert api_prompt(monkeypatch, "chatglm3", SYSTEM) == ref.removeprefix("[gMASK]sop")

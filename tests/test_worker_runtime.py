@@ -22,6 +22,10 @@ def test_engine_request_maps_fastchat_params():
     assert engine_request({"prompt": "p", "stop": ["a", "", None]}, stream=False)["stop"] == ["a"]
     seeded = engine_request({"prompt": "p", "seed": 5}, stream=True)
     assert seeded["seed"] == 5 and seeded["cache_prompt"] is False  # repeatable: no reused prompt cache
+    assert "preserved_tokens" not in body
+    special = engine_request({"prompt": "p", "stop": ["<|im_end|>"]}, True, ["<|user|>", "<|im_end|>"])
+    assert special["stop"] == ["<|im_end|>", "<|user|>"]  # stop tokens' texts, once each
+    assert special["preserved_tokens"] == ["<|user|>", "<|im_end|>"]  # rendered, so the stop strings see them
 
 
 class FakeEngine:
@@ -48,6 +52,7 @@ def frames_from(engine: FakeEngine, interval: float, take: int | None = None) ->
 
     w = LlamaCppWorker.__new__(LlamaCppWorker)  # the streaming logic alone, no model
     w.engine, w.frame_interval, w.call_ct = engine, interval, 0
+    w.template, w.engine_added = "qwen2.5", ""
     w._pool = ThreadPoolExecutor(2)
 
     async def collect():

@@ -18,15 +18,20 @@ import httpx
 from fastchat.constants import ErrorCode
 from fastchat.serve.base_model_worker import BaseModelWorker
 
+from deploy.registry.templates import text_for_tokenizer
+
 log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
 
 
-def engine_request(params: dict, stream: bool) -> dict:
-    """Translate FastChat's generation params into a llama.cpp /completion body."""
+def engine_request(params: dict, stream: bool, stop_token_texts: list[str] = ()) -> dict:
+    """Translate FastChat's generation params into a llama.cpp /completion body.
+    `stop_token_texts`: the texts of params' stop_token_ids, stop strings the engine can see only
+    if it renders those (special) tokens, which `preserved_tokens` asks of it."""
     stop = params.get("stop") or []
     if isinstance(stop, str):
         stop = [stop]
+    stop = [s for s in stop if s] + [t for t in stop_token_texts if t not in stop]
     top_k = int(params.get("top_k", -1) or -1)
     body = {
         "prompt": params["prompt"],
@@ -38,10 +43,12 @@ def engine_request(params: dict, stream: bool) -> dict:
         "repeat_penalty": float(params.get("repetition_penalty", 1.0)),
         "presence_penalty": float(params.get("presence_penalty", 0.0)),
         "frequency_penalty": float(params.get("frequency_penalty", 0.0)),
-        "stop": [s for s in stop if s],
+        "stop": stop,
         "stream": stream,
         "cache_prompt": True,
     }
+    if stop_token_texts:
+        body["preserved_tokens"] = list(stop_token_texts)
     if params.get("ignore_eos"):  # benchmarks: a fixed number of tokens (FastChat's API never sends it)
         body["ignore_eos"] = True
     if params.get("json_schema") is not None:  # response_format: the engine builds a grammar from it
@@ -55,6 +62,15 @@ def engine_request(params: dict, stream: bool) -> dict:
         # what a seeded sampler picks: a seeded request recomputes its prompt to be repeatable.
         body["cache_prompt"] = False
     return body
+
+
+def engine_added_prefix(address: str, key: str) -> str:
+    """The text of the special tokens the engine puts before every prompt (its BOS where the
+    GGUF's add_bos_token says so), asked of the engine itself at start-up."""
+    r = httpx.post(f"{address}/tokenize", json={"content": "", "add_special": True, "with_pieces": True},
+                   headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    r.raise_for_status()
+    return "".join(t["piece"] for t in r.json()["tokens"])
 
 
 class LlamaCppWorker(BaseModelWorker):
@@ -91,13 +107,39 @@ class LlamaCppWorker(BaseModelWorker):
         self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
         self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60,
                                              headers={"Authorization": f"Bearer {engine_key}"})
+        self.template = entry.chat_template
+        self.engine_added = engine_added_prefix(self.engine.listening_address, engine_key)
+        self._token_texts: dict[int, str] = {}
+
+    async def stop_token_texts(self, ids) -> list[str]:
+        """The texts of FastChat's stop_token_ids (ChatGLM3: <|user|>, <|observation|>), which this
+        engine does not treat as end of generation by itself; ids outside the vocabulary are skipped."""
+        out = []
+        for i in ids or ():
+            if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+                continue
+            if i not in self._token_texts:
+                r = await self._engine_http.post("/detokenize", json={"tokens": [int(i)]})
+                self._token_texts[i] = r.json().get("content", "") if r.status_code == 200 else ""
+                if r.status_code != 200:
+                    log.warning("stop token id %s is not in %s's vocabulary: ignored", i, self.model_names[0])
+            if self._token_texts[i]:
+                out.append(self._token_texts[i])
+        return out
+
+    def engine_text(self, prompt: str) -> str:
+        """The text the engine tokenises (adding its own BOS, if the GGUF says so) into the tokens
+        the model's own chat code builds: ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
+        return text_for_tokenizer(prompt, self.template, self.engine_added)
 
     async def close(self) -> None:
         await self._engine_http.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def count_token(self, params: dict) -> dict:
-        r = await self._engine_http.post("/tokenize", json={"content": params["prompt"], "parse_special": True})
+        # as the engine tokenises a completion prompt: its own BOS added, special tokens parsed
+        r = await self._engine_http.post("/tokenize", json={"content": self.engine_text(params["prompt"]),
+                                                            "add_special": True, "parse_special": True})
         r.raise_for_status()
         return {"count": len(r.json()["tokens"]), "error_code": 0}
 
@@ -107,6 +149,7 @@ class LlamaCppWorker(BaseModelWorker):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
+        stop_texts = await self.stop_token_texts(params.get("stop_token_ids"))
 
         def on_chunk(chunk):  # engine thread
             if cancelled.is_set():
@@ -116,7 +159,8 @@ class LlamaCppWorker(BaseModelWorker):
 
         def run():
             try:
-                self.engine.handle_completions(engine_request(params, stream=True), on_chunk)
+                body = engine_request({**params, "prompt": self.engine_text(params["prompt"])}, True, stop_texts)
+                self.engine.handle_completions(body, on_chunk)
             except Exception as e:  # surfaces as an error chunk, never a dead stream
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(e)}})
             finally:

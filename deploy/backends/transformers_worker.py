@@ -14,6 +14,7 @@ import uuid
 
 from deploy.backends.base import ConfigProblem
 from deploy.backends.transformers import resolve_dtype
+from deploy.registry.templates import text_for_tokenizer
 
 log = logging.getLogger("deploy.backends.transformers_worker")
 
@@ -64,6 +65,17 @@ def load_hf_model(entry):
     return model.eval(), tokenizer
 
 
+def tokenizer_added_prefix(tokenizer) -> str:
+    """The text of the special tokens the tokenizer puts before every input: DeepSeek's BOS,
+    ChatGLM3's [gMASK]sop, nothing for Qwen."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return "".join(tokenizer.convert_ids_to_tokens(full[:i]))
+    return ""
+
+
 def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
     """Build FastChat's ModelWorker around a model we loaded (its __init__ would load by path)."""
     import torch
@@ -87,6 +99,15 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             self.stream_interval = 2
             self.embed_in_truncate = False
             self.seed = None
+            self.tokenizer_added = tokenizer_added_prefix(self.tokenizer)
+
+        def tokenizer_text(self, prompt: str) -> str:
+            """What FastChat's generation hands the tokenizer, so that the tokens begin with the
+            model's own prefix once (DeepSeek's template writes the BOS its tokenizer adds)."""
+            return text_for_tokenizer(prompt, entry.chat_template, self.tokenizer_added)
+
+        def count_token(self, params):
+            return super().count_token({**params, "prompt": self.tokenizer_text(params["prompt"])})
 
         def get_embeddings(self, params):
             """FastChat's, one input at a time, each within EMBED_MAX_TOKENS: FastChat pads a batch
@@ -108,6 +129,7 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             return out
 
         def generate_stream_gate(self, params):
+            params = {**params, "prompt": self.tokenizer_text(params["prompt"])}
             if not self.tokenizer(params["prompt"]).input_ids:  # FastChat's generation fails on it
                 yield json.dumps({"text": "the prompt is empty: this model (no BOS token) needs at least one token "
                                           "to continue from.", "error_code": 40302}).encode() + b"\0"

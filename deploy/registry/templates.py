@@ -63,3 +63,22 @@ def exact_prompt(conv: Conversation) -> str | None:
     """The model's own prompt for `conv` where FastChat's template is not byte-exact; else None."""
     render = EXACT_PROMPTS.get(conv.name)
     return render(conv.system_message, conv.messages[conv.offset:]) if render else None
+
+
+# ---- the special tokens a model's own chat code puts first ------------------------------------
+# ChatGLM3's tokenizer puts [gMASK] and sop before every input (build_inputs_with_special_tokens)
+# and FastChat's chatglm3 template leaves them out; DeepSeek-LLM's chat template writes the BOS
+# that its tokenizer also adds. Each backend's tokenizer adds its own share (a GGUF of ChatGLM3
+# adds nothing: llama.cpp's converter writes add_bos_token = false), so the text a worker hands
+# its tokenizer depends on both; text_for_tokenizer makes the tokens begin with the prefix once.
+MODEL_PREFIX = {"chatglm3": "[gMASK]sop", "deepseek-chat": DEEPSEEK_BOS}
+
+
+def text_for_tokenizer(prompt: str, template: str, added: str) -> str:
+    """`prompt` (a chat prompt, or raw completion text) as the text to give a tokenizer that itself
+    puts `added` (the text of the special tokens it adds) first, so that the tokens begin with
+    the model's own prefix exactly once: neither missing nor doubled."""
+    prefix = MODEL_PREFIX.get(template, "")
+    body = prompt.removeprefix(prefix) if prefix else prompt
+    body = body.removeprefix(added) if added else body
+    return prefix.removeprefix(added) + body

@@ -38,6 +38,9 @@ def worker_params(raw: bytes, context_len: int, need_prompt: bool = True, featur
     for name, types in OPTIONAL_TYPES.items():
         if params.get(name) is not None and not isinstance(params[name], types):
             raise bad(f"'{name}' has the wrong type ({type(params[name]).__name__}).", name)
+    ids = params.get("stop_token_ids") or []
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 31 for i in ids):
+        raise bad("'stop_token_ids' must be token ids (integers from 0).", "stop_token_ids")
     return params
 
 
