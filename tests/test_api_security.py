@@ -279,8 +279,8 @@ def hostile_requests(fleet) -> list[tuple[str, str, str, dict, bytes | None]]:
                      b'{"prompt": "hi", "max_new_tokens": 99999999}', b'{"prompt": "hi", "temperature": NaN}',
                      b'{"prompt": "hi", "temperature": "hot"}', b'{"prompt": "hi", "stop": 7}',
                      b'{"prompt": "hi", "images": ["x"]}', b'{"prompt": "\\ud800"}', big,
-                     b'{"prompt": "hi", "stop_token_ids": [99999999]}', b'{"prompt": "hi", "stop_token_ids": [-1]}',
-                     b'{"prompt": "hi", "stop_token_ids": ["x"]}',
+                     b'{"prompt": "hi", "max_new_tokens": 4, "stop_token_ids": [99999999]}',
+                     b'{"prompt": "hi", "stop_token_ids": [-1]}', b'{"prompt": "hi", "stop_token_ids": ["x"]}',
                      json.dumps({"prompt": "hello " * 40_000}).encode()]
     for w in (worker, hf_worker):
         for route in ("/worker_generate_stream", "/worker_generate", "/count_token"):

@@ -8,6 +8,7 @@ import html
 import gradio as gr
 
 from deploy.webui.arena import Arena, Battle
+from deploy.webui.widgets import Pickers, controls, pane, picker, settings_from
 
 
 def _grading(puzzle, battle: Battle) -> str:
@@ -26,7 +27,6 @@ def _grading(puzzle, battle: Battle) -> str:
 
 
 def puzzles_tab(arena: Arena, max_new_tokens: int, puzzle_file: str | None):
-    from deploy.webui.app import Pickers, controls, pane, picker, settings_from
     from eval.askall.puzzles import PuzzleFileError, load_puzzles
 
     try:

@@ -1,0 +1,83 @@
+"""The widgets every tab of the web page is built from: the same parameters, panes, model pickers,
+input row and export row everywhere (deploy/webui/app.py and puzzles_tab.py build the tabs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from deploy.webui.arena import GenSettings
+
+
+@dataclass
+class Controls:
+    """The same parameters in every tab."""
+    system: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    max_tokens: gr.Slider
+    seed: gr.Number
+
+    @property
+    def inputs(self) -> list:
+        return [self.system, self.temperature, self.top_p, self.max_tokens, self.seed]
+
+
+def settings_from(system, temperature, top_p, max_tokens, seed) -> GenSettings:
+    return GenSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_tokens),
+                       seed=None if seed is None else int(seed), system_prompt=system or "")
+
+
+def settings_dict(*params) -> dict:
+    s = settings_from(*params)
+    return {"system_prompt": s.system_prompt, "temperature": s.temperature, "top_p": s.top_p,
+            "max_new_tokens": s.max_new_tokens, "seed": s.seed}
+
+
+def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Controls:
+    with gr.Accordion("Parameters · system prompt, temperature, top_p, max tokens, seed", open=False,
+                      elem_id=f"{prefix}_params"):
+        system = gr.Textbox(label="System prompt", lines=2, placeholder="empty: each model's own default",
+                            elem_id=f"{prefix}_system")
+        with gr.Row():
+            temperature = gr.Slider(0.0, 1.5, value=temperature, step=0.05, label="Temperature", elem_id=f"{prefix}_temperature")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", elem_id=f"{prefix}_top_p")
+            max_tokens = gr.Slider(16, 4096, value=max_new_tokens, step=16, label="Max new tokens",
+                                   elem_id=f"{prefix}_max_tokens")
+            seed = gr.Number(label="Seed (empty: random)", precision=0, elem_id=f"{prefix}_seed")
+    return Controls(system, temperature, top_p, max_tokens, seed)
+
+
+def pane(label: str, elem_id: str) -> gr.Chatbot:
+    return gr.Chatbot(label=label, elem_id=elem_id, elem_classes="pane", show_copy_button=True, height=400)
+
+
+def picker(label: str, elem_id: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """A model dropdown with a line about the chosen model under it."""
+    sel = gr.Dropdown(label=label, elem_id=elem_id)
+    info = gr.Markdown(elem_id=f"{elem_id}_info", elem_classes="model-info")
+    return sel, info
+
+
+def input_row(prefix: str, placeholder: str) -> tuple[gr.Textbox, gr.Button, gr.Button]:
+    with gr.Row(equal_height=True):
+        box = gr.Textbox(placeholder=placeholder, show_label=False, scale=8, lines=1, max_lines=6,
+                         elem_id=f"{prefix}_input")
+        send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id=f"{prefix}_send")
+        stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id=f"{prefix}_stop")
+    return box, send, stop
+
+
+def export_row(prefix: str) -> tuple[gr.Button, gr.Button, gr.File]:
+    with gr.Accordion("Export", open=False, elem_id=f"{prefix}_export"):
+        with gr.Row():
+            md = gr.Button("Markdown", size="sm", elem_id=f"{prefix}_export_md")
+            js = gr.Button("JSON", size="sm", elem_id=f"{prefix}_export_json")
+        file = gr.File(label="Download", visible=False, elem_id=f"{prefix}_export_file", interactive=False)
+    return md, js, file
+
+
+@dataclass
+class Pickers:
+    selects: list[gr.Dropdown]
+    infos: list[gr.Markdown]
