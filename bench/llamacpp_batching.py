@@ -6,9 +6,10 @@ barely more. The suspects: llama.cpp's batched path on this CPU (the repacked we
 CPU_REPACK, which `no_extra_bufts` turns off), the slots' KV layout (one buffer per slot or one
 unified), flash attention, and threads. This script loads one GGUF with each option in a fresh
 process, as our worker loads it (weights read, not mapped; four slots), and measures the
-decode rate of one stream and the aggregate of 1, 2 and 4 streams at once:
+aggregate decode rate of 1, 2 and 4 streams at once (prompt processing not counted):
 
-    .venv/bin/python bench/llamacpp_batching.py [GGUF] [--threads 2] [--tokens 48]
+    .venv/bin/python bench/llamacpp_batching.py [GGUF] [--threads 2] [--tokens 48] [--rounds 3]
+        [--options "worker's settings,flash attention off"]
 
 The default GGUF is the seed-shaped synthetic DeepSeek-LLM-7B-Chat Q4_K_M (bench/seed_models.py)
 if it has been made, else the default 1.5B model.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +41,7 @@ SLOTS = 4
 def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
     import xllamacpp
 
-    from bench.bench import aggregate, via_engine
+    from bench import via_engine  # bench/bench.py: a sibling, since this file runs as a script
 
     p = xllamacpp.CommonParams()
     p.model.path = gguf
@@ -50,12 +53,21 @@ def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
     for k, v in option.items():
         setattr(p, k, getattr(xllamacpp.llama_flash_attn_type, v) if k == "flash_attn_type" else v)
     engine = xllamacpp.Server(p)
-    one = lambda: via_engine(engine, tokens)  # noqa: E731
-    one()  # warm-up
-    t0 = time.perf_counter()
-    single = one()
-    return {"threads": threads, "single_tps": single["decode_tps"], "single_wall_s": time.perf_counter() - t0,
-            "aggregate": {k: aggregate(one, k) for k in (1, 2, 4)}}
+    via_engine(engine, 4)  # warm-up
+    return {"threads": threads, "aggregate": {k: decode_together(lambda: via_engine(engine, tokens), k) for k in (1, 2, 4)}}
+
+
+def decode_together(one, streams: int) -> float:
+    """Aggregate decode rate of `streams` identical requests started at once: they are prompt-
+    processed together and then decode in lockstep, so it is the sum of their decode rates
+    (first to last token; prompt processing is not in it)."""
+    out = [None] * streams
+    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, one())) for i in range(streams)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return sum(r["decode_tps"] for r in out)
 
 
 def default_gguf() -> Path:
@@ -69,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--options", help=f"comma-separated, of: {', '.join(OPTIONS)} (default: all)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="load and measure every option this many times, interleaved; medians are shown")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -77,23 +91,30 @@ def main(argv=None) -> int:
     names = a.options.split(",") if a.options else list(OPTIONS)
     print(f"{Path(a.gguf).name}: {Path(a.gguf).stat().st_size / 1e9:.2f} GB, {SLOTS} slots, {a.tokens} tokens "
           f"per stream, {a.threads} threads unless said\n")
-    print(f"{'option':22} {'threads':>7} {'1 stream':>9} {'agg x1':>7} {'x2':>7} {'x4':>7} {'x4/x1':>6}")
+    print(f"{'option':22} {'threads':>7} {'decode tok/s, 1 stream':>22} {'2 at once':>9} {'4 at once':>9} "
+          f"{'x4/x1':>6}")
+    runs: dict[str, list] = {name: [] for name in names}
+    for _ in range(a.rounds):  # interleaved: each option sees the machine as the others do
+        for name in names:
+            out = subprocess.run([sys.executable, __file__, a.gguf, "--threads", str(a.threads), "--tokens",
+                                  str(a.tokens), "--child", json.dumps(OPTIONS[name])], capture_output=True, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{name:22} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            runs[name].append(json.loads(line[7:]))
     results = {}
-    for name in names:
-        out = subprocess.run([sys.executable, __file__, a.gguf, "--threads", str(a.threads), "--tokens", str(a.tokens),
-                              "--child", json.dumps(OPTIONS[name])], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent.parent)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{name:22} failed: {out.stderr.strip().splitlines()[-1:]}")
+    for name, rs in runs.items():
+        if not rs:
             continue
-        r = results[name] = json.loads(line[7:])
-        g = {int(k): v for k, v in r["aggregate"].items()}
-        print(f"{name:22} {r['threads']:>7} {r['single_tps']:>9.2f} {g[1]:>7.2f} {g[2]:>7.2f} {g[4]:>7.2f} "
-              f"{g[4] / g[1]:>6.2f}", flush=True)
+        g = {k: statistics.median(r["aggregate"][str(k)] for r in rs) for k in (1, 2, 4)}  # keys via JSON
+        results[name] = {"threads": rs[0]["threads"], "aggregate": g, "runs": rs}
+        print(f"{name:22} {rs[0]['threads']:>7} {g[1]:>22.2f} {g[2]:>9.2f} {g[4]:>9.2f} {g[4] / g[1]:>6.2f}", flush=True)
     out = Path(__file__).parent / "results" / time.strftime("llamacpp-batching-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"gguf": a.gguf, "threads": a.threads, "tokens": a.tokens, "results": results}, indent=2))
+    out.write_text(json.dumps({"gguf": a.gguf, "threads": a.threads, "tokens": a.tokens, "rounds": a.rounds,
+                               "results": results}, indent=2))
     print(f"\nresults: {out}")
     return 0
 

@@ -186,21 +186,33 @@ def measure_placement(label: str, files: dict, cores, threads: int, poll, n: int
 
 
 def measure_concurrency(files: dict, n: int, tmp: Path) -> dict:
-    """1 vs 4 concurrent streams on one 7B-class worker with four slots, both cores, 2 threads."""
+    """1, 2 and 4 concurrent streams on one 7B-class worker with four slots, both cores, 2 threads:
+    with flash attention as llama.cpp chooses (on) and off."""
     name = "deepseek-llm-7b-chat"
-    fleet = Fleet(tmp / "concurrency", gguf_entries({name: files[name]}, [[0, 1]], 2, concurrency=4))
-    try:
-        fleet.start()
-        m = fleet.names[0]
-        fleet.decode(m, 4)
-        out = {}
-        for k in (1, 2, 4):
-            rs, wall = fleet.together({i: (lambda: fleet.decode(m, n)) for i in range(k)})
-            out[k] = sum(r["tokens"] for r in rs.values()) / wall
-            print(f"  {k} stream(s) on one worker: aggregate {out[k]:.2f} tok/s", flush=True)
-        return out
-    finally:
-        fleet.stop()
+    res = {}
+    for fa in ("auto", "off"):
+        entries = gguf_entries({name: files[name]}, [[0, 1]], 2, concurrency=4)
+        entries[0]["flash_attention"] = fa
+        fleet = Fleet(tmp / f"concurrency-fa-{fa}", entries)
+        print(f"  flash_attention = {fa!r}", flush=True)
+        try:
+            fleet.start()
+            m = fleet.names[0]
+            fleet.decode(m, 4)
+            out, walls = {}, {}
+            for k in (1, 2, 4):
+                rs, wall = fleet.together({i: (lambda: fleet.decode(m, n)) for i in range(k)})
+                # decode only: the streams decode in lockstep once their prompts are in, so the sum of
+                # their rates (a stream that found its prompt cached in its slot skips prompt processing,
+                # the others do not: tokens over wall time would mix the two)
+                out[k] = sum(r["decode_tps"] for r in rs.values())
+                walls[k] = sum(r["tokens"] for r in rs.values()) / wall
+                print(f"    {k} stream(s) on one worker: decode {out[k]:.2f} tok/s in aggregate ({walls[k]:.2f} "
+                      f"counting prompt processing)", flush=True)
+            res[fa] = {**out, "with_prompt": walls}
+        finally:
+            fleet.stop()
+    return res
 
 
 def drop_page_cache() -> bool:
@@ -328,10 +340,9 @@ def report(r: dict) -> None:
         best_alone = max(a["decode_tps"] for a in p["alone"].values())
         print(f"  aggregate of all three at once {p['together_aggregate_tps']:.2f} tok/s = "
               f"{p['together_aggregate_tps'] / best_alone:.0%} of the best single-model rate")
-    c = r.get("concurrency")
-    if c:
-        print(f"\nOne worker, 4 slots: aggregate 1 stream {c[1]:.2f}, 2 streams {c[2]:.2f}, 4 streams {c[4]:.2f} tok/s "
-              f"(x{c[4] / c[1]:.2f})")
+    for fa, c in (r.get("concurrency") or {}).items():
+        print(f"\nOne worker, 4 slots, flash_attention {fa!r}: aggregate decode 1 stream {c[1]:.2f}, 2 streams "
+              f"{c[2]:.2f}, 4 streams {c[4]:.2f} tok/s (x{c[4] / c[1]:.2f})")
     if "bf16" in r:
         print(f"\n{BF16_MODEL}, both cores, 2 threads, one run (cold start: page cache dropped first; "
               f"transformers maps its weights and reads them during the first answer):")

@@ -174,3 +174,16 @@ def test_gen_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
     ours = gen_params("m", conv, temperature=0.3, top_p=0.8, max_new_tokens=64, stop=stop)
     assert {**ours, "stop": set(ours["stop"])} == {**api, "stop": set(api["stop"])}
     assert gen_params("m", conv, seed=3)["seed"] == 3
+
+
+def test_flash_attention_setting():
+    """auto leaves it to llama.cpp; on and off set it (bench/llamacpp_batching.py measures both)."""
+    from deploy.registry.config import parse_registry
+
+    def entry(**over):
+        m = {"name": "m", "path": "/x.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
+             "memory_budget": "2GiB", "chat_template": "qwen2.5", **over}
+        return parse_registry({"models": [m]}).models[0]
+    assert entry().flash_attention_on is None
+    assert entry(flash_attention="on").flash_attention_on is True
+    assert entry(flash_attention="off").flash_attention_on is False

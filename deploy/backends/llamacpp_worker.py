@@ -92,6 +92,9 @@ class LlamaCppWorker(BaseModelWorker):
         if entry.embeddings:  # /v1/embeddings from the same engine and weights (bench.py measures the cost)
             params.embedding = True
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        if entry.flash_attention_on is not None:  # what it does: bench/llamacpp_batching.py
+            kind = "ENABLED" if entry.flash_attention_on else "DISABLED"
+            params.flash_attn_type = getattr(xllamacpp.llama_flash_attn_type, f"LLAMA_FLASH_ATTN_TYPE_{kind}")
         if entry.poll is not None:
             params.cpuparams.poll = params.cpuparams_batch.poll = entry.poll
         params.n_threads_http = 1

@@ -84,6 +84,11 @@ class ModelEntry(BaseModel):
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
                                          "50); lower it for models that share cores.")
+    flash_attention: Literal["auto", "on", "off"] = Field(
+        default="auto", description="llama.cpp flash attention; auto: llama.cpp's choice (on, on this CPU). At 7B, "
+        "two streams at once on the engine decoded 4.7-5.4 tok/s in aggregate with it on and 6.7-8.3 off (one "
+        "stream: the same); through a worker the difference was within noise; off cost 16 percent of prompt speed "
+        "at 0.5B (bench/llamacpp_batching.py, bench/seed_scale.py).")
     serves: str | None = Field(default=None, description="The model name this worker registers under (default: "
                                "`name`). Entries that serve the same name are replicas: the controller balances "
                                "between them and routes around one that stops answering.")
@@ -129,6 +134,11 @@ class ModelEntry(BaseModel):
     def model_name(self) -> str:
         """The name clients ask for (several entries may serve one)."""
         return self.serves or self.name
+
+    @property
+    def flash_attention_on(self) -> bool | None:
+        """True/False to set it, None for llama.cpp's own choice."""
+        return None if self.flash_attention == "auto" else self.flash_attention == "on"
 
     @property
     def n_threads(self) -> int:
@@ -360,10 +370,9 @@ def fields_markdown() -> str:
     """The model_paths.toml reference table for the README, from the same definition."""
     rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, f in ModelEntry.model_fields.items():
+        choices = " / ".join(f.annotation.__args__) if getattr(f.annotation, "__origin__", None) is Literal else None
         t = {"memory_budget": "size string", "cores": "list of ints, or \"0-1\"", "threads": "int",
-             "backend": " / ".join(backends.names()),
-             "dtype": " / ".join(ModelEntry.model_fields["dtype"].annotation.__args__)}.get(
-            name, getattr(f.annotation, "__name__", ""))
+             "backend": " / ".join(backends.names())}.get(name, choices or getattr(f.annotation, "__name__", ""))
         default = "required" if f.is_required() else f"`{f.default!r}`".replace("'", '"')
         rows.append(f"| `{name}` | {t} | {default} | {f.description} |")
     return "\n".join(rows)
