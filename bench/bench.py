@@ -156,20 +156,22 @@ def single(fn, repeats: int) -> dict:
     return {"decode_tps": med("decode_tps"), "ttft_s": med("ttft_s"), "tokens": runs[0]["tokens"]}
 
 
+def together(fns: dict) -> tuple[dict, float]:
+    """Run every call at the same time, one thread each; (results by key, wall seconds)."""
+    out: dict = {}
+    ths = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f())) for k, f in fns.items()]
+    t0 = time.perf_counter()
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return out, time.perf_counter() - t0
+
+
 def aggregate(fn, streams: int) -> float:
     """Total tokens per second of `streams` requests running at once."""
-    out = [None] * streams
-
-    def run(i):
-        out[i] = fn()
-
-    t0 = time.perf_counter()
-    ths = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    return sum(r["tokens"] for r in out) / (time.perf_counter() - t0)
+    out, wall = together({i: fn for i in range(streams)})
+    return sum(r["tokens"] for r in out.values()) / wall
 
 
 # ---------------------------------------------------------------- the engine directly, in a child

@@ -6,7 +6,8 @@ barely more. The suspects: llama.cpp's batched path on this CPU (the repacked we
 CPU_REPACK, which `no_extra_bufts` turns off), the slots' KV layout (one buffer per slot or one
 unified), flash attention, and threads. This script loads one GGUF with each option in a fresh
 process, as our worker loads it (weights read, not mapped; four slots), and measures the
-aggregate decode rate of 1, 2 and 4 streams at once (prompt processing not counted):
+aggregate decode rate of 1, 2 and 4 streams at once (prompt processing not counted), and prompt
+processing on a 1,900-token prompt:
 
     .venv/bin/python bench/llamacpp_batching.py [GGUF] [--threads 2] [--tokens 48] [--rounds 3]
         [--options "worker's settings,flash attention off"]
@@ -21,7 +22,6 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,6 +36,7 @@ OPTIONS = {
     "1 thread": {"threads": 1},
 }
 SLOTS = 4
+PROMPT_TOKENS = 1900  # within one slot's 2048
 
 
 def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
@@ -54,20 +55,30 @@ def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
         setattr(p, k, getattr(xllamacpp.llama_flash_attn_type, v) if k == "flash_attn_type" else v)
     engine = xllamacpp.Server(p)
     via_engine(engine, 4)  # warm-up
-    return {"threads": threads, "aggregate": {k: decode_together(lambda: via_engine(engine, tokens), k) for k in (1, 2, 4)}}
+    one = lambda: via_engine(engine, tokens)  # noqa: E731
+    return {"threads": threads, "aggregate": {k: decode_together(one, k) for k in (1, 2, 4)},
+            "prompt_tps": prompt_speed(engine)}
+
+
+def prompt_speed(engine, tokens: int = PROMPT_TOKENS) -> float:
+    """Prompt processing tok/s on a prompt of about `tokens` tokens, nothing cached."""
+    import httpx
+
+    with httpx.Client(base_url=engine.listening_address, timeout=900) as http:
+        per_word = len(http.post("/tokenize", json={"content": "word " * 100}).json()["tokens"]) / 100
+        r = http.post("/completion", json={"prompt": "word " * int(tokens / per_word), "n_predict": 1,
+                                           "cache_prompt": False}).json()
+    return r["timings"]["prompt_per_second"]
 
 
 def decode_together(one, streams: int) -> float:
     """Aggregate decode rate of `streams` identical requests started at once: they are prompt-
     processed together and then decode in lockstep, so it is the sum of their decode rates
     (first to last token; prompt processing is not in it)."""
-    out = [None] * streams
-    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, one())) for i in range(streams)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
-    return sum(r["decode_tps"] for r in out)
+    from bench import together
+
+    out, _ = together({i: one for i in range(streams)})
+    return sum(r["decode_tps"] for r in out.values())
 
 
 def default_gguf() -> Path:
@@ -92,7 +103,7 @@ def main(argv=None) -> int:
     print(f"{Path(a.gguf).name}: {Path(a.gguf).stat().st_size / 1e9:.2f} GB, {SLOTS} slots, {a.tokens} tokens "
           f"per stream, {a.threads} threads unless said\n")
     print(f"{'option':22} {'threads':>7} {'decode tok/s, 1 stream':>22} {'2 at once':>9} {'4 at once':>9} "
-          f"{'x4/x1':>6}")
+          f"{'x4/x1':>6} {'prompt tok/s':>12}")
     runs: dict[str, list] = {name: [] for name in names}
     for _ in range(a.rounds):  # interleaved: each option sees the machine as the others do
         for name in names:
@@ -109,8 +120,10 @@ def main(argv=None) -> int:
         if not rs:
             continue
         g = {k: statistics.median(r["aggregate"][str(k)] for r in rs) for k in (1, 2, 4)}  # keys via JSON
-        results[name] = {"threads": rs[0]["threads"], "aggregate": g, "runs": rs}
-        print(f"{name:22} {rs[0]['threads']:>7} {g[1]:>22.2f} {g[2]:>9.2f} {g[4]:>9.2f} {g[4] / g[1]:>6.2f}", flush=True)
+        pp = statistics.median(r["prompt_tps"] for r in rs)
+        results[name] = {"threads": rs[0]["threads"], "aggregate": g, "prompt_tps": pp, "runs": rs}
+        print(f"{name:22} {rs[0]['threads']:>7} {g[1]:>22.2f} {g[2]:>9.2f} {g[4]:>9.2f} {g[4] / g[1]:>6.2f} "
+              f"{pp:>12.1f}", flush=True)
     out = Path(__file__).parent / "results" / time.strftime("llamacpp-batching-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"gguf": a.gguf, "threads": a.threads, "tokens": a.tokens, "rounds": a.rounds,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.registry.paths import cache_dir
+from deploy.registry.templates import DEEPSEEK_BOS, DEEPSEEK_EOS
 
 SHAPES = Path(__file__).with_name("seed_shapes.toml")
 Q4_0_BLOCK = 32, 18  # values per block, bytes per block (f16 scale + 16 bytes of nibbles)
@@ -193,26 +194,34 @@ def make(s: SeedShape, threads: int = 2) -> Path:
 
 # ---- a seed-shaped Hugging Face folder (bf16, for the transformers backend) ------------------------
 HF_SHARD_BYTES = 2 * 10**9
+DEEPSEEK_BOS_ID, DEEPSEEK_EOS_ID = 100000, 100001  # in DeepSeek-LLM's tokenizer
 
 
 def hf_synthetic_path(shape: SeedShape) -> Path:
     return cache_dir() / "synthetic" / f"synthetic-{shape.name}-bf16-hf"
 
 
-def _hf_tensors(s: SeedShape) -> list[tuple[str, tuple[int, int] | tuple[int]]]:
-    """LlamaForCausalLM's parameter names and shapes (DeepSeek-LLM-7B-Chat is one)."""
+# llama.cpp's tensor names (SeedShape.tensors) -> LlamaForCausalLM's; shapes are the same
+HF_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
+            "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+            "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def _hf_tensors(s: SeedShape) -> list[tuple[str, tuple[int, ...]]]:
+    """LlamaForCausalLM's parameter names and shapes (DeepSeek-LLM-7B-Chat is one), from the
+    same tensor list as the GGUF."""
     if s.arch != "llama":
         raise SystemExit(f"{s.title}: only llama-architecture shapes have an HF folder maker (got {s.arch})")
-    h, kv = s.hidden, s.kv_heads * s.head_dim
-    out = [("model.embed_tokens.weight", (s.vocab, h))]
-    for i in range(s.layers):
-        b = f"model.layers.{i}."
-        out += [(b + "input_layernorm.weight", (h,)), (b + "self_attn.q_proj.weight", (h, h)),
-                (b + "self_attn.k_proj.weight", (kv, h)), (b + "self_attn.v_proj.weight", (kv, h)),
-                (b + "self_attn.o_proj.weight", (h, h)), (b + "post_attention_layernorm.weight", (h,)),
-                (b + "mlp.gate_proj.weight", (s.ffn, h)), (b + "mlp.up_proj.weight", (s.ffn, h)),
-                (b + "mlp.down_proj.weight", (h, s.ffn))]
-    return out + [("model.norm.weight", (h,)), ("lm_head.weight", (s.vocab, h))]
+    out = []
+    for name, shape in s.tensors():
+        parts = name.removesuffix(".weight").split(".")
+        if parts[0] == "blk":
+            name = f"model.layers.{parts[1]}.{HF_NAMES[parts[2]]}.weight"
+        else:
+            name = f"{HF_NAMES[parts[0]]}.weight"
+        out.append((name, shape))
+    return out
 
 
 def hf_tokenizer(s: SeedShape, folder: Path) -> None:
@@ -223,7 +232,7 @@ def hf_tokenizer(s: SeedShape, folder: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
     byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
-    bos, eos, bos_id, eos_id = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", 100000, 100001
+    bos, eos, bos_id, eos_id = DEEPSEEK_BOS, DEEPSEEK_EOS, DEEPSEEK_BOS_ID, DEEPSEEK_EOS_ID
     vocab = {c: i for i, c in enumerate(byte_chars)}
     vocab.update({f"t{i}": i for i in range(len(byte_chars), s.vocab) if i not in (bos_id, eos_id)})
     vocab.update({bos: bos_id, eos: eos_id})
@@ -232,9 +241,7 @@ def hf_tokenizer(s: SeedShape, folder: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                        special_tokens=[(bos, bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos)
-    fast.add_special_tokens({"additional_special_tokens": []})
-    fast.save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos).save_pretrained(folder)
 
 
 def make_hf(s: SeedShape, seed: int = 0) -> Path:
@@ -253,7 +260,7 @@ def make_hf(s: SeedShape, seed: int = 0) -> Path:
            "intermediate_size": s.ffn, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
            "num_key_value_heads": s.kv_heads, "vocab_size": s.vocab, "max_position_embeddings": s.context,
            "rms_norm_eps": s.norm_eps, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
-           "bos_token_id": 100000, "eos_token_id": 100001, "torch_dtype": "bfloat16",
+           "bos_token_id": DEEPSEEK_BOS_ID, "eos_token_id": DEEPSEEK_EOS_ID, "torch_dtype": "bfloat16",
            "_name_or_path": f"SYNTHETIC seed-shaped {s.title} (random weights, not the real model)"}
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     hf_tokenizer(s, out)

@@ -28,11 +28,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench import bandwidth, question_params  # bench/bench.py: a sibling, since this file runs as a script
+from bench import bandwidth, question_params, together  # bench/bench.py: a sibling, since this file runs as a script
 from seed_models import load_shapes, make, make_hf  # bench/seed_models.py
 from deploy.fleet_client import FleetClient
 from deploy.ops.supervisor import programs
@@ -147,17 +146,6 @@ class Fleet:
                 "decode_tps": (toks - 1) / (last - first) if first and last > first and toks > 1 else None,
                 "wall_s": last - t0}
 
-    def together(self, fn_per_model: dict) -> tuple[dict, float]:
-        """Run one call per model at the same time; (results, wall seconds)."""
-        out: dict = {}
-        ths = [threading.Thread(target=lambda m=m, f=f: out.__setitem__(m, f())) for m, f in fn_per_model.items()]
-        t0 = time.perf_counter()
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
-        return out, time.perf_counter() - t0
-
 
 def measure_placement(label: str, files: dict, cores, threads: int, poll, n: int, tmp: Path, bw: float) -> dict:
     print(f"\n== placement {label}: cores {cores}, {threads} thread(s) each, poll {poll}", flush=True)
@@ -172,7 +160,7 @@ def measure_placement(label: str, files: dict, cores, threads: int, poll, n: int
         res["alone"] = {m: fleet.decode(m, n) for m in fleet.names}
         for m, r in res["alone"].items():
             print(f"  {m} alone: {r['decode_tps']:.2f} tok/s, TTFT {r['ttft_s']:.2f} s", flush=True)
-        both, wall = fleet.together({m: (lambda m=m: fleet.decode(m, n)) for m in fleet.names})
+        both, wall = together({m: (lambda m=m: fleet.decode(m, n)) for m in fleet.names})
         res["together"] = both
         res["together_aggregate_tps"] = sum(r["tokens"] for r in both.values()) / wall
         print(f"  all three at once: aggregate {res['together_aggregate_tps']:.2f} tok/s", flush=True)
@@ -201,7 +189,7 @@ def measure_concurrency(files: dict, n: int, tmp: Path) -> dict:
             fleet.decode(m, 4)
             out, walls = {}, {}
             for k in (1, 2, 4):
-                rs, wall = fleet.together({i: (lambda: fleet.decode(m, n)) for i in range(k)})
+                rs, wall = together({i: (lambda: fleet.decode(m, n)) for i in range(k)})
                 # decode only: the streams decode in lockstep once their prompts are in, so the sum of
                 # their rates (a stream that found its prompt cached in its slot skips prompt processing,
                 # the others do not: tokens over wall time would mix the two)
@@ -247,9 +235,9 @@ def measure_bf16(q4_file: Path, n: int, tmp: Path, bw: float) -> dict:
             fleet.decode(m, 4)  # warm-up
             r["decode"] = fleet.decode(m, n)
             entry = fleet.reg.models[0]
-            r["estimate"] = estimate(entry).total
+            est = estimate(entry)
+            r["estimate"], r["weights"] = est.total, est.weights
             r["memory"] = fleet.memory()[m]
-            r["weights"] = entry.runtime.shape(entry).weight_bytes
             r["bound_tps"] = bw / r["weights"]
             print(f"    RSS {r['memory']['rss'] / 2**30:.2f} GiB (estimate {r['estimate'] / 2**30:.2f}, budget "
                   f"{r['memory']['budget'] / 2**30:.1f}); decode {r['decode']['decode_tps']:.2f} tok/s; "
@@ -283,8 +271,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per decode measurement")
-    ap.add_argument("--placements", help=f"comma-separated, of: {', '.join(PLACEMENTS)}; 'none' for none (default: the first three)")
-    ap.add_argument("--no-concurrency", action="store_true", help="skip 1 vs 4 streams on one worker")
+    ap.add_argument("--placements",
+                    help=f"comma-separated, of: {', '.join(PLACEMENTS)}; 'none' for none (default: the first three)")
+    ap.add_argument("--no-concurrency", action="store_true",
+                    help="skip 1, 2 and 4 streams on one worker (flash attention as chosen and off)")
     ap.add_argument("--no-ask-all", action="store_true")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                     help="the DeepSeek-shaped bf16 HF folder on transformers beside its Q4_K_M (writes 13.8 GB "
@@ -297,8 +287,10 @@ def main(argv=None) -> int:
     print("measuring read bandwidth ...", flush=True)
     res["bandwidth"] = {"1_core": bandwidth([0]), "2_cores": bandwidth([0, 1])}
     tmp = Path(tempfile.mkdtemp(prefix="seed-scale-"))
-    wanted = [] if args.placements == "none" else args.placements.split(",") if args.placements else list(PLACEMENTS)[1:2] if args.quick else \
-        list(PLACEMENTS)[:3]
+    if args.placements:
+        wanted = [] if args.placements == "none" else args.placements.split(",")
+    else:
+        wanted = list(PLACEMENTS)[1:2] if args.quick else list(PLACEMENTS)[:3]
     res["placements"] = {label: measure_placement(label, files, *PLACEMENTS[label], n, tmp, res["bandwidth"]["2_cores"])
                          for label in wanted}
     if args.bf16 if args.bf16 is not None else not args.quick:

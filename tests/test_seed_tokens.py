@@ -14,15 +14,16 @@ import json
 
 import pytest
 
+from bench.seed_models import DEEPSEEK_BOS_ID as DS_BOS
+from bench.seed_models import DEEPSEEK_EOS_ID as DS_EOS
 from bench.seed_models import SeedShape, Vocab, hf_tokenizer, write_q4_0
 from deploy.registry.config import parse_registry
-from deploy.registry.templates import DEEPSEEK_BOS, text_for_tokenizer
+from deploy.registry.templates import DEEPSEEK_BOS, DEEPSEEK_EOS, text_for_tokenizer
 from tests.test_seed_templates import SYSTEM, TURNS, chatglm3_build_chat_input, web_ui_prompt
 
 GLM_GMASK, GLM_SOP, GLM_SYSTEM = 64790, 64792, 64794
 GLM_SPECIAL = {64789: "[MASK]", GLM_GMASK: "[gMASK]", 64791: "[sMASK]", GLM_SOP: "sop", 64793: "eop",
                GLM_SYSTEM: "<|system|>", 64795: "<|user|>", 64796: "<|assistant|>", 64797: "<|observation|>"}
-DS_BOS, DS_EOS = 100000, 100001
 
 
 @pytest.mark.parametrize("template,prompt,added,expected", [
@@ -103,7 +104,7 @@ def test_chatglm3_gguf_gets_gmask_sop_once(tmp_path):
 
 
 def test_deepseek_gguf_gets_one_bos(tmp_path):
-    vocab = Vocab.filler(102400, {DS_BOS: DEEPSEEK_BOS, DS_EOS: "<｜end▁of▁sentence｜>"},
+    vocab = Vocab.filler(102400, {DS_BOS: DEEPSEEK_BOS, DS_EOS: DEEPSEEK_EOS},
                          bos=DS_BOS, eos=DS_EOS, add_bos=True)  # DeepSeek's tokenizer_config: add_bos_token true
     worker = llamacpp_worker(tiny_gguf(tmp_path, "llama", vocab, "deepseek-like"), "deepseek-chat")
     assert worker.engine_added == DEEPSEEK_BOS

@@ -187,3 +187,14 @@ def test_flash_attention_setting():
     assert entry().flash_attention_on is None
     assert entry(flash_attention="on").flash_attention_on is True
     assert entry(flash_attention="off").flash_attention_on is False
+
+
+@pytest.mark.parametrize("ids", [["x"], [-1], [True], [1.5]])
+def test_stop_token_ids_must_be_token_ids(ids):
+    """The llama.cpp worker asks its engine for each id's text; only ids from 0 get there."""
+    from deploy.api.errors import ClientError
+    from deploy.worker.params import worker_params
+
+    with pytest.raises(ClientError, match="stop_token_ids"):
+        worker_params(json.dumps({"prompt": "p", "stop_token_ids": ids}).encode(), 512)
+    assert worker_params(json.dumps({"prompt": "p", "stop_token_ids": [0, 64795]}).encode(), 512)["stop_token_ids"]

@@ -116,13 +116,12 @@ class LlamaCppWorker(BaseModelWorker):
 
     async def stop_token_texts(self, ids) -> list[str]:
         """The texts of FastChat's stop_token_ids (ChatGLM3: <|user|>, <|observation|>), which this
-        engine does not treat as end of generation by itself; ids outside the vocabulary are skipped."""
+        engine does not treat as end of generation by itself; ids outside the vocabulary are skipped
+        (deploy/worker/params.py has refused anything but ids from 0)."""
         out = []
         for i in ids or ():
-            if isinstance(i, bool) or not isinstance(i, int) or i < 0:
-                continue
             if i not in self._token_texts:
-                r = await self._engine_http.post("/detokenize", json={"tokens": [int(i)]})
+                r = await self._engine_http.post("/detokenize", json={"tokens": [i]})
                 self._token_texts[i] = r.json().get("content", "") if r.status_code == 200 else ""
                 if r.status_code != 200:
                     log.warning("stop token id %s is not in %s's vocabulary: ignored", i, self.model_names[0])

@@ -87,8 +87,8 @@ class ModelEntry(BaseModel):
     flash_attention: Literal["auto", "on", "off"] = Field(
         default="auto", description="llama.cpp flash attention; auto: llama.cpp's choice (on, on this CPU). At 7B, "
         "two streams at once on the engine decoded 4.7-5.4 tok/s in aggregate with it on and 6.7-8.3 off (one "
-        "stream: the same); through a worker the difference was within noise; off cost 16 percent of prompt speed "
-        "at 0.5B (bench/llamacpp_batching.py, bench/seed_scale.py).")
+        "stream: the same); through a worker the difference was within noise; off cost 16 and 29 percent of "
+        "prompt speed at 0.5B in two runs (bench/llamacpp_batching.py, bench/seed_scale.py).")
     serves: str | None = Field(default=None, description="The model name this worker registers under (default: "
                                "`name`). Entries that serve the same name are replicas: the controller balances "
                                "between them and routes around one that stops answering.")
