@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from deploy.fleet_client import FleetClient, gen_params
-from deploy.registry.config import load_registry
+from deploy.backends import load_registry
+from deploy.wire.client import FleetClient
+from deploy.wire.generation import Sampling, chat_params
 from deploy.registry.host import resident_bytes
 from deploy.registry.paths import REPO_ROOT as REPO
 from deploy.registry.render import write
@@ -107,7 +108,7 @@ def question_params(client: FleetClient, model: str, question: str, n_predict: i
     conv = client.conversation(model)
     conv.append_message(conv.roles[0], question)
     conv.append_message(conv.roles[1], None)
-    return {**gen_params(model, conv, temperature=0, max_new_tokens=n_predict), "ignore_eos": True}
+    return {**chat_params(model, conv, Sampling(temperature=0, max_new_tokens=n_predict)), "ignore_eos": True}
 
 
 def worker_params(client: FleetClient, model: str, n_predict: int) -> dict:

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from bench import bandwidth, question_params, together  # bench/bench.py: a sibling, since this file runs as a script
 from seed_models import load_shapes, make, make_hf  # bench/seed_models.py
-from deploy.fleet_client import FleetClient
+from deploy.wire.client import FleetClient
+from deploy.backends import load_registry
 from deploy.ops.supervisor import programs
-from deploy.registry.config import load_registry
 from deploy.registry.host import memory_of
 from deploy.registry.paths import REPO_ROOT, FleetPaths
 from deploy.registry.render import write

@@ -1,14 +1,18 @@
-"""fastchat-fleet: our code around FastChat, in layers (each may import only the ones above it).
+"""fastchat-fleet: our code around FastChat, in layers. Each layer may import only the layers
+below it; siblings joined by "|" may not import each other. `lint-imports` checks this (the
+contracts are in pyproject.toml), so a wrong-way import fails CI.
 
-    registry/   model_paths.toml: the typed entry, host checks, chat templates, paths,
-                editing the file and rendering supervisord.conf from it
-    backends/   one module per backend (llama.cpp, transformers, vllm) behind one protocol
-    fleet_client  the one client of FastChat's controller and worker protocol
-    worker/     the worker runtime: launcher, memory fit, cores and memory limits, worker app
-    api/        the OpenAI API server side: FastChat's server, our compatibility shims
-    webui/      the Gradio page: arena, battle, direct chat, leaderboard
-    provision/  getting models: offline defaults from PyPI, ModelScope, conversions
-    ops/        the `python -m deploy` CLI: up, status, down, check, render, add-model, ...
+    ops/                      the `python -m deploy` CLI: up, status, down, check, render, add-model, ...;
+                              the composition root (it alone hands the eval's puzzles to the web UI)
+    api/ | webui/ | provision/
+                              the OpenAI API (routers, request models, the gate); the Gradio page;
+                              getting models (offline defaults, ModelScope, quantising)
+    worker/ | control/        the worker runtime (launcher, fit, limits, worker app); the controller
+    backends/                 one module per backend: its entry options, features, shape, worker
+    wire/                     what crosses the wire: FastChat's routes and frames, generation fields and
+                              worker requests, the fleet client, errors, strict JSON, access, secrets
+    registry/                 model_paths.toml: the typed entry, host facts, templates, paths, render
+    fastchat_compat           the only module that bypasses FastChat's own code, hash-guarded
 
-The test harness (starting and stopping real processes) lives in tests/harness.py.
+eval/ stands apart: it uses the fleet as a client. The test harness lives in tests/harness.py.
 """

@@ -14,8 +14,7 @@ VENV_PY = Path(__file__).resolve().parent.parent / ".venv/bin/python"
 if sys.prefix == sys.base_prefix and VENV_PY.exists():  # run in the deployment's environment, whatever `python` was typed
     os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from eval.askall.grade_cli import main  # noqa: E402
+from eval.askall.grade_cli import main  # noqa: E402  (importable: the project is installed in .venv)
 
 if __name__ == "__main__":
     sys.exit(main())

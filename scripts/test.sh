@@ -14,6 +14,10 @@ if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi "Noto Sa
 fi
 # Every puzzle file's rules against its labelled examples (eval/puzzles.toml, and any under eval/puzzles.d/).
 printf '\n==> Checking the puzzle rules against their labelled examples\n'
-.venv/bin/python eval/ask_all.py --check-rules eval/puzzles.toml $(ls eval/puzzles.d/*.toml 2>/dev/null || true)
+.venv/bin/python eval/ask_all.py --check-rules
+
+# The layers of deploy/ (pyproject.toml, [tool.importlinter]): a wrong-way import fails here.
+printf '\n==> Checking the import layers\n'
+.venv/bin/lint-imports --no-cache
 
 exec .venv/bin/python -m pytest "$@"

@@ -10,7 +10,7 @@ from deploy.registry.paths import FleetPaths
 # FastChat modules write log files into $LOGDIR (default: cwd) as soon as they are imported.
 FleetPaths.resolve(Path(__file__).resolve().parent.parent / "model_paths.toml").use_fastchat_logdir()
 
-from deploy.registry.config import load_registry  # noqa: E402
+from deploy.backends import load_registry  # noqa: E402
 from tests.harness import PY, REPO, Proc, Stack, free_port, wait_for, write_registry  # noqa: E402,F401 (used by tests)
 
 DEFAULTS = {m.name: m for m in load_registry(REPO / "model_paths.toml").models}

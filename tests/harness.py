@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import tomlkit
 
-from deploy.fleet_client import FleetClient
+from deploy.wire.client import FleetClient
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -135,7 +135,7 @@ def shutdown_supervisord(root: Path, timeout: float = 30) -> None:
 
 def fleet_secret(folder: Path) -> Path:
     """A fleet secret of the test's own, in `folder` (created once)."""
-    from deploy.control.secret import create_secret
+    from deploy.wire.secret import create_secret
 
     path = folder / "fleet.secret"
     create_secret(path)
@@ -214,7 +214,7 @@ class Stack:
 
     def use_api_keys(self, cors_origins: list[str] = ()) -> str:
         """Give the API server a keys file (and allowed origins) before it starts; returns the key."""
-        from deploy.api.keys import add_key
+        from deploy.wire.keys import add_key
 
         self.api_key = add_key(self.tmp / "api_keys")
         doc = tomlkit.parse(self.registry.read_text())

@@ -1,7 +1,8 @@
-"""The request gate on its own (no model): what it refuses, how it normalises what real clients
-send, and that every answer it gives is OpenAI-shaped with the right status. The gate wraps any
-ASGI app, so a recording app stands behind it here; tests/test_api_security.py runs it in front
-of the real FastChat API server."""
+"""The API's refusals without a model: the request models (deploy/api/protocol.py) and the gate
+(deploy/api/gate.py), through the real app factory with no fleet behind it (every refusal here
+happens before a worker is asked), and the gate alone in front of a recording app. Every answer
+is OpenAI-shaped with the right status. tests/test_api_security.py runs the whole API against
+real workers."""
 import asyncio
 import json
 import os
@@ -11,14 +12,19 @@ import sys
 import time
 
 import pytest
+from starlette.testclient import TestClient
 
 from conftest import free_port, write_registry
-from deploy.api.errors import ClientError, reshape
-from deploy.api.gate import ApiGate, GateSettings, current_extras
-from deploy.api.keys import KeysError, add_key, read_keys
-from deploy.api.validate import MAX_DEPTH, check_body
+from deploy.api.app import ApiSettings, build_app
+from deploy.api.gate import ApiGate, GateSettings
+from deploy.api.protocol import MAX_N, ChatCompletionRequest
+from deploy.api.routes import RouteKinds, route_table
+from deploy.wire.errors import reshape
+from deploy.wire.keys import KeysError, add_key, read_keys
+from deploy.wire.strict_json import MAX_DEPTH
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+NOWHERE = "http://127.0.0.1:9"  # no controller: a request that got past its checks would fail there
 
 
 def chat(**over):
@@ -27,10 +33,14 @@ def chat(**over):
     return json.dumps(body).encode()
 
 
-def refused(path: str, raw: bytes) -> ClientError:
-    with pytest.raises(ClientError) as e:
-        check_body(path, raw)
-    return e.value
+@pytest.fixture(scope="module")
+def api():
+    return TestClient(build_app(ApiSettings(NOWHERE, GateSettings())), raise_server_exceptions=False)
+
+
+def refused(api, path: str, raw: bytes) -> tuple[int, dict]:
+    r = api.post(path, content=raw, headers={"content-type": "application/json"})
+    return r.status_code, r.json()["error"]
 
 
 # (what, path, raw body, status, param named in the error, or a phrase of the message)
@@ -98,14 +108,15 @@ BAD = [
 
 
 @pytest.mark.parametrize("what,path,raw,status,named", BAD, ids=[b[0] for b in BAD])
-def test_bad_bodies_get_a_4xx_naming_the_problem(what, path, raw, status, named):
-    e = refused(path, raw)
-    assert e.status == status
-    assert named in e.message or named == e.param, (e.message, e.param)
+def test_bad_bodies_get_a_4xx_naming_the_problem(api, what, path, raw, status, named):
+    got, e = refused(api, path, raw)
+    assert got == status
+    assert named in e["message"] or named == e["param"], e
+    assert e["type"] == "invalid_request_error" and "cannot reach the controller" not in e["message"]
 
 
-def test_what_real_clients_send_is_normalised_for_fastchat():
-    raw = chat(messages=[
+def test_what_real_clients_send_is_normalised():
+    body = ChatCompletionRequest.model_validate_json(chat(messages=[
         {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
         {"role": "system", "content": "Answer in Chinese."},
         {"role": "user", "name": "alice", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
@@ -113,33 +124,44 @@ def test_what_real_clients_send_is_normalised_for_fastchat():
         {"role": "user", "content": "again"}],
         max_completion_tokens=7, temperature=None, seed=3.0, stream=True, stream_options={"include_usage": True},
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}},
-        logprobs=True, top_logprobs=2, tool_choice="none")
-    body, extras = check_body(CHAT, raw)
-    b = json.loads(body)
-    assert b["messages"] == [{"role": "system", "content": "Be brief.\n\nAnswer in Chinese."},
-                             {"role": "user", "content": "Hi\nthere", "name": "alice"},
-                             {"role": "assistant", "content": ""},
-                             {"role": "user", "content": "again"}]
-    assert b["max_tokens"] == 7 and "temperature" not in b and b["seed"] == 3
-    for gone in ("stream_options", "response_format", "logprobs", "top_logprobs", "tool_choice"):
-        assert gone not in b  # FastChat would choke on or ignore them; they travel in `extras`
-    assert (extras.seed, extras.include_usage, extras.json_schema, extras.logprobs, extras.chat_logprobs) == \
-        (3, True, {"type": "object"}, 2, True)
-    assert extras.needs == {"json", "logprobs"}
+        logprobs=True, top_logprobs=2, tool_choice="none"))
+    assert body.openai_messages() == [{"role": "system", "content": "Be brief.\n\nAnswer in Chinese."},
+                                      {"role": "user", "content": "Hi\nthere"},
+                                      {"role": "assistant", "content": ""},
+                                      {"role": "user", "content": "again"}]
+    s = body.sampling()
+    assert s.max_new_tokens == 7 and s.temperature == 0.7 and s.seed == 3 and isinstance(s.seed, int)
+    assert (body.include_usage, s.json_schema, s.logprobs) == (True, {"type": "object"}, 2)
+    assert body.needs == {"json", "logprobs"}
+
+
+class FakeWorkers:
+    """Stands in for the fleet to see what a router asks of it (no worker answers here)."""
+
+    def __init__(self):
+        self.asked = []
+
+    async def route(self, model, needs=frozenset()):
+        self.asked.append((model, set(needs)))
+        from deploy.wire.errors import ClientError
+
+        raise ClientError(404, f"no {model}", code="model_not_found")
 
 
 def test_engines_route_takes_the_model_from_its_path():
-    body, extras = check_body("/v1/engines/smol/embeddings", b'{"input": "hi"}')
-    assert json.loads(body)["model"] == "smol" and extras.needs == {"embeddings"}
-    assert check_body("/v1/models", b"") is None  # routes without a body we read pass untouched
+    app = build_app(ApiSettings(NOWHERE, GateSettings()))
+    app.app.state.workers = FakeWorkers()
+    r = TestClient(app).post("/v1/engines/smol/embeddings", json={"input": "hi"})
+    assert r.status_code == 404 and app.app.state.workers.asked == [("smol", {"embeddings"})]
 
 
-def test_nesting_is_accepted_up_to_the_limit():
+def test_nesting_is_accepted_up_to_the_limit(api):
     def nested(levels: int) -> bytes:  # the body object is level 1
         return b'{"model": "m", "prompt": "a", "user_data": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
 
-    check_body(COMPLETIONS, nested(MAX_DEPTH))
-    assert "nested too deeply" in refused(COMPLETIONS, nested(MAX_DEPTH + 1)).message
+    status, e = refused(api, COMPLETIONS, nested(MAX_DEPTH))
+    assert "cannot reach the controller" in e["message"]  # got past every check
+    assert "nested too deeply" in refused(api, COMPLETIONS, nested(MAX_DEPTH + 1))[1]["message"]
 
 
 @pytest.mark.parametrize("status,body,want_status,want_code", [
@@ -165,7 +187,7 @@ class Recorder:
 
     async def __call__(self, scope, receive, send):
         msg = await receive()
-        self.calls.append((scope["path"], msg.get("body", b""), current_extras.get()))
+        self.calls.append((scope["path"], msg.get("body", b""), scope["state"]["notes"]))
         if self.hold:
             await self.hold.wait()
         if self.crash == "before":
@@ -195,6 +217,11 @@ def call(gate, path="/v1/chat/completions", body=b"", headers=(), method="POST",
 
 
 KEY = "sk-fleet-" + "k" * 40
+KINDS = RouteKinds(route_table(NOWHERE))
+
+
+def gate_for(app, **settings):
+    return ApiGate(app, GateSettings(**settings), KINDS)
 
 
 def test_a_missing_key_is_refused_before_the_body_is_read():
@@ -203,7 +230,7 @@ def test_a_missing_key_is_refused_before_the_body_is_read():
     async def receive():
         raise AssertionError("the body was read before the key was checked")
 
-    gate = ApiGate(app, GateSettings(api_keys=frozenset({KEY})))
+    gate = gate_for(app, api_keys=frozenset({KEY}))
     for headers in ((), ((b"authorization", b"Bearer wrong-key-wrong-key"),), ((b"authorization", KEY.encode()),)):
         status, hdrs, body = call(gate, headers=headers, receive=receive)
         assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
@@ -217,7 +244,7 @@ def test_a_missing_key_is_refused_before_the_body_is_read():
 
 def test_bodies_are_bounded_in_size_and_time():
     app = Recorder()
-    gate = ApiGate(app, GateSettings(body_limit=1000, read_timeout=0.3))
+    gate = gate_for(app, body_limit=1000, read_timeout=0.3)
 
     async def never():
         raise AssertionError("read a body whose Content-Length is over the limit")
@@ -241,27 +268,29 @@ def test_bodies_are_bounded_in_size_and_time():
     assert app.calls == []
 
 
-def test_normalised_body_and_extras_reach_the_app():
+def test_the_body_reaches_the_app_as_sent_and_the_model_is_noted():
     app = Recorder()
-    gate = ApiGate(app, GateSettings())
-    call(gate, body=chat(seed=11, messages=[{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}]))
-    path, body, extras = app.calls[0]
-    assert json.loads(body)["messages"][0] == {"role": "system", "content": "x"} and extras.seed == 11
-    status, _, body = call(gate, body=chat(temperature=9))
-    assert status == 400 and json.loads(body)["error"]["param"] == "temperature" and len(app.calls) == 1
+    gate = gate_for(app)
+    sent = chat(seed=11)
+    call(gate, body=sent)
+    path, body, notes = app.calls[0]
+    assert body == sent and notes.model == "m"  # the route's own model checks the fields
+    status, _, body = call(gate, body=chat()[:-1] + b', "seed": NaN}')
+    assert status == 400 and "NaN" in json.loads(body)["error"]["message"] and len(app.calls) == 1
+    status, _, body = call(gate, body=b"[1]")
+    assert status == 400 and "JSON object" in json.loads(body)["error"]["message"]
 
 
 @pytest.mark.parametrize("crash", ["before", "after"])
 def test_a_crash_behind_the_gate_is_a_json_500(crash):
-    gate = ApiGate(Recorder(status=500, body=b"Internal Server Error", crash=crash), GateSettings())
+    gate = gate_for(Recorder(status=500, body=b"Internal Server Error", crash=crash))
     status, hdrs, body = call(gate, body=chat())
     assert status == 500 and hdrs[b"content-type"] == b"application/json"
     assert json.loads(body)["error"]["type"] == "server_error"
 
 
 def test_fastchat_errors_leave_openai_shaped():
-    gate = ApiGate(Recorder(status=400, body=b'{"object": "error", "message": "no such model", "code": 40301}'),
-                   GateSettings())
+    gate = gate_for(Recorder(status=400, body=b'{"object": "error", "message": "no such model", "code": 40301}'))
     status, hdrs, body = call(gate, body=chat())
     assert status == 404 and json.loads(body)["error"]["message"] == "no such model"
     assert hdrs[b"content-length"] == str(len(body)).encode()
@@ -271,7 +300,7 @@ def test_requests_beyond_the_in_flight_cap_get_429():
     async def scenario():
         hold = asyncio.Event()
         app = Recorder(hold=hold)
-        gate = ApiGate(app, GateSettings(max_in_flight=2))
+        gate = gate_for(app, max_in_flight=2)
         results = []
 
         async def one():

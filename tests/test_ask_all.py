@@ -219,3 +219,23 @@ def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
     again = subprocess.run([sys.executable, str(REPO / "eval/ask_all.py"), *args, "--no-progress"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 1 and "Resuming" in again.stderr, again.stderr  # doomed is still down
+
+
+def test_a_puzzle_dropped_in_puzzles_d_is_asked_and_graded(fleet, tmp_path):
+    """The README's eval/puzzles.d/: a file put there is asked by a plain run and graded."""
+    from test_grading import DROPPED
+
+    dropped = REPO / "eval/puzzles.d" / f"zz-test-{os.getpid()}.toml"
+    dropped.parent.mkdir(exist_ok=True)
+    dropped.write_text(DROPPED)
+    try:
+        r = ask_all(fleet, tmp_path, "--models", SMALL, "--puzzles", "dropped-in", "--max-tokens", "8",
+                    "--run", "dropped")
+    finally:
+        dropped.unlink()
+    assert r.returncode == 0, r.stderr
+    recs = lines(tmp_path / "results" / "dropped" / "answers.jsonl")
+    assert [(x["model"], x["puzzle"]) for x in recs] == [(SMALL, "dropped-in")] and recs[0]["answer"]
+    assert "dropped-in" in (tmp_path / "results" / "dropped" / "report.md").read_text()
+    run = json.loads((tmp_path / "results" / "dropped" / "run.json").read_text())
+    assert dropped.name in run["grader"]["puzzle_file"]

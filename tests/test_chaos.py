@@ -17,7 +17,7 @@ import pytest
 import tomlkit
 
 from conftest import QWEN, REPO, SMALL
-from deploy.fleet_client import FleetClient
+from deploy.wire.client import FleetClient
 from deploy.ops.supervisor import programs
 from deploy.registry.paths import FleetPaths
 from tests.harness import copy_fleet, shutdown_supervisord, wait_for

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.registry.config import RegistryError, check_host, load_registry, parse_registry
+from deploy.backends import load_registry, parse_registry
+from deploy.registry.config import RegistryError, check_host
 from deploy.registry.host import HostInfo
 from deploy.registry.sizes import fmt_size, parse_size
 
@@ -42,7 +43,7 @@ def test_missing_field_and_bad_values():
     del m["chat_template"]
     assert "required field 'chat_template' is missing" in errors_of({"models": [m]})
     msg = errors_of({"models": [model(backend="llamacpp")]})
-    assert "field 'backend'" in msg and "llama.cpp, transformers, vllm" in msg
+    assert "unknown backend 'llamacpp'" in msg and "use one of: llama.cpp, transformers" in msg
     assert "'lots' is not a size" in errors_of({"models": [model(memory_budget="lots")]})
 
 
@@ -116,13 +117,13 @@ def test_add_model_cli_is_generated_from_the_entry_fields(tmp_path):
     import sys
     import tomllib
 
-    from deploy.registry.config import ModelEntry
+    from deploy.ops.entry_cli import entry_fields
 
     reg = tmp_path / "model_paths.toml"
     help_text = subprocess.run([sys.executable, "-m", "deploy", "add-model", "--help"], capture_output=True, text=True).stdout
     download_help = subprocess.run([sys.executable, "-m", "deploy", "download", "--help"], capture_output=True,
                                    text=True).stdout
-    for name in ModelEntry.model_fields:
+    for name in entry_fields():  # the shared fields and every backend's own
         assert "--" + name.replace("_", "-") in help_text
         if name not in ("path", "source"):  # the download decides those
             assert "--" + name.replace("_", "-") in download_help, name

@@ -168,3 +168,34 @@ def test_judge_reply_must_be_consistent():
         parse_reply('{"verdict": "right", "score": 1, "reason": "答案错误，白白并不喜欢明明"}')
     with pytest.raises(ValueError, match="reason says the answer is right"):
         parse_reply('{"verdict": "wrong", "score": 0, "reason": "完全正确"}')
+
+
+DROPPED = """
+[[puzzle]]
+id = "dropped-in"
+question = "Say the word ORANGE and nothing else."
+reference = "ORANGE"
+
+[[puzzle.criteria]]
+name = "says orange"
+points = 1.0
+patterns = ['(?i)orange']
+"""
+
+
+def test_a_puzzle_file_dropped_in_puzzles_d_joins_the_default_set(tmp_path):
+    """eval/puzzles.d/*.toml is part of the default set: ask_all and the web UI's Puzzles tab get
+    its puzzles after eval/puzzles.toml's, graded by their own rules; an id used twice is refused."""
+    from eval.askall.grading import grade
+    from eval.askall.puzzles import PuzzleFileError, file_hash, load_puzzles, puzzle_files
+
+    (tmp_path / "mine.toml").write_text(DROPPED)
+    ids = [p.id for p in load_puzzles(extra_dir=tmp_path)]
+    assert ids[:-1] == [p.id for p in load_puzzles(extra_dir=tmp_path / "none")] and ids[-1] == "dropped-in"
+    assert puzzle_files(extra_dir=tmp_path)[-1] == tmp_path / "mine.toml"
+    assert file_hash(extra_dir=tmp_path) != file_hash(extra_dir=tmp_path / "none")  # runs record the set
+    dropped = load_puzzles(extra_dir=tmp_path)[-1]
+    assert grade(dropped, "ORANGE").score == 1 and grade(dropped, "apple").score == 0
+    (tmp_path / "twice.toml").write_text(DROPPED)
+    with pytest.raises(PuzzleFileError, match="'dropped-in' appears twice"):
+        load_puzzles(extra_dir=tmp_path)

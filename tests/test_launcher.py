@@ -55,12 +55,13 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
     """The launcher, the fit check, the limits and the worker app know no backend by name: a new
     backend (tests/echo_backend.py) is validated, sized, pinned, limited and served as it is."""
     from conftest import Proc, wait_for
-    from deploy.fleet_client import FleetClient
+    from deploy.wire.client import FleetClient
     from tests.echo_backend import Echo
 
     (tmp_path / "hello.txt").write_text("hello from echo")
     m = {"name": "echo-model", "path": str(tmp_path / "hello.txt"), "backend": "echo", "port": free_port(),
-         "cores": [1], "memory_budget": "512MiB", "chat_template": "qwen2.5", "concurrency": 2}
+         "cores": [1], "memory_budget": "512MiB", "chat_template": "qwen2.5", "concurrency": 2,
+         "greeting_suffix": "!"}
     reg = write_registry(tmp_path / "model_paths.toml", [m], free_port(), free_port(), free_port())
     p = Proc([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-model"],
              tmp_path / "echo.log", {"FLEET_MEMORY_MECHANISM": "rlimit_as"})
@@ -68,7 +69,7 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
         addr = f"http://127.0.0.1:{m['port']}"
         wait_for(lambda: FleetClient("http://unused").worker_info(addr), 60, "echo worker", p)
         info = FleetClient("http://unused").worker_info(addr)
-        assert (info["backend"], info["greeting"], info["cores"]) == ("echo", "hello from echo", [1])
+        assert (info["backend"], info["greeting"], info["cores"]) == ("echo", "hello from echo!", [1])
         limits = open(f"/proc/{p.pid}/limits").read()
         assert str(512 * 1024**2 + Echo.address_space_headroom) in limits  # the backend's own headroom
         assert "memory estimate for 'echo-model': weights 15 B + KV cache" in p.output()
@@ -83,3 +84,12 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
     r = subprocess.run([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-dir"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 78 and f"field 'path': {tmp_path} is not a .txt file" in r.stderr
+
+    # its own field is validated by the registry, and another backend's field is named as such
+    for bad, says in (({"greeting_suffix": "far too long"}, "field 'greeting_suffix': String should have at most 8"),
+                      ({"mmap": True}, "'mmap' is a field of the llama.cpp backend, and this entry's backend is echo")):
+        m3 = dict(m, name="echo-bad", port=free_port(), **bad)
+        reg = write_registry(tmp_path / "model_paths.toml", [m3], free_port(), free_port(), free_port())
+        r = subprocess.run([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-bad"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 78 and says in r.stderr, r.stderr

@@ -1,6 +1,6 @@
 """The README is the contract a new user follows."""
 from conftest import REPO
-from deploy.registry.config import fields_markdown
+from deploy.backends.reference import fields_markdown
 
 
 def test_readme_documents_every_registry_field():

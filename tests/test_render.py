@@ -3,7 +3,7 @@ import configparser
 import subprocess
 import sys
 
-from deploy.registry.config import load_registry, parse_registry
+from deploy.backends import load_registry, parse_registry
 from deploy.registry.paths import REPO_ROOT
 from deploy.registry.render import render
 

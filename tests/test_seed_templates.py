@@ -1,16 +1,14 @@
 """The prompts our workers get for the seed models are byte for byte what each model's own chat code
 builds, for a two-turn conversation with a system prompt, through both doors (the API server and
-the web UI's gen_params). The references are transcribed from the models' published code:
+the web UI, which share deploy/wire/generation.py's chat_params). The references are transcribed from the models' published code:
 Qwen-7B-Chat's qwen_generation_utils.make_context, ChatGLM3-6B's tokenization_chatglm
 build_chat_input, and DeepSeek-LLM-7B-Chat's chat template (tokenizer_config.json, rendered here
 with Jinja as transformers' apply_chat_template does)."""
-import asyncio
-
 import pytest
 from fastchat.conversation import get_conv_template
 
-from deploy.fleet_client import gen_params
 from deploy.registry import templates  # noqa: F401  (registers ours)
+from deploy.wire.generation import Sampling, chat_params
 
 SYSTEM = "你是一个简洁的助手。"
 TURNS = [("明明明明明白白白喜欢他，谁喜欢谁？", "白白喜欢明明。"), ("为什么？", None)]
@@ -65,34 +63,26 @@ def openai_messages(system: str | None) -> list[dict]:
 
 
 def web_ui_prompt(template: str, system: str | None) -> str:
-    """What the web UI sends: gen_params on the worker's conversation."""
+    """What the web UI sends: chat_params on the worker's conversation."""
     conv = get_conv_template(template)
     if system:
         conv.set_system_message(system)
     for q, a in TURNS:
         conv.append_message(conv.roles[0], q)
         conv.append_message(conv.roles[1], a)
-    return gen_params("m", conv)["prompt"]
+    return chat_params("m", conv, Sampling())["prompt"]
 
 
 def api_prompt(monkeypatch, template: str, system: str | None) -> str:
-    """What FastChat's API server sends, with our compatibility wrapper applied."""
+    """What the API server sends: the request's messages on the worker's conversation template."""
     from fastapi.encoders import jsonable_encoder
-    from fastchat.serve import openai_api_server as upstream
 
-    from deploy.api import fastchat_compat
+    from deploy.api.protocol import ChatCompletionRequest
+    from deploy.wire.generation import conversation_from_messages
 
-    monkeypatch.setattr(upstream, "get_gen_params", upstream.get_gen_params)
-    fastchat_compat.patch_gen_params()
-
-    async def get_conv(model_name, worker_addr):  # what the worker serves
-        return jsonable_encoder(get_conv_template(template))
-
-    monkeypatch.setattr(upstream, "get_conv", get_conv)
-    params = asyncio.run(upstream.get_gen_params(
-        "m", "http://w", openai_messages(system), temperature=0.7, top_p=1.0, top_k=-1, presence_penalty=0.0,
-        frequency_penalty=0.0, max_tokens=16, echo=False, stop=None))
-    return params["prompt"]
+    conv_dict = jsonable_encoder(get_conv_template(template))  # what the worker serves
+    req = ChatCompletionRequest.model_validate({"model": "m", "messages": openai_messages(system)})
+    return chat_params("m", conversation_from_messages(conv_dict, req.openai_messages()), req.sampling())["prompt"]
 
 
 def test_qwen_7b_chat_is_make_context(monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 from bench.seed_models import DEEPSEEK_BOS_ID as DS_BOS
 from bench.seed_models import DEEPSEEK_EOS_ID as DS_EOS
 from bench.seed_models import SeedShape, Vocab, hf_tokenizer, write_q4_0
-from deploy.registry.config import parse_registry
+from deploy.backends import parse_registry
 from deploy.registry.templates import DEEPSEEK_BOS, DEEPSEEK_EOS, text_for_tokenizer
 from tests.test_seed_templates import SYSTEM, TURNS, chatglm3_build_chat_input, web_ui_prompt
 
@@ -64,7 +64,7 @@ def llamacpp_worker(path, template: str):
 
 async def engine_tokens(worker, prompt: str) -> list[int]:
     """The ids the engine makes of a completion prompt (the same flags as its /completion)."""
-    r = await worker._engine_http.post("/tokenize", json={"content": worker.engine_text(prompt),
+    r = await worker._engine_http.post("/tokenize", json={"content": worker.text_for_tokenizer(prompt),
                                                           "add_special": True, "parse_special": True})
     return r.json()["tokens"]
 
@@ -96,7 +96,7 @@ def test_chatglm3_gguf_gets_gmask_sop_once(tmp_path):
     worker = llamacpp_worker(tiny_gguf(tmp_path, "chatglm", vocab, "chatglm3-like"), "chatglm3")
     assert worker.engine_added == ""
     prompt = web_ui_prompt("chatglm3", SYSTEM)
-    assert worker.engine_text(prompt) == chatglm3_build_chat_input(SYSTEM, [TURNS[0]], TURNS[1][0])
+    assert worker.text_for_tokenizer(prompt) == chatglm3_build_chat_input(SYSTEM, [TURNS[0]], TURNS[1][0])
     ids, counted, used = run_on_worker(worker, prompt)
     assert ids[:3] == [GLM_GMASK, GLM_SOP, GLM_SYSTEM]
     assert ids.count(GLM_GMASK) == 1 and ids.count(GLM_SOP) == 1

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import QWEN, QWEN_HF, SMALL
-from deploy.fleet_client import FleetClient
+from deploy.wire.client import FleetClient
 
 pytestmark = pytest.mark.slow
 SERVED = [SMALL, QWEN, QWEN_HF]
@@ -122,11 +122,11 @@ def test_llamacpp_workers_hold_their_weights_once(stack):
     """Read, not mapped: the weights are the worker's own memory, counted once, and the GGUF's
     pages are not also resident in it (with mmap, llama.cpp's repacked copy and the mapped file
     both counted: bench/llamacpp_memory.py)."""
-    from deploy.registry.config import ModelEntry
+    from deploy.backends import parse_registry
 
     m = next(m for m in stack.models if m["name"] == QWEN)
     info = stack.fleet.worker_info(stack.worker_address(QWEN))
-    size = ModelEntry.model_validate(m).resolved_path.stat().st_size
+    size = parse_registry({"models": [m]}).models[0].resolved_path.stat().st_size
     assert info["model_bytes"] == size
     assert info["rss_file"] < 0.5 * size, info  # shared libraries only; mapped, the whole file would be here too
     assert info["rss_anon"] > 0.9 * size and info["rss"] == pytest.approx(info["rss_anon"] + info["rss_file"], rel=0.05)
@@ -176,7 +176,7 @@ def test_seed_makes_sampling_repeatable(client):
 def test_a_worker_without_the_fleet_secret_cannot_take_over_a_model(stack, client):
     """The hijack: a server of an attacker's registers under an existing model name. Without the
     secret, or with a wrong one, it is refused, and no chat ever reaches it."""
-    from deploy.fleet_client import SECRET_HEADER
+    from deploy.wire.routes import SECRET_HEADER
     from test_control_plane import FakeWorker, registration
 
     fake = FakeWorker(models=(QWEN,))

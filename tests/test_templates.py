@@ -1,7 +1,7 @@
 """Chat templates: the configured one is what the model sees, in the right format."""
 from fastchat.conversation import get_conv_template
 
-from deploy.fleet_client import conversation_from_dict
+from deploy.wire.generation import conversation_from_dict
 from deploy.registry import templates  # noqa: F401  (registers ours with FastChat)
 
 conversation_for = get_conv_template

@@ -66,19 +66,19 @@ def test_one_vote_is_enough_to_show_something(tmp_path):
 
 def test_default_picks_put_the_one_request_at_a_time_backend_last(tmp_path):
     """The page's default Model A and B come from this order: alphabetically the transformers copy
-    of Qwen would be Model B, the slowest model of the fleet."""
+    of Qwen would be Model B, the slowest model of the fleet (its backend does not batch)."""
     import asyncio
 
     from deploy.webui.arena import Arena
 
-    backends = {"qwen-0.5b": "llama.cpp", "qwen-0.5b-hf": "transformers", "smol": "llama.cpp"}
+    backends = {"qwen-0.5b": ["batching", "json"], "qwen-0.5b-hf": ["embeddings"], "smol": ["batching"]}
 
     class Workers:  # what the controller and each worker's /fleet_info answer
         async def worker_address(self, model):
             return f"http://w/{model}"
 
         async def worker_info(self, addr):
-            return {"backend": backends[addr.rsplit("/", 1)[1]]}
+            return {"features": backends[addr.rsplit("/", 1)[1]]}
 
     arena = Arena(Workers(), VoteLog(tmp_path))
     assert asyncio.run(arena.quick_first(sorted(backends))) == ["qwen-0.5b", "smol", "qwen-0.5b-hf"]

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from deploy.backends.llamacpp_worker import LlamaCppWorker, engine_request
-from deploy.fleet_client import FrameDecoder, gen_params
+from deploy.wire.frames import FrameDecoder
+from deploy.wire.generation import Sampling, chat_params
 
 
 def test_engine_request_maps_fastchat_params():
@@ -96,7 +97,7 @@ def test_worker_app_serves_at_most_its_concurrency():
     """limit_worker_concurrency requests run at once; the rest wait for a slot, none is refused."""
     import uvicorn
 
-    from deploy.fleet_client import FleetClient
+    from deploy.wire.client import FleetClient
     from deploy.worker.app import create_worker_app
     from tests.harness import free_port
 
@@ -147,9 +148,9 @@ def test_frame_decoder_reassembles_frames_split_anywhere():
 
 
 @pytest.mark.parametrize("stop", [None, "END", ["END", "<|im_end|>"]])
-def test_gen_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
-    """The web UI and the benchmark build worker requests with gen_params; FastChat's API server
-    builds them with get_gen_params. Same conversation, same settings: the same request."""
+def test_worker_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
+    """Our API, the web UI and the benchmark build worker requests with chat_params; FastChat's API
+    server builds them with get_gen_params. Same conversation, same settings: the same request."""
     from fastchat.conversation import get_conv_template
     from fastchat.serve import openai_api_server as upstream
 
@@ -171,30 +172,32 @@ def test_gen_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
     conv.set_system_message("简短回答。")
     for role, text in ((0, "你好"), (1, "你好！"), (0, "北京在哪？"), (1, None)):
         conv.append_message(conv.roles[role], text)
-    ours = gen_params("m", conv, temperature=0.3, top_p=0.8, max_new_tokens=64, stop=stop)
+    stops = [stop] if isinstance(stop, str) else stop or []
+    ours = chat_params("m", conv, Sampling(temperature=0.3, top_p=0.8, max_new_tokens=64, stop=stops))
     assert {**ours, "stop": set(ours["stop"])} == {**api, "stop": set(api["stop"])}
-    assert gen_params("m", conv, seed=3)["seed"] == 3
+    assert chat_params("m", conv, Sampling(seed=3))["seed"] == 3
 
 
 def test_flash_attention_setting():
     """auto leaves it to llama.cpp; on and off set it (bench/llamacpp_batching.py measures both)."""
-    from deploy.registry.config import parse_registry
+    from deploy.backends import parse_registry
 
     def entry(**over):
         m = {"name": "m", "path": "/x.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
              "memory_budget": "2GiB", "chat_template": "qwen2.5", **over}
         return parse_registry({"models": [m]}).models[0]
-    assert entry().flash_attention_on is None
-    assert entry(flash_attention="on").flash_attention_on is True
-    assert entry(flash_attention="off").flash_attention_on is False
+    assert entry().options.flash_attention_on is None
+    assert entry(flash_attention="on").options.flash_attention_on is True
+    assert entry(flash_attention="off").options.flash_attention_on is False
 
 
 @pytest.mark.parametrize("ids", [["x"], [-1], [True], [1.5]])
 def test_stop_token_ids_must_be_token_ids(ids):
     """The llama.cpp worker asks its engine for each id's text; only ids from 0 get there."""
-    from deploy.api.errors import ClientError
-    from deploy.worker.params import worker_params
+    from deploy.wire.errors import ClientError
+    from deploy.wire.worker_params import GenerateParams, checked
 
     with pytest.raises(ClientError, match="stop_token_ids"):
-        worker_params(json.dumps({"prompt": "p", "stop_token_ids": ids}).encode(), 512)
-    assert worker_params(json.dumps({"prompt": "p", "stop_token_ids": [0, 64795]}).encode(), 512)["stop_token_ids"]
+        checked(GenerateParams, json.dumps({"prompt": "p", "stop_token_ids": ids}).encode(), 512)
+    assert checked(GenerateParams, json.dumps({"prompt": "p", "stop_token_ids": [0, 64795]}).encode(),
+                   512)["stop_token_ids"] == [0, 64795]

@@ -1,6 +1,8 @@
-"""The API side: FastChat's OpenAI-compatible API server behind our request gate (gate.py, with
-validate.py, errors.py and keys.py), run with our compatibility shims (fastchat_compat, the only
-module that patches FastChat).
+"""The OpenAI-compatible API server: our routers (one module per resource: chat, completions,
+embeddings, tokens) listed in one route table (routes), mounted by one factory (app) with FastChat's
+own /v1/models, behind the request gate (gate: keys, bounded bodies, strict JSON, the in-flight
+cap, metrics); request models that validate themselves (protocol); the fleet as the API sees it
+(workers); server-sent events (streaming).
 
-May import: deploy.registry, deploy.fleet_client, deploy.bounded_body.
+May import: deploy.backends, deploy.wire, deploy.registry, deploy.fastchat_compat.
 """

@@ -1,24 +1,39 @@
-"""Backends: one module per way of running a model, each implementing `base.Backend` (path
-check, shape for the fit estimate, runtime overhead, address-space headroom, description,
-building the worker). Nothing outside this package knows a backend by name.
+"""Backends: one module per way of running a model, each a `base.Backend` (its entry options, the
+shape for the fit estimate, runtime overhead, address-space headroom, features, building the
+worker). Nothing outside this package and the registry's catalogue knows a backend by name.
 
-Adding a backend is one module and one line in BACKENDS below.
+Adding a backend is one module and one line in BACKENDS below. The registry validates each entry
+with the options class of its backend, from `catalogue()`: load the file with `load_registry`.
 
-May import: deploy.registry (types only); heavy imports (torch, xllamacpp, FastChat's worker)
+May import: deploy.registry, deploy.wire; heavy imports (torch, xllamacpp, FastChat's worker)
 happen inside build_worker, so validating a registry stays fast.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from deploy.backends.base import Backend, ConfigProblem, ModelShape
+from deploy.backends.base import FEATURES, Backend, ConfigProblem, FleetWorker, ModelShape
 from deploy.backends.llamacpp import LlamaCpp
 from deploy.backends.transformers import Transformers
-from deploy.backends.vllm import Vllm
+from deploy.registry import config
+from deploy.registry.config import ModelEntry, Registry
+from deploy.registry.options import Catalogue
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (LlamaCpp(), Transformers(), Vllm())}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (LlamaCpp(), Transformers())}
 
-__all__ = ["Backend", "ConfigProblem", "ModelShape", "BACKENDS", "get", "names", "for_download"]
+# Backends an older model_paths.toml may name, and what to do instead.
+RETIRED = {
+    "vllm": "FastChat's vLLM worker registers without the fleet secret, so the controller refused it. Fix: "
+            "remove this entry; for a GPU host see README.md, 'More than one machine'",
+}
+
+__all__ = ["Backend", "ConfigProblem", "FleetWorker", "ModelShape", "FEATURES", "BACKENDS", "catalogue", "get",
+           "of", "names", "for_download", "load_registry", "parse_registry"]
+
+
+def catalogue() -> Catalogue:
+    return Catalogue({name: b.options for name, b in BACKENDS.items()}, RETIRED)
 
 
 def names() -> list[str]:
@@ -32,6 +47,21 @@ def get(name: str) -> Backend:
         raise ValueError(f"unknown backend '{name}'; use one of: {', '.join(BACKENDS)}") from None
 
 
+def of(entry: ModelEntry) -> Backend:
+    """The backend object that sizes and runs this entry."""
+    return get(entry.backend)
+
+
 def for_download(path: Path) -> Backend | None:
     """The backend that serves a freshly downloaded file or folder as it is."""
     return next((b for b in BACKENDS.values() if b.takes_download(path)), None)
+
+
+def parse_registry(data: dict, source: str = "model_paths.toml") -> Registry:
+    return config.parse_registry(data, catalogue(), source)
+
+
+def load_registry(path: str | os.PathLike | None = None) -> Registry:
+    """model_paths.toml (--registry, $FLEET_REGISTRY or the repository's), validated with every
+    backend's options."""
+    return config.load_registry(path, catalogue())

@@ -1,15 +1,25 @@
-"""The one protocol every backend implements. The launcher, the fit estimate, the memory
-limits, the registry's path check and status reports ask the backend object; none of them
-knows a backend by name."""
+"""The one protocol every backend implements, and the one every worker it builds implements. The
+launcher, the fit estimate, the memory limits, the worker app and status reports ask these
+objects; none of them knows a backend by name."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Iterator, Protocol, runtime_checkable
+
+from deploy.registry.options import BackendOptions
 
 if TYPE_CHECKING:
     from deploy.registry.config import ModelEntry
+
+# What a worker can do beyond plain generation; the API refuses a request that needs a feature its
+# model lacks with a 400 naming the feature, and the web UI reads them too.
+FEATURES = {
+    "json": "response_format (JSON output)",
+    "logprobs": "logprobs",
+    "embeddings": "embeddings",
+    "batching": "concurrent requests batched in parallel slots",
+}
 
 
 @dataclass
@@ -29,18 +39,53 @@ class ConfigProblem(Exception):
     """The entry cannot work as written (the message names the fix); the worker exits 78."""
 
 
+@runtime_checkable
+class FleetWorker(Protocol):
+    """What deploy.worker.app serves FastChat's worker protocol with (FastChat's BaseModelWorker
+    provides the status half). Frames are NUL-terminated JSON (deploy.wire.frames): cumulative
+    `text`, `error_code` (0, or FastChat's code with the reason in `text`), `usage`,
+    `finish_reason`, and `logprobs`/`chat_logprobs` when asked."""
+
+    model_names: list[str]
+    context_len: int
+    limit_worker_concurrency: int
+
+    def get_status(self) -> dict: ...
+
+    def get_queue_length(self) -> int: ...
+
+    def get_conv_template(self) -> dict: ...
+
+    def generate_stream_gate(self, params: dict) -> AsyncIterator[bytes] | Iterator[bytes]:
+        """The answer as frames; async or blocking (the app runs a blocking one off its loop)."""
+
+    def generate_gate(self, params: dict) -> dict | Awaitable[dict]:
+        """The last frame of the same answer, as a dict."""
+
+    def count_token(self, params: dict) -> dict | Awaitable[dict]:
+        """{"count": tokens the engine will process for params["prompt"], "error_code": 0}."""
+
+    def text_for_tokenizer(self, prompt: str) -> str:
+        """The text this worker's tokenizer gets for a prompt, so that the tokens begin with the
+        model's own prefix once (deploy/registry/templates.py: text_for_tokenizer)."""
+
+
 class Backend(ABC):
-    name: str                      # the value of `backend` in model_paths.toml
-    summary: str                   # one line for the README's field table and `check`
+    """How models of one kind run: its entry options class (what the registry validates), its
+    features, and the worker it builds."""
+
+    options: type[BackendOptions]  # its own entry fields and entry checks
     runtime_overhead: int          # measured RSS of a loaded, idle worker beyond weights + KV
     address_space_headroom: int    # RLIMIT_AS beyond the budget (runtimes reserve more than they touch)
-    # What its workers can do beyond plain generation ("json": response_format, "logprobs",
-    # "embeddings"); the API gate refuses a request that needs more with a 400 that says so.
-    features: frozenset[str] = frozenset()
+    features: frozenset[str] = frozenset()  # keys of FEATURES
 
-    @abstractmethod
-    def path_problem(self, path: Path) -> str | None:
-        """Why `path` cannot be this backend's model (with the fix), or None if it can."""
+    @property
+    def name(self) -> str:
+        return self.options.backend
+
+    @property
+    def summary(self) -> str:
+        return self.options.summary
 
     @abstractmethod
     def shape(self, entry: ModelEntry) -> ModelShape:
@@ -51,18 +96,13 @@ class Backend(ABC):
         return {"backend": self.name}
 
     def features_for(self, entry: ModelEntry) -> frozenset[str]:
-        """What this entry's worker can do (its /fleet_info lists it for the API gate)."""
+        """What this entry's worker can do (its /fleet_info lists it for the API and the web UI)."""
         return self.features
 
-    def host_warnings(self, entry: ModelEntry) -> list[str]:
-        """What may stop it on this host without being an error in the file."""
-        return []
-
-    def takes_download(self, path: Path) -> bool:
+    def takes_download(self, path) -> bool:
         """Whether a freshly downloaded file or folder should be served by this backend."""
         return False
 
     @abstractmethod
-    def build_worker(self, entry: ModelEntry, controller_url: str, worker_url: str):
-        """The FastChat worker object (served by deploy.worker.app); a backend that runs a
-        program of its own replaces the process instead (os.exec) and never returns."""
+    def build_worker(self, entry: ModelEntry, controller_url: str, worker_url: str) -> FleetWorker:
+        """The loaded worker, served by deploy.worker.app."""

@@ -15,10 +15,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from fastchat.constants import ErrorCode
 from fastchat.serve.base_model_worker import BaseModelWorker
 
 from deploy.registry.templates import text_for_tokenizer
+from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, frame
 
 log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
@@ -81,22 +81,23 @@ class LlamaCppWorker(BaseModelWorker):
             controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
             [entry.model_name], entry.concurrency, conv_template=entry.chat_template,
         )
+        opts = entry.options
         params = xllamacpp.CommonParams()
         params.model.path = str(entry.resolved_path)
         params.n_ctx = entry.context_length * entry.concurrency  # split evenly across the slots
         params.n_parallel = entry.concurrency
-        if not entry.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
+        if not opts.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
             params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
-        if entry.embeddings:  # /v1/embeddings from the same engine and weights (bench.py measures the cost)
+        if opts.embeddings:  # /v1/embeddings from the same engine and weights (bench.py measures the cost)
             params.embedding = True
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
-        if entry.flash_attention_on is not None:  # what it does: bench/llamacpp_batching.py
-            kind = "ENABLED" if entry.flash_attention_on else "DISABLED"
+        if opts.flash_attention_on is not None:  # what it does: bench/llamacpp_batching.py
+            kind = "ENABLED" if opts.flash_attention_on else "DISABLED"
             params.flash_attn_type = getattr(xllamacpp.llama_flash_attn_type, f"LLAMA_FLASH_ATTN_TYPE_{kind}")
-        if entry.poll is not None:
-            params.cpuparams.poll = params.cpuparams_batch.poll = entry.poll
+        if opts.poll is not None:
+            params.cpuparams.poll = params.cpuparams_batch.poll = opts.poll
         params.n_threads_http = 1
         # The engine's own HTTP server listens on a loopback port we only use for /tokenize: a
         # per-process key keeps everyone else on the machine out of it (generation, /props).
@@ -105,8 +106,8 @@ class LlamaCppWorker(BaseModelWorker):
         params.endpoint_props = params.endpoint_slots = params.endpoint_metrics = False
         self.engine = xllamacpp.Server(params)
         self.context_len = entry.context_length
-        self.embeddings = entry.embeddings
-        self.frame_interval = entry.stream_interval_ms / 1000
+        self.embeddings = opts.embeddings
+        self.frame_interval = opts.stream_interval_ms / 1000
         self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
         self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60,
                                              headers={"Authorization": f"Bearer {engine_key}"})
@@ -129,7 +130,7 @@ class LlamaCppWorker(BaseModelWorker):
                 out.append(self._token_texts[i])
         return out
 
-    def engine_text(self, prompt: str) -> str:
+    def text_for_tokenizer(self, prompt: str) -> str:
         """The text the engine tokenises (adding its own BOS, if the GGUF says so) into the tokens
         the model's own chat code builds: ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
         return text_for_tokenizer(prompt, self.template, self.engine_added)
@@ -140,7 +141,7 @@ class LlamaCppWorker(BaseModelWorker):
 
     async def count_token(self, params: dict) -> dict:
         # as the engine tokenises a completion prompt: its own BOS added, special tokens parsed
-        r = await self._engine_http.post("/tokenize", json={"content": self.engine_text(params["prompt"]),
+        r = await self._engine_http.post("/tokenize", json={"content": self.text_for_tokenizer(params["prompt"]),
                                                             "add_special": True, "parse_special": True})
         r.raise_for_status()
         return {"count": len(r.json()["tokens"]), "error_code": 0}
@@ -161,7 +162,7 @@ class LlamaCppWorker(BaseModelWorker):
 
         def run():
             try:
-                body = engine_request({**params, "prompt": self.engine_text(params["prompt"])}, True, stop_texts)
+                body = engine_request({**params, "prompt": self.text_for_tokenizer(params["prompt"])}, True, stop_texts)
                 self.engine.handle_completions(body, on_chunk)
             except Exception as e:  # surfaces as an error chunk, never a dead stream
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(e)}})
@@ -178,7 +179,7 @@ class LlamaCppWorker(BaseModelWorker):
                 if "error" in item or "choices" not in item:
                     err = item.get("error", item)
                     msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                    yield _frame({"text": f"llama.cpp engine error: {msg}", "error_code": ErrorCode.INTERNAL_ERROR})
+                    yield frame({"text": f"llama.cpp engine error: {msg}", "error_code": ENGINE_ERROR})
                     continue
                 choice = item["choices"][0]
                 logprobs.add(choice.get("logprobs"))
@@ -198,7 +199,7 @@ class LlamaCppWorker(BaseModelWorker):
                                        (sent_text and now - last_sent < self.frame_interval)):
                     continue
                 last_sent, sent_text = now, text
-                yield _frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish,
+                yield frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish,
                               **logprobs.fields()})
         finally:
             cancelled.set()
@@ -207,7 +208,7 @@ class LlamaCppWorker(BaseModelWorker):
         """FastChat's embeddings protocol: L2-normalised mean-pooled vectors, float or base64."""
         if not self.embeddings:
             return {"text": f"model '{self.model_names[0]}' serves no embeddings. Fix: set embeddings = true for it "
-                            f"in model_paths.toml.", "error_code": 40001}
+                            f"in model_paths.toml.", "error_code": VALIDATION_ERROR}
         inputs = params.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
         out = await asyncio.get_running_loop().run_in_executor(
@@ -215,7 +216,7 @@ class LlamaCppWorker(BaseModelWorker):
         if "data" not in out:
             err = out.get("error", out)
             return {"text": f"llama.cpp engine error: {err.get('message', err) if isinstance(err, dict) else err}",
-                    "error_code": 40001}
+                    "error_code": VALIDATION_ERROR}
         vectors = [d["embedding"] for d in sorted(out["data"], key=lambda d: d["index"])]
         if params.get("encoding_format") == "base64":
             import base64
@@ -264,7 +265,3 @@ class TokenLogprobs:
                          "top_logprobs": [{a["token"]: a["logprob"] for a in t["top_logprobs"]} for t in self.content]},
             "chat_logprobs": {"content": self.content},
         }
-
-
-def _frame(obj: dict) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode() + b"\0"

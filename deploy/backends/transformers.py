@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from deploy.backends.base import Backend, ModelShape
+from deploy.registry.options import BackendOptions
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -51,8 +55,17 @@ def hf_shape(folder: Path, dtype: str) -> ModelShape:
                       prefill_bytes_per_token=12 * int(ffn) * load)
 
 
-class HFFolderBackend(Backend):
-    """What every backend that serves a Hugging Face folder shares."""
+class TransformersOptions(BackendOptions):
+    """The transformers backend's own entry fields."""
+
+    backend: ClassVar[str] = "transformers"
+    summary: ClassVar[str] = "Hugging Face folders, FastChat's own generation code (the seed models as downloaded)"
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), "
+                                    "else float32.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow the model folder's own Python code (Qwen-7B-Chat, ChatGLM3 need it).")
 
     def path_problem(self, path: Path) -> str | None:
         if (path / "config.json").is_file():
@@ -60,20 +73,19 @@ class HFFolderBackend(Backend):
         return (f"{path} is not a Hugging Face model folder (no config.json). Fix: point to the folder that "
                 f"holds config.json, or use backend = \"llama.cpp\" for a GGUF file.")
 
-    def shape(self, entry) -> ModelShape:
-        return hf_shape(entry.resolved_path, entry.dtype)
 
-    def describe(self, entry) -> dict:
-        return {"backend": self.name, "dtype": resolve_dtype(entry.dtype)}
-
-
-class Transformers(HFFolderBackend):
-    name = "transformers"
-    summary = "Hugging Face folders, FastChat's own generation code (the seed models as downloaded)"
+class Transformers(Backend):
+    options = TransformersOptions
     features = frozenset({"embeddings"})  # FastChat's ModelWorker.get_embeddings
     runtime_overhead = 900 * 1024**2
     # a worker for a 2.5 GB model needed about 6.6 GiB of address space to load (tests/test_stack.py)
     address_space_headroom = 5 * 1024**3
+
+    def shape(self, entry) -> ModelShape:
+        return hf_shape(entry.resolved_path, entry.options.dtype)
+
+    def describe(self, entry) -> dict:
+        return {"backend": self.name, "dtype": resolve_dtype(entry.options.dtype)}
 
     def takes_download(self, path: Path) -> bool:
         return (path / "config.json").is_file()

@@ -12,15 +12,17 @@ import json
 import logging
 import uuid
 
+from deploy import fastchat_compat
 from deploy.backends.base import ConfigProblem
 from deploy.backends.transformers import resolve_dtype
 from deploy.registry.templates import text_for_tokenizer
+from deploy.wire.frames import CONTEXT_OVERFLOW, PARAM_OUT_OF_RANGE, error_frame
 
 log = logging.getLogger("deploy.backends.transformers_worker")
 
 
 def _check_remote_code(entry, cfg: dict) -> None:
-    if "auto_map" in cfg and not entry.trust_remote_code:
+    if "auto_map" in cfg and not entry.options.trust_remote_code:
         raise ConfigProblem(
             f"model '{entry.name}' ships its own Python code ({entry.resolved_path}/config.json has auto_map), "
             f"which runs with your user's rights when loaded. Fix: if you trust its source ({entry.source or 'unknown'}), "
@@ -35,8 +37,8 @@ def load_hf_model(entry):
     path = str(entry.resolved_path)
     cfg = json.loads((entry.resolved_path / "config.json").read_text())
     _check_remote_code(entry, cfg)
-    trust = entry.trust_remote_code
-    dtype_name = resolve_dtype(entry.dtype)
+    trust = entry.options.trust_remote_code
+    dtype_name = resolve_dtype(entry.options.dtype)
     dtype = getattr(torch, dtype_name)
     model_type = cfg.get("model_type", "")
 
@@ -77,37 +79,28 @@ def tokenizer_added_prefix(tokenizer) -> str:
 
 
 def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
-    """Build FastChat's ModelWorker around a model we loaded (its __init__ would load by path)."""
+    """FastChat's ModelWorker around a model we loaded (its __init__ would load by path)."""
     import torch
-    from fastchat.model.model_adapter import get_generate_stream_function
-    from fastchat.serve.base_model_worker import BaseModelWorker
     from fastchat.serve.model_worker import ModelWorker
     from fastchat.utils import get_context_length
 
     class TransformersWorker(ModelWorker):
         def __init__(self):
-            BaseModelWorker.__init__(
-                self, controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
-                [entry.model_name], entry.concurrency, conv_template=entry.chat_template,
-            )
-            self.model, self.tokenizer = load_hf_model(entry)
-            if self.tokenizer.pad_token is None:
-                self.tokenizer.pad_token = self.tokenizer.eos_token
-            self.device = "cpu"
-            self.context_len = min(entry.context_length, get_context_length(self.model.config))
-            self.generate_stream_func = get_generate_stream_function(self.model, str(entry.resolved_path))
-            self.stream_interval = 2
-            self.embed_in_truncate = False
-            self.seed = None
+            model, tokenizer = load_hf_model(entry)
+            fastchat_compat.init_model_worker(
+                self, controller_addr=controller_addr, worker_addr=worker_addr, worker_id=uuid.uuid4().hex[:8],
+                model_path=str(entry.resolved_path), model_names=[entry.model_name], concurrency=entry.concurrency,
+                conv_template=entry.chat_template, model=model, tokenizer=tokenizer,
+                context_len=min(entry.context_length, get_context_length(model.config)))
             self.tokenizer_added = tokenizer_added_prefix(self.tokenizer)
 
-        def tokenizer_text(self, prompt: str) -> str:
+        def text_for_tokenizer(self, prompt: str) -> str:
             """What FastChat's generation hands the tokenizer, so that the tokens begin with the
             model's own prefix once (DeepSeek's template writes the BOS its tokenizer adds)."""
             return text_for_tokenizer(prompt, entry.chat_template, self.tokenizer_added)
 
         def count_token(self, params):
-            return super().count_token({**params, "prompt": self.tokenizer_text(params["prompt"])})
+            return super().count_token({**params, "prompt": self.text_for_tokenizer(params["prompt"])})
 
         def get_embeddings(self, params):
             """FastChat's, one input at a time, each within EMBED_MAX_TOKENS: FastChat pads a batch
@@ -118,7 +111,8 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
                 n = len(self.tokenizer(text).input_ids)
                 if n > EMBED_MAX_TOKENS:
                     return {"text": f"input {i} is {n} tokens; model '{entry.name}' embeds at most "
-                                    f"{EMBED_MAX_TOKENS} tokens per input. Fix: split it.", "error_code": 40303}
+                                    f"{EMBED_MAX_TOKENS} tokens per input. Fix: split it.",
+                            "error_code": CONTEXT_OVERFLOW}
             out = {"embedding": [], "token_num": 0}
             for text in inputs:
                 one = super().get_embeddings({**params, "input": [text]})
@@ -129,10 +123,10 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             return out
 
         def generate_stream_gate(self, params):
-            params = {**params, "prompt": self.tokenizer_text(params["prompt"])}
+            params = {**params, "prompt": self.text_for_tokenizer(params["prompt"])}
             if not self.tokenizer(params["prompt"]).input_ids:  # FastChat's generation fails on it
-                yield json.dumps({"text": "the prompt is empty: this model (no BOS token) needs at least one token "
-                                          "to continue from.", "error_code": 40302}).encode() + b"\0"
+                yield error_frame("the prompt is empty: this model (no BOS token) needs at least one token to "
+                                  "continue from.", PARAM_OUT_OF_RANGE)
                 return
             if params.get("seed") is not None:  # per request (the OpenAI `seed`), not per worker
                 from transformers import set_seed

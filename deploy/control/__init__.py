@@ -1,5 +1,5 @@
 """The control plane: FastChat's controller behind the fleet secret, with validated registration,
-non-blocking and health-checked routing (controller), and the secret itself (secret).
+non-blocking and health-checked routing (controller), run at the registry's address (server).
 
-May import: deploy.registry, deploy.fleet_client, deploy.bounded_body, deploy.access.
+May import: deploy.backends, deploy.wire, deploy.registry.
 """

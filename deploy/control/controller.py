@@ -31,9 +31,10 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from deploy import fleet_client as routes
-from deploy.access import same_host
-from deploy.bounded_body import BoundedBody
+from deploy import fastchat_compat
+from deploy.wire import routes
+from deploy.wire.access import same_host
+from deploy.wire.bounded_body import BoundedBody
 
 log = logging.getLogger("deploy.control")
 SECRET_HEADER = routes.SECRET_HEADER
@@ -64,10 +65,7 @@ class FleetController(_fastchat_controller_class()):
     """FastChat's routing (shortest queue), without its blocking checks and its stale entries."""
 
     def __init__(self):  # FastChat's __init__ starts a thread that sleeps forever: not needed here
-        from fastchat.serve.controller import DispatchMethod
-
-        self.worker_info = {}
-        self.dispatch_method = DispatchMethod.SHORTEST_QUEUE
+        fastchat_compat.init_controller(self)
         self.unhealthy: dict[str, Unhealthy] = {}
         self.misses: dict[str, int] = {}  # failed checks in a row, per worker
 
@@ -202,7 +200,7 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
         """The secret is checked before anything is read: always for the routes that change the
         routing, and for every route when the client is on another machine (a controller bound
         beyond loopback for worker hosts must not tell the network where its workers are)."""
-        mutating = request.url.path in (routes.REGISTER_WORKER, routes.RECEIVE_HEART_BEAT, routes.REFRESH_ALL_WORKERS)
+        mutating = request.url.path in routes.CONTROL_ROUTES
         if (mutating or not same_host(request.scope)) and not authorised(request):
             return JSONResponse({"error": f"this route needs the fleet secret in the {SECRET_HEADER} header"},
                                 status_code=401)
@@ -237,11 +235,11 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
     async def list_models():
         return {"models": sorted(controller.list_models())}
 
-    @app.post("/list_multimodal_models")
+    @app.post(routes.LIST_MULTIMODAL_MODELS)
     async def list_multimodal_models():
         return {"models": sorted(controller.list_multimodal_models())}
 
-    @app.post("/list_language_models")
+    @app.post(routes.LIST_LANGUAGE_MODELS)
     async def list_language_models():
         return {"models": sorted(controller.list_language_models())}
 
@@ -260,7 +258,7 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
         return {"model_names": sorted({n for i in infos for n in i.model_names}),
                 "speed": sum(i.speed for i in infos), "queue_length": sum(i.queue_length for i in infos)}
 
-    @app.get("/test_connection")
+    @app.get(routes.TEST_CONNECTION)
     async def test_connection():
         return "success"
 

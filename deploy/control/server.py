@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import sys
 
-from deploy.control.secret import SecretError, read_secret
-from deploy.registry.config import Registry
-
-EXIT_CONFIG = 78
+from deploy.control.controller import create_controller_app
+from deploy.registry.config import EXIT_CONFIG, Registry
+from deploy.wire.secret import SecretError, read_secret
 
 
 def run_controller(reg: Registry) -> int:
     import uvicorn
-
-    from deploy.control.controller import create_controller_app
 
     d = reg.deployment
     try:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deploy.registry.config import RegistryError, load_registry
+from deploy.backends import load_registry
+from deploy.registry.config import EXIT_CONFIG, RegistryError
 from deploy.registry.paths import FleetPaths
 
 
@@ -50,14 +51,14 @@ def cmd_templates(args, paths: FleetPaths) -> int:
 
 
 def cmd_reference(args, paths: FleetPaths) -> int:
-    from deploy.registry.config import fields_markdown
+    from deploy.backends.reference import fields_markdown
 
     print(fields_markdown())
     return 0
 
 
 def cmd_worker(args, paths: FleetPaths) -> int:
-    from deploy.worker.launcher import EXIT_CONFIG, run_worker
+    from deploy.worker.launcher import run_worker
 
     try:
         reg = load_registry(paths.registry)
@@ -74,7 +75,7 @@ def cmd_controller(args, paths: FleetPaths) -> int:
 
 
 def cmd_secret(args, paths: FleetPaths) -> int:
-    from deploy.control.secret import SecretError, create_secret, read_secret
+    from deploy.wire.secret import SecretError, create_secret, read_secret
 
     path = load_registry(paths.registry).deployment.secret_path
     created = create_secret(path)
@@ -88,9 +89,10 @@ def cmd_secret(args, paths: FleetPaths) -> int:
 
 
 def cmd_keys(args, paths: FleetPaths) -> int:
-    from deploy.api.keys import DEFAULT_KEYS_FILE, KeysError, add_key, read_keys
+    from deploy.backends import catalogue
     from deploy.registry.edit import set_deployment
     from deploy.registry.paths import expand_path
+    from deploy.wire.keys import DEFAULT_KEYS_FILE, KeysError, add_key, read_keys
 
     d = load_registry(paths.registry).deployment
     if args.action == "list":
@@ -110,7 +112,7 @@ def cmd_keys(args, paths: FleetPaths) -> int:
     path = d.api_keys_path or expand_path(DEFAULT_KEYS_FILE)
     key = add_key(path)
     if not d.api_keys_file:
-        set_deployment(paths, api_keys_file=DEFAULT_KEYS_FILE)
+        set_deployment(paths, catalogue(), api_keys_file=DEFAULT_KEYS_FILE)
         print(f"api_keys_file = \"{DEFAULT_KEYS_FILE}\" set in {paths.registry}")
     print(f"new API key (in {path}, mode 600):\n{key}\n"
           f"Restart the API server to use it: supervisorctl -c {paths.supervisord_conf} restart api_server")
@@ -125,8 +127,9 @@ def cmd_api_server(args, paths: FleetPaths) -> int:
 
 def cmd_webui(args, paths: FleetPaths) -> int:
     from deploy.webui.server import run_webui
+    from eval.askall.book import EvalPuzzleBook  # the composition root: the page itself imports no eval
 
-    return run_webui(load_registry(paths.registry), paths, args.auth_file)
+    return run_webui(load_registry(paths.registry), paths, args.auth_file, EvalPuzzleBook())
 
 
 def cmd_up(args, paths: FleetPaths) -> int:
@@ -160,7 +163,8 @@ def cmd_fetch_defaults(args, paths: FleetPaths) -> int:
 
 
 def cmd_add_model(args, paths: FleetPaths) -> int:
-    from deploy.registry.edit import add_entry, entry_from_args, read_data
+    from deploy.ops.entry_cli import add_entry, entry_from_args
+    from deploy.registry.edit import read_data
     from deploy.registry.placement import propose_for
 
     if args.cores is None:
@@ -174,7 +178,7 @@ def cmd_add_model(args, paths: FleetPaths) -> int:
 
 def cmd_download(args, paths: FleetPaths) -> int:
     from deploy.provision.modelscope import catalog_table, download_and_register
-    from deploy.registry.edit import entry_overrides
+    from deploy.ops.entry_cli import entry_overrides
 
     if args.list or not args.model_id:
         print(catalog_table())
@@ -184,13 +188,13 @@ def cmd_download(args, paths: FleetPaths) -> int:
 
 def cmd_quantize(args, paths: FleetPaths) -> int:
     from deploy.provision.quantize import quantize_model
-    from deploy.registry.edit import entry_overrides
+    from deploy.ops.entry_cli import entry_overrides
 
     return quantize_model(paths, args.source_name, args.type, entry_overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deploy.registry.edit import add_entry_options
+    from deploy.ops.entry_cli import add_entry_options
 
     registry_help = "model_paths.toml to use (default: $FLEET_REGISTRY or the repo's)"
     p = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.split("\n")[0])

@@ -11,13 +11,14 @@ import time
 
 import httpx
 
-from deploy.fleet_client import FleetClient
+from deploy.backends import load_registry
 from deploy.ops.supervisor import Program, is_running, programs, start_supervisord, supervisorctl
-from deploy.registry.config import Registry, check_host, load_registry
+from deploy.registry.config import Registry, check_host
 from deploy.registry.host import HostInfo, describe_cores
 from deploy.registry.paths import FleetPaths
 from deploy.registry.render import render, write
 from deploy.registry.sizes import fmt_size
+from deploy.wire.client import FleetClient
 
 FAILED_STATES = ("FATAL", "EXITED", "STOPPED")
 

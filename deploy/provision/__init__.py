@@ -1,6 +1,6 @@
 """Getting models onto the machine: the offline default models assembled from PyPI wheels
-(default_models), downloads from ModelScope (modelscope), and conversions run in throwaway
-environments (gguf_to_hf).
+(default_models), downloads from ModelScope (modelscope), quantising with llama.cpp's tools
+(quantize, llamacpp_tools), and conversions run in throwaway environments (gguf_to_hf).
 
-May import: deploy.registry, deploy.backends, deploy.worker.fit (budgets from the estimate).
+May import: deploy.worker (budgets from the fit estimate), deploy.backends, deploy.wire, deploy.registry.
 """

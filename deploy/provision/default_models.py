@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy import backends
 from deploy.registry.paths import FleetPaths, cache_dir
 
 MANIFEST = Path(__file__).with_name("default_models.toml")
@@ -232,5 +233,5 @@ def default_entries() -> list[dict]:
 def ensure_default_entries(paths: FleetPaths) -> None:
     from deploy.registry.edit import add_entries
 
-    added = add_entries(default_entries(), paths)
+    added = add_entries(default_entries(), paths, backends.catalogue())
     print(f"model_paths.toml: {'added ' + ', '.join(added) if added else 'default entries present'}")

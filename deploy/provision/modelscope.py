@@ -132,7 +132,7 @@ def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, r
             print(f"cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
         cores = parse_cores(overrides.pop("cores", None) or placed.cores)
         entry = build_entry(name_or_id, path.resolve(), port, cores, overrides)
-        added = add_entries([entry], paths)
+        added = add_entries([entry], paths, backends.catalogue())
     except DownloadError as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
         return 1

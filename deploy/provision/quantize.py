@@ -12,8 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from deploy import backends
 from deploy.backends.transformers import hf_weights
-from deploy.registry.config import ModelEntry, load_registry
+from deploy.registry.config import ModelEntry
 from deploy.registry.paths import FleetPaths, tools_dir
 from deploy.registry.sizes import fmt_size
 
@@ -57,14 +58,13 @@ def disk_check(entry: ModelEntry, qtype: str) -> str:
 
 
 def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) -> int:
-    from deploy import backends
     from deploy.provision.llamacpp_tools import ToolError, ensure_tools
     from deploy.registry.edit import add_entries, next_free_port, read_data
     from deploy.registry.placement import propose_for
     from deploy.worker.fit import suggest_budget
 
     try:
-        reg = load_registry(paths.registry)
+        reg = backends.load_registry(paths.registry)
         entry = reg.get(name)
         if qtype not in TYPES:
             raise QuantizeError(f"--type {qtype} is not one of {', '.join(TYPES)}.")
@@ -102,7 +102,7 @@ def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) ->
             raw.pop("threads")
         raw.update(overrides)
         raw.setdefault("memory_budget", suggest_budget(raw))
-        added = add_entries([raw], paths)
+        added = add_entries([raw], paths, backends.catalogue())
     except (QuantizeError, ToolError) as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
         return 1

@@ -1,9 +1,10 @@
 """The model registry (`model_paths.toml`): one typed definition of a model entry.
 
-`ModelEntry` is the single source for validation, for rendering
-`supervisord.conf`, for the worker launcher and for the `add-model` CLI
-(whose options are generated from the fields below, the way
-llama-cpp-python's `server/settings.py` drives its CLI).
+`ModelEntry` holds what every backend shares; each backend's own fields are its `BackendOptions`
+(deploy/registry/options.py), validated with the catalogue the caller passes. Together they are
+the single source for validation, for rendering `supervisord.conf`, for the worker launcher and
+for the `add-model` CLI (whose options are generated from the fields, the way llama-cpp-python's
+`server/settings.py` drives its CLI).
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
-from deploy import backends
 from deploy.registry.host import HostInfo, describe_cores
+from deploy.registry.options import BackendOptions, Catalogue
 from deploy.registry.paths import FleetPaths, expand_path
 from deploy.registry.sizes import fmt_size, parse_size
+from deploy.registry.templates import known_templates
 
 
 def parse_cores(value: Any) -> list[int]:
@@ -48,13 +51,13 @@ class ModelEntry(BaseModel):
         json_schema_extra={"fix": "use letters, digits, '.', '_' and '-' only, e.g. 'qwen-7b-chat'"},
     )
     path: str = Field(
-        description="GGUF file (llama.cpp) or HF folder (transformers, vllm). "
+        description="The model: a GGUF file or a Hugging Face folder, as its backend takes. "
         "'$FLEET_CACHE' and '~' are expanded.",
         json_schema_extra={"fix": "point it at the downloaded file or folder"},
     )
     backend: str = Field(
-        description="How the model runs: " + "; ".join(f"{b.name}: {b.summary}" for b in backends.BACKENDS.values()) + ".",
-        json_schema_extra={"fix": "use one of: " + ", ".join(backends.names())},
+        description="How the model runs (one of the backends below; `python -m deploy reference` lists them).",
+        json_schema_extra={"fix": "use a backend listed by `python -m deploy reference`"},
     )
     port: int = Field(ge=1024, le=65535, description="Port of this model's worker.",
                       json_schema_extra={"fix": "pick a free port such as 21002, unique per model"})
@@ -74,33 +77,40 @@ class ModelEntry(BaseModel):
     context_length: int = Field(default=4096, ge=128, description="Tokens per request (prompt + answer).")
     concurrency: int = Field(default=4, ge=1, le=64, description="Requests served at once (llama.cpp batches them).")
     threads: int | None = Field(default=None, ge=1, description="Compute threads; default: number of cores.")
-    stream_interval_ms: int = Field(default=50, ge=0, le=1000,
-                                    description="llama.cpp: send streamed text at most this often (0: every token).")
-    mmap: bool = Field(default=False, description="llama.cpp: map the GGUF instead of reading it. Reading (the default) "
-                       "keeps the weights once, in the worker's own memory: with mmap, llama.cpp's repacked copy and "
-                       "the mapped file both count in RSS (1.79 vs 1.21 GiB for the 1.5B default), and decode was no "
-                       "faster (reading: 1.03 and 1.15 times mmap's speed in two runs of bench/llamacpp_memory.py). "
-                       "mmap lets replicas of one file share its pages.")
-    poll: int | None = Field(default=None, ge=0, le=100,
-                             description="llama.cpp: how hard waiting compute threads spin (0-100, llama.cpp's default "
-                                         "50); lower it for models that share cores.")
-    flash_attention: Literal["auto", "on", "off"] = Field(
-        default="auto", description="llama.cpp flash attention; auto: llama.cpp's choice (on, on this CPU). At 7B, "
-        "two streams at once on the engine decoded 4.7-5.4 tok/s in aggregate with it on and 6.7-8.3 off (one "
-        "stream: the same); through a worker the difference was within noise; off cost 16 and 29 percent of "
-        "prompt speed at 0.5B in two runs (bench/llamacpp_batching.py, bench/seed_scale.py).")
     serves: str | None = Field(default=None, description="The model name this worker registers under (default: "
                                "`name`). Entries that serve the same name are replicas: the controller balances "
                                "between them and routes around one that stops answering.")
-    embeddings: bool = Field(default=False, description="llama.cpp: also serve /v1/embeddings (mean-pooled, L2-normed); "
-                             "bench/bench.py measures its decode cost (within noise in its engine runs; one single-slot "
-                             "run was 7 percent slower), so it is off unless asked. transformers "
-                             "workers always serve them.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="transformers weights dtype; auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32.")
-    trust_remote_code: bool = Field(
-        default=False, description="Allow the model folder's own Python code (Qwen-7B-Chat, ChatGLM3 need it).")
     source: str = Field(default="", description="Where the model came from, e.g. modelscope:qwen/Qwen-7B-Chat.")
+    # The backend's own fields: flat in the file, validated by the backend's class (see below).
+    options: SerializeAsAny[BackendOptions] = Field(default_factory=BackendOptions, exclude=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _backend_options(cls, data: Any, handler, info: ValidationInfo) -> "ModelEntry":
+        """Split an entry as written into the shared fields and its backend's own, and validate the
+        latter with that backend's options class from the catalogue in the validation context."""
+        if not isinstance(data, dict) or isinstance(data.get("options"), BackendOptions):
+            return handler(data)
+        catalogue: Catalogue | None = (info.context or {}).get("catalogue")
+        if catalogue is None:
+            raise ValueError("no backend catalogue to validate this entry with. Fix (for developers): parse with "
+                             "deploy.backends.parse_registry / load_registry")
+        backend = data.get("backend")
+        if isinstance(backend, str) and backend in catalogue.retired:
+            raise ValueError(f"backend '{backend}' is no longer offered: {catalogue.retired[backend]}")
+        if isinstance(backend, str) and backend not in catalogue.options:
+            raise ValueError(f"unknown backend '{backend}'. Fix: use one of: {', '.join(catalogue.names())}")
+        shared = {k: v for k, v in data.items() if k in cls.model_fields}
+        own = {k: v for k, v in data.items() if k not in cls.model_fields}
+        options = catalogue.options[backend].model_validate(own) if isinstance(backend, str) else BackendOptions()
+        return handler({**shared, "options": options})
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler) -> dict:
+        """Written back flat, as in the file."""
+        out = handler(self)
+        out.update(out.pop("options", None) or {})
+        return out
 
     @field_validator("cores", mode="before")
     @classmethod
@@ -113,13 +123,6 @@ class ModelEntry(BaseModel):
         if any(c < 0 for c in v):
             raise ValueError("core numbers start at 0")
         return sorted(set(v))
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, v: str) -> str:
-        if v not in backends.BACKENDS:
-            raise ValueError(f"unknown backend '{v}'")
-        return v
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -136,18 +139,9 @@ class ModelEntry(BaseModel):
         return self.serves or self.name
 
     @property
-    def flash_attention_on(self) -> bool | None:
-        """True/False to set it, None for llama.cpp's own choice."""
-        return None if self.flash_attention == "auto" else self.flash_attention == "on"
-
-    @property
     def n_threads(self) -> int:
         return self.threads or len(self.cores)
 
-    @property
-    def runtime(self) -> backends.Backend:
-        """The backend object that knows how to check, size and run this entry."""
-        return backends.get(self.backend)
 
 
 class Deployment(BaseModel):
@@ -249,6 +243,9 @@ class Registry(BaseModel):
                              f"Fix: use one of those names or add an entry."])
 
 
+EXIT_CONFIG = 78  # EX_CONFIG: a service refused its configuration; supervisord counts a failed start, not a crash
+
+
 class RegistryError(Exception):
     """Validation problems, each naming the entry, the field and the fix."""
 
@@ -258,64 +255,81 @@ class RegistryError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
-def _fix_for(loc: tuple) -> str:
-    fields = ModelEntry.model_fields if loc and loc[0] == "models" else Deployment.model_fields
-    for part in loc:
-        if isinstance(part, str) and part in fields:
-            extra = fields[part].json_schema_extra or {}
-            if isinstance(extra, dict) and "fix" in extra:
-                return str(extra["fix"])
-    return ""
+def _fields_of(where: str, entry: dict, catalogue: Catalogue) -> dict:
+    """The fields a location in the file may hold: an entry's shared and backend fields, or
+    [deployment]'s."""
+    if not where.startswith("models"):
+        return dict(Deployment.model_fields) if where == "[deployment]" else dict(Registry.model_fields)
+    own = catalogue.options.get(entry.get("backend"), BackendOptions).model_fields
+    return {k: v for k, v in {**ModelEntry.model_fields, **own}.items() if k != "options"}
 
 
-def _explain(err: ValidationError, data: dict) -> list[str]:
+def _fix_for(field: str, fields: dict) -> str:
+    extra = fields[field].json_schema_extra if field in fields else None
+    return str(extra["fix"]) if isinstance(extra, dict) and "fix" in extra else ""
+
+
+def _explain(err: ValidationError, data: dict, catalogue: Catalogue) -> list[str]:
     problems = []
+    models = data.get("models") if isinstance(data.get("models"), list) else []
     for e in err.errors():
         loc = e["loc"]
         if e["type"] == "value_error" and not loc:
             problems.extend(str(e["ctx"]["error"]).split("\n"))
             continue
-        where = "top level"
+        where, entry = "top level", {}
         if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
-            name = (data.get("models") or [{}])[loc[1]].get("name", "?") if isinstance(data.get("models"), list) else "?"
-            where = f"models[{loc[1]}] '{name}'"
+            entry = models[loc[1]] if loc[1] < len(models) and isinstance(models[loc[1]], dict) else {}
+            where = f"models[{loc[1]}] '{entry.get('name', '?')}'"
             loc = loc[2:]
         elif loc and loc[0] == "deployment":
             where = "[deployment]"
             loc = loc[1:]
         field = ".".join(str(x) for x in loc) or "(entry)"
+        fields = _fields_of(where, entry, catalogue)
         if e["type"] == "extra_forbidden":
-            known = ", ".join(ModelEntry.model_fields if where.startswith("models") else
-                              Deployment.model_fields if where == "[deployment]" else Registry.model_fields)
-            problems.append(f"{where}: unknown key '{field}'. Fix: remove it or correct the spelling; known keys: {known}.")
+            owner = catalogue.owner_of(field) if where.startswith("models") else None
+            if owner:
+                problems.append(f"{where}: '{field}' is a field of the {owner} backend, and this entry's backend is "
+                                f"{entry.get('backend')}. Fix: remove it.")
+            else:
+                problems.append(f"{where}: unknown key '{field}'. Fix: remove it or correct the spelling; known keys: "
+                                f"{', '.join(fields)}.")
             continue
         if e["type"] == "missing":
             problems.append(f"{where}: required field '{field}' is missing. Fix: add {field} = ...")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        fix = _fix_for(e["loc"])
-        problems.append(f"{where}, field '{field}': {msg}." + (f" Fix: {fix}." if fix else ""))
+        fix = _fix_for(field, fields)
+        problems.append(f"{where}, field '{field}': {msg}." + (f" Fix: {fix}." if fix and "Fix:" not in msg else ""))
     return problems
 
 
-def parse_registry(data: dict, source: str = "model_paths.toml") -> Registry:
+def parse_registry(data: dict, catalogue: Catalogue, source: str = "model_paths.toml") -> Registry:
+    """The whole file, validated: shared fields here, each entry's own fields by its backend's
+    options class from `catalogue` (deploy.backends.CATALOGUE)."""
     try:
-        return Registry.model_validate(data)
+        return Registry.model_validate(data, context={"catalogue": catalogue})
     except ValidationError as err:
-        raise RegistryError(_explain(err, data), source) from None
+        raise RegistryError(_explain(err, data, catalogue), source) from None
 
 
-def load_registry(path: str | os.PathLike | None = None) -> Registry:
-    """Read and schema-validate the registry (host checks are separate)."""
+def read_registry_data(path: str | os.PathLike | None = None) -> tuple[dict, Path]:
+    """The file as plain data, with errors that name the fix."""
     path = FleetPaths.resolve(path).registry
     if not path.exists():
         raise RegistryError(["file not found. Fix: run scripts/setup.sh, which writes it, "
                              "or copy it from a checkout."], str(path))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8")), path
     except tomllib.TOMLDecodeError as e:
         raise RegistryError([f"not valid TOML ({e}). Fix: correct the syntax at that line."], str(path)) from None
-    return parse_registry(data, str(path))
+
+
+def load_registry(path: str | os.PathLike | None, catalogue: Catalogue) -> Registry:
+    """Read and schema-validate the registry (host checks are separate)."""
+    data, path = read_registry_data(path)
+    return parse_registry(data, catalogue, str(path))
 
 
 def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple[list[str], list[str]]:
@@ -338,17 +352,15 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
             p = m.resolved_path
             problem = (f"{p} does not exist. Fix: download the model (scripts/setup.sh for the defaults, "
                        f"python -m deploy download for others) or correct the path."
-                       if not p.exists() else m.runtime.path_problem(p))
+                       if not p.exists() else m.options.path_problem(p))
             if problem:
                 errors.append(f"{where}, field 'path': {problem}")
-        warnings.extend(f"{where}: {w}" for w in m.runtime.host_warnings(m))
+        warnings.extend(f"{where}: {w}" for w in m.options.host_warnings(m))
     total = sum(m.memory_budget for m in reg.models)
     if total > host.mem_total:
         errors.append(f"field 'memory_budget': the budgets add up to {fmt_size(total)}, more than this machine's "
                       f"{fmt_size(host.mem_total)} of RAM. Fix: lower the budgets or remove a model "
                       f"({', '.join(f'{m.name}={fmt_size(m.memory_budget)}' for m in reg.models)}).")
-    from deploy.registry.templates import known_templates  # late: imports FastChat's conversation module
-
     names = known_templates()
     for i, m in enumerate(reg.models):
         if m.chat_template not in names:
@@ -364,15 +376,3 @@ def validate_for_host(reg: Registry, host: HostInfo | None = None, check_paths: 
     if errors:
         raise RegistryError(errors)
     return warnings
-
-
-def fields_markdown() -> str:
-    """The model_paths.toml reference table for the README, from the same definition."""
-    rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
-    for name, f in ModelEntry.model_fields.items():
-        choices = " / ".join(f.annotation.__args__) if getattr(f.annotation, "__origin__", None) is Literal else None
-        t = {"memory_budget": "size string", "cores": "list of ints, or \"0-1\"", "threads": "int",
-             "backend": " / ".join(backends.names())}.get(name, choices or getattr(f.annotation, "__name__", ""))
-        default = "required" if f.is_required() else f"`{f.default!r}`".replace("'", '"')
-        rows.append(f"| `{name}` | {t} | {default} | {f.description} |")
-    return "\n".join(rows)

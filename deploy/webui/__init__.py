@@ -1,5 +1,6 @@
-"""The web page (Gradio 4): side-by-side arena, anonymous battle, direct chat and leaderboard,
-on FastChat's controller and workers through deploy.fleet_client; votes in FastChat's log format.
+"""The web page (Gradio 4): side by side, anonymous battle, direct chat, the eval's puzzles and a
+leaderboard, on FastChat's controller and workers through deploy.wire.client; votes in FastChat's
+log format. The puzzles come in from the caller (puzzles_tab.PuzzleBook): the page imports no eval.
 
-May import: deploy.registry, deploy.fleet_client.
+May import: deploy.backends, deploy.wire, deploy.registry.
 """

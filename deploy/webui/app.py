@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from deploy.fleet_client import AsyncFleetClient, ModelUnavailable
 from deploy.webui.arena import Arena, Battle, GenSettings, Side
 from deploy.webui.export import as_json, as_markdown, share_text, write_file
-from deploy.webui.puzzles_tab import puzzles_tab
+from deploy.webui.puzzles_tab import PuzzleBook, puzzles_tab
 from deploy.webui.votes import PRELIMINARY_BATTLES, VOTES, VoteLog
 from deploy.webui.widgets import (Controls, Pickers, controls, export_row, input_row, pane, picker, settings_dict,
                                   settings_from)
+from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
 TITLE = "fastchat-fleet · model arena"
 CSS = """
@@ -380,7 +380,7 @@ def _choice(models: list[str], current, index: int, preferred: list[str] | None 
 
 
 def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: float = 15.0,
-                 max_new_tokens: int = 512, puzzle_file: str | None = None) -> gr.Blocks:
+                 max_new_tokens: int = 512, puzzles: PuzzleBook | None = None) -> gr.Blocks:
     arena = Arena(client, votes)
     theme = gr.themes.Default(font=THEME_FONTS, font_mono=["Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"])
     with gr.Blocks(title=TITLE, theme=theme, css=CSS, analytics_enabled=False) as demo:
@@ -396,7 +396,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
             with gr.Tab("Direct chat", id="direct"):
                 direct = _direct_tab(arena, max_new_tokens)
             with gr.Tab("Puzzles", id="puzzles"):
-                puzzles = puzzles_tab(arena, max_new_tokens, puzzle_file)
+                puzzle_pickers = puzzles_tab(arena, max_new_tokens, puzzles)
             with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
                 _leaderboard_tab(votes, demo, lb_tab)
         with gr.Accordion("Models registered now", open=False, elem_id="models_accordion"):
@@ -404,9 +404,9 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
                                               "template", "source"],
                                      interactive=False, elem_classes="model-table", label="Models")
         known = gr.State(list)
-        selects = [*named.selects, *direct.selects, *puzzles.selects]
-        infos = [*named.infos, *direct.infos, *puzzles.infos]
-        order = [i for p in (named, direct, puzzles) for i in range(len(p.selects))]  # A first, B second
+        selects = [*named.selects, *direct.selects, *puzzle_pickers.selects]
+        infos = [*named.infos, *direct.infos, *puzzle_pickers.infos]
+        order = [i for p in (named, direct, puzzle_pickers) for i in range(len(p.selects))]  # A first, B second
 
         async def refresh_models(seen: list, *picked):
             """Registered-later models appear, gone ones disappear; while the list is unchanged the

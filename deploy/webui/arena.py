@@ -11,8 +11,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from deploy.fleet_client import AsyncFleetClient, ModelUnavailable, gen_params
 from deploy.webui.votes import VoteLog, state_dict
+from deploy.wire.client import AsyncFleetClient, ModelUnavailable
+from deploy.wire.generation import Sampling, chat_params
 
 WAITING = "*… waiting for the first token*"
 STOPPED = "■ *stopped*"
@@ -140,10 +141,10 @@ class Arena:
         return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
 
     async def quick_first(self, models: list[str]) -> list[str]:
-        """The order default picks come from: models on backends that batch (llama.cpp) before the
-        transformers ones, which answer one request at a time at a few tokens/s on a CPU, so a new
-        visitor's first comparison is not a long wait on the slowest model."""
-        slow = {m for m in models if (await self.info(m)).get("backend") == "transformers"}
+        """The order default picks come from: models whose workers batch concurrent requests (the
+        'batching' feature) first; the others answer one request at a time, at a few tokens/s on a
+        CPU, so a new visitor's first comparison is not a long wait on the slowest model."""
+        slow = {m for m in models if "batching" not in ((await self.info(m)).get("features") or ())}
         return [m for m in models if m not in slow] + [m for m in models if m in slow]
 
     async def _switch(self, side: Side, model: str) -> None:
@@ -196,8 +197,9 @@ class Arena:
         """Put (i, text, error, done, speed) on the queue for every frame of one side's answer."""
         text, speed, t0 = "", Speed(), time.perf_counter()
         try:
-            params = gen_params(side.model, side.conv, temperature=settings.temperature, top_p=settings.top_p,
-                                max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+            params = chat_params(side.model, side.conv, Sampling(
+                temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+                seed=settings.seed))
             addr = await self.client.worker_address(side.model)
             finished = False
             async for frame in self.client.stream(addr, params):

@@ -1,9 +1,13 @@
 """The Puzzles tab: the same puzzle set `python eval/ask_all.py` asks, sent to two models with one
 click; once both have answered, the reference answer and the eval's own rule grading of each
-answer appear, so the page and the eval speak about the same questions and the same verdicts."""
+answer appear, so the page and the eval speak about the same questions and the same verdicts.
+
+The puzzles and their grading come in as a `PuzzleBook` (eval's, handed in by `python -m deploy
+webui`): the page does not import eval."""
 from __future__ import annotations
 
 import html
+from typing import Protocol
 
 import gradio as gr
 
@@ -11,32 +15,38 @@ from deploy.webui.arena import Arena, Battle
 from deploy.webui.widgets import Pickers, controls, pane, picker, settings_from
 
 
-def _grading(puzzle, battle: Battle) -> str:
-    from eval.askall.grading import grade
+class PuzzleBook(Protocol):
+    """Puzzles (each with `id`, `question`, `reference`) and a grader of answers to them (a verdict
+    with `score`, `max_score`, `label`, `confident`, `reason`)."""
 
+    source: str  # where the puzzles come from, as the tab's intro names it
+
+    def puzzles(self) -> list: ...
+
+    def grade(self, puzzle, answer: str): ...
+
+
+def _grading(book: PuzzleBook, puzzle, battle: Battle) -> str:
     lines = [f"**Reference answer:** {html.escape(puzzle.reference)}", ""]
     for label, side in zip(("A", "B"), battle.sides):
         if side.error or not side.answers:
             lines.append(f"- Model {label} ({side.model}): no answer to grade")
             continue
-        v = grade(puzzle, side.answers[-1])
+        v = book.grade(puzzle, side.answers[-1])
         lines.append(f"- Model {label} (**{html.escape(side.model)}**): **{v.score:.2f}** / {v.max_score:g}, "
                      f"{v.label}{'' if v.confident else ' (the rules are unsure: read it yourself)'}. "
                      f"{html.escape(v.reason)}")
     return "\n".join(lines)
 
 
-def puzzles_tab(arena: Arena, max_new_tokens: int, puzzle_file: str | None):
-    from eval.askall.puzzles import PuzzleFileError, load_puzzles
-
-    try:
-        puzzles = load_puzzles(puzzle_file)
-    except PuzzleFileError as e:
-        gr.Markdown(f"The puzzle file cannot be read: {e}")
+def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
+    puzzles = book.puzzles() if book else []
+    if not puzzles:
+        gr.Markdown(f"No puzzles to show ({book.source if book else 'the page was started without them'}).")
         return Pickers([], [])
     labels = [f"{p.id}: {p.question[:40]}{'…' if len(p.question) > 40 else ''}" for p in puzzles]
     by_label = dict(zip(labels, puzzles))
-    gr.Markdown("The puzzles `python eval/ask_all.py` asks (`eval/puzzles.toml`). Send one to both models; "
+    gr.Markdown(f"The puzzles `python eval/ask_all.py` asks ({book.source}). Send one to both models; "
                 "the reference answer and the eval's grading appear once both have answered.", elem_classes="intro")
     state = gr.State(Battle)
     pickers = []
@@ -70,7 +80,7 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, puzzle_file: str | None):
             if battle.abandoned:
                 return
             yield battle, battle.sides[0].history, battle.sides[1].history, gr.update(), gr.update()
-        yield battle, battle.sides[0].history, battle.sides[1].history, "Both answered.", _grading(p, battle)
+        yield battle, battle.sides[0].history, battle.sides[1].history, "Both answered.", _grading(book, p, battle)
 
     choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
     send.click(ask, [state, *[s for s, _ in pickers], choose, *ctl.inputs],

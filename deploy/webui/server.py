@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from deploy.registry.config import Registry
+from deploy.registry.config import EXIT_CONFIG, Registry
 from deploy.registry.host import is_loopback
 from deploy.registry.paths import FleetPaths, expand_path
-
-EXIT_CONFIG = 78
+from deploy.webui.puzzles_tab import PuzzleBook
 
 
 def parse_auth(path: str) -> list[tuple[str, str]]:
@@ -26,7 +25,7 @@ def parse_auth(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None) -> int:
+def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None, puzzles: PuzzleBook | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     d = reg.deployment
     auth_file = auth_file or (str(expand_path(d.webui_auth_file)) if d.webui_auth_file else None)
@@ -44,12 +43,13 @@ def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None) ->
     import uvicorn
     from fastapi import FastAPI
 
-    from deploy.fleet_client import AsyncFleetClient
     from deploy.webui.app import create_webui
     from deploy.webui.offline import OfflinePage
     from deploy.webui.votes import VoteLog
+    from deploy.wire.client import AsyncFleetClient
 
-    demo = create_webui(AsyncFleetClient(d.controller_url), VoteLog(paths.votes)).queue(default_concurrency_limit=16)
+    demo = create_webui(AsyncFleetClient(d.controller_url), VoteLog(paths.votes),
+                        puzzles=puzzles).queue(default_concurrency_limit=16)
     demo.show_api = False
     app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth)
     app.add_middleware(OfflinePage)

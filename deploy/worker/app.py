@@ -16,12 +16,14 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from deploy import fleet_client as routes
-from deploy.api.errors import ClientError
-from deploy.bounded_body import BoundedBody, body_limit
-from deploy.worker.params import check_embedding_input, error_frame, worker_params
-from deploy.fleet_client import AsyncFleetClient
+from deploy.backends.base import FleetWorker
 from deploy.registry.host import memory_of
+from deploy.wire import routes
+from deploy.wire.bounded_body import BoundedBody, body_limit
+from deploy.wire.client import AsyncFleetClient
+from deploy.wire.errors import ClientError
+from deploy.wire.frames import VALIDATION_ERROR
+from deploy.wire.worker_params import CountParams, EmbedParams, GenerateParams, checked
 
 log = logging.getLogger("deploy.worker.app")
 
@@ -71,7 +73,7 @@ async def stay_registered(worker, client: AsyncFleetClient, worker_url: str, sec
         await asyncio.sleep(interval if registered else 1.0)
 
 
-def create_worker_app(worker, info: dict | None = None, on_shutdown=None, controller_url: str | None = None,
+def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown=None, controller_url: str | None = None,
                       worker_url: str | None = None, secret: str | None = None) -> FastAPI:
     """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
     FastChat's own clients never call it. `on_shutdown` runs when uvicorn shuts down gracefully:
@@ -106,23 +108,24 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
     def w(request: Request):
         return request.app.state.worker
 
-    async def checked(request: Request, need_prompt: bool = True) -> dict:
-        return worker_params(await request.body(), request.app.state.worker.context_len, need_prompt,
-                             set(request.app.state.info.get("features", ())))
+    async def params(request: Request, model=GenerateParams) -> dict:
+        return checked(model, await request.body(), request.app.state.worker.context_len,
+                       frozenset(request.app.state.info.get("features", ())))
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
-        return JSONResponse(error_frame(e), status_code=e.status)
+        """FastChat's worker error shape, which its API server and web UI read."""
+        return JSONResponse({"text": e.message, "error_code": VALIDATION_ERROR}, status_code=e.status)
 
     @app.post(routes.WORKER_GENERATE_STREAM)
     async def generate_stream(request: Request):
         wk = w(request)
-        params = await checked(request)
+        p = await params(request)
         await wk.semaphore.acquire()
 
         async def body():
             try:
-                gen = wk.generate_stream_gate(params)
+                gen = wk.generate_stream_gate(p)
                 if inspect.isasyncgen(gen):
                     async for chunk in gen:
                         yield chunk
@@ -139,21 +142,20 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
     @app.post(routes.WORKER_GENERATE)
     async def generate(request: Request):
         wk = w(request)
-        params = await checked(request)
+        p = await params(request)
         async with wk.semaphore:
-            out = await _call(wk.generate_gate, params)
+            out = await _call(wk.generate_gate, p)
         return JSONResponse(out)
 
     @app.post(routes.WORKER_GET_EMBEDDINGS)
     async def get_embeddings(request: Request):
         wk = w(request)
-        params = await checked(request, need_prompt=False)
-        check_embedding_input(params)
-        if not hasattr(wk, "get_embeddings"):
+        p = await params(request, EmbedParams)
+        if "embeddings" not in request.app.state.info.get("features", ()) or not hasattr(wk, "get_embeddings"):
             raise ClientError(400, f"model '{wk.model_names[0]}' serves no embeddings. Fix: ask a model that does "
                                    f"(its /fleet_info lists 'embeddings' among its features).")
         async with wk.semaphore:
-            return JSONResponse(await _call(wk.get_embeddings, params))
+            return JSONResponse(await _call(wk.get_embeddings, p))
 
     @app.post(routes.WORKER_GET_STATUS)
     async def get_status(request: Request):
@@ -161,7 +163,7 @@ def create_worker_app(worker, info: dict | None = None, on_shutdown=None, contro
 
     @app.post(routes.COUNT_TOKEN)
     async def count_token(request: Request):
-        return await _call(w(request).count_token, await checked(request))
+        return await _call(w(request).count_token, await params(request, CountParams))
 
     @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from deploy import backends
 from deploy.backends import ModelShape
 from deploy.registry.config import ModelEntry
 from deploy.registry.sizes import fmt_size
@@ -44,9 +45,10 @@ def kv_cache_bytes(shape: ModelShape, tokens: int) -> int:
 
 
 def estimate(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
-    shape = shape or entry.runtime.shape(entry)
+    backend = backends.of(entry)
+    shape = shape or backend.shape(entry)
     tokens = entry.context_length * entry.concurrency
-    return FitEstimate(shape.weight_bytes, kv_cache_bytes(shape, tokens), entry.runtime.runtime_overhead,
+    return FitEstimate(shape.weight_bytes, kv_cache_bytes(shape, tokens), backend.runtime_overhead,
                        entry.memory_budget, shape.prefill_bytes_per_token * tokens)
 
 
@@ -71,5 +73,5 @@ BUDGET_MARGIN = 1.15
 def suggest_budget(raw: dict, margin: float = BUDGET_MARGIN) -> str:
     """A budget for an entry as written (a dict without one): the estimate plus `margin`,
     rounded up to 0.1 GiB, so the fit check passes and the cost is plain to see."""
-    probe = ModelEntry.model_validate({**raw, "memory_budget": 1 << 40})
+    probe = ModelEntry.model_validate({**raw, "memory_budget": 1 << 40}, context={"catalogue": backends.catalogue()})
     return f"{math.ceil(estimate(probe).total * margin / 1024**3 * 10) / 10}GiB"

@@ -14,15 +14,17 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.backends import ConfigProblem
-from deploy.control.secret import SecretError, read_secret
-from deploy.registry.config import ModelEntry, Registry, RegistryError, validate_for_host
+from deploy import backends
+from deploy.backends import ConfigProblem, FleetWorker
+from deploy.registry.config import EXIT_CONFIG, ModelEntry, Registry, RegistryError, validate_for_host
 from deploy.registry.host import is_loopback
+from deploy.wire.access import OnlyFrom, host_address
+from deploy.wire.secret import SecretError, read_secret
+from deploy.worker.app import create_worker_app
 from deploy.worker.fit import DoesNotFit, require_fit
 from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
 
 log = logging.getLogger("deploy.worker.launcher")
-EXIT_CONFIG = 78  # EX_CONFIG: supervisord treats it as a failed start, not a crash to retry forever
 
 
 class LaunchError(Exception):
@@ -56,12 +58,13 @@ def model_bytes(path: Path) -> int:
 
 def worker_info(entry: ModelEntry, lim: MemoryLimit) -> dict:
     """What this worker is, as reports and the web UI show it (served at /fleet_info)."""
+    backend = backends.of(entry)
     return {"model_bytes": model_bytes(entry.resolved_path),
         "name": entry.name, "cores": sorted(os.sched_getaffinity(0)),
         "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
         "context_length": entry.context_length, "concurrency": entry.concurrency,
         "chat_template": entry.chat_template, "model_file": entry.resolved_path.name, "source": entry.source,
-        **entry.runtime.describe(entry), "features": sorted(entry.runtime.features_for(entry)),
+        **backend.describe(entry), "features": sorted(backend.features_for(entry)),
     }
 
 
@@ -80,7 +83,7 @@ def run_worker(reg: Registry, name: str) -> int:
     except (RegistryError, LaunchError) as e:
         return _refuse(name, str(e))
 
-    backend = entry.runtime
+    backend = backends.of(entry)
     pin_to_cores(entry.cores, entry.n_threads)
     log.info("pinned to cores %s with %d thread(s)", entry.cores, entry.n_threads)
     lim = apply_memory_budget(entry.memory_budget, backend.address_space_headroom, f"{entry.name}-{entry.port}")
@@ -100,13 +103,11 @@ def run_worker(reg: Registry, name: str) -> int:
     except MemoryError:
         return _refuse(name, f"it ran out of its memory budget while loading ({lim.describe()}). "
                              f"Fix: raise memory_budget in model_paths.toml.")
-    from deploy.worker.app import create_worker_app
-
+    if not isinstance(worker, FleetWorker):
+        raise TypeError(f"backend {backend.name} built a worker without the FleetWorker interface")
     app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release,
                             controller_url=d.controller_url, worker_url=worker_url, secret=secret)
     if not is_loopback(d.host):  # reachable from the network: only the controller's host may call it
-        from deploy.access import OnlyFrom, host_address
-
         app = OnlyFrom(app, {host_address(d.controller_url)})
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)
     uvicorn.run(app, host=d.host, port=entry.port, log_level="warning")

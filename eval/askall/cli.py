@@ -15,13 +15,14 @@ from eval.askall.fleet import AskAllError, discover
 from eval.askall.grading import GRADER_VERSION
 from eval.askall.judge import Calibration, Judge, JudgeError, admit
 from eval.askall.overrides import load_overrides
-from eval.askall.puzzles import DEFAULT_FILE, PuzzleFileError, file_hash, load_puzzles
+from eval.askall.puzzles import PuzzleFileError, file_hash, load_puzzles, puzzle_files
 from eval.askall.report import csv_report, html_report, markdown
 from eval.askall.runner import Settings, run_all
 from eval.askall.store import RESULTS_DIR, RunStore, key
 
 def _deployment():
-    from deploy.registry.config import Deployment, RegistryError, load_registry
+    from deploy.backends import load_registry
+    from deploy.registry.config import Deployment, RegistryError
 
     try:
         return load_registry().deployment
@@ -37,7 +38,7 @@ def fleet_defaults() -> tuple[str, str]:
 
 def fleet_api_key() -> str | None:
     """The API key to send ($FLEET_API_KEY or the deployment's keys file); never stored in a run."""
-    from deploy.api.keys import client_key
+    from deploy.wire.keys import client_key
 
     return client_key(_deployment().api_keys_path)
 
@@ -49,7 +50,8 @@ def parse_args(argv):
     p.add_argument("--api-base", default=api, help=f"OpenAI-compatible API (default {api})")
     p.add_argument("--models", help="comma-separated names or globs (default: every registered model)")
     p.add_argument("--puzzles", help="comma-separated puzzle ids (default: all)")
-    p.add_argument("--puzzle-file", help="default: eval/puzzles.toml")
+    p.add_argument("--puzzle-file", help="one puzzle file instead of the default set: eval/puzzles.toml and every "
+                   "eval/puzzles.d/*.toml")
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, help="sampling seed (repeat k uses seed + k)")
@@ -67,7 +69,7 @@ def parse_args(argv):
     p.add_argument("--regrade", metavar="RUN", help="grade a finished run again (name or path) with the current "
                    "rules, judge and overrides, and rewrite its reports; asks no model")
     p.add_argument("--check-rules", nargs="*", metavar="FILE", help="check the rules of these puzzle files "
-                   "(default: --puzzle-file or eval/puzzles.toml) against their labelled examples; exit 1 on a mismatch")
+                   "(default: --puzzle-file or the default set) against their labelled examples; exit 1 on a mismatch")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -252,8 +254,9 @@ def check_rules(files: list[str]) -> int:
 
 def record_grader(meta: dict) -> None:
     """Which rules graded this run: the puzzle file's hash and the grader's version, in run.json."""
-    f = meta["settings"].get("puzzle_file") or str(DEFAULT_FILE)
-    meta["grader"] = {"version": GRADER_VERSION, "puzzle_file": f, "puzzle_sha256": file_hash(f)}
+    f = meta["settings"].get("puzzle_file")
+    meta["grader"] = {"version": GRADER_VERSION, "puzzle_file": ", ".join(map(str, puzzle_files(f))),
+                      "puzzle_sha256": file_hash(f)}
 
 
 def regrade(args) -> int:
@@ -279,7 +282,7 @@ def regrade(args) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check_rules is not None:
-        return check_rules(args.check_rules or [args.puzzle_file or str(DEFAULT_FILE)])
+        return check_rules(args.check_rules or [str(f) for f in puzzle_files(args.puzzle_file)])
     if args.regrade:
         return regrade(args)
     store, resumed = None, False

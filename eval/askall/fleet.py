@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deploy.fleet_client import FleetClient, ModelUnavailable
+from deploy.wire.client import FleetClient, ModelUnavailable
 
 
 class AskAllError(Exception):

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "puzzles.toml"
+PUZZLES_D = DEFAULT_FILE.parent / "puzzles.d"  # more puzzle files, added to the default set by name order
 
 
 def _check_regexes(v: list[str]) -> list[str]:
@@ -133,17 +134,46 @@ class Puzzle(BaseModel):
         return []
 
 
-def file_hash(path: str | Path | None = None) -> str:
-    """sha256 of the puzzle file, recorded in run.json: a report says which rules graded it."""
-    return hashlib.sha256(Path(path or DEFAULT_FILE).read_bytes()).hexdigest()
+def puzzle_files(path: str | Path | None = None, extra_dir: Path = PUZZLES_D) -> list[Path]:
+    """The files a run reads: `path` alone, or the default set, eval/puzzles.toml and every
+    eval/puzzles.d/*.toml in name order."""
+    if path:
+        return [Path(path)]
+    return [DEFAULT_FILE, *sorted(extra_dir.glob("*.toml"))]
+
+
+def file_hash(path: str | Path | None = None, extra_dir: Path = PUZZLES_D) -> str:
+    """sha256 of the puzzle file(s), recorded in run.json: a report says which rules graded it
+    (one file: the file's own sha256)."""
+    files = puzzle_files(path, extra_dir)
+    if len(files) == 1:
+        return hashlib.sha256(files[0].read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 class PuzzleFileError(Exception):
     pass
 
 
-def load_puzzles(path: str | Path | None = None) -> list[Puzzle]:
-    path = Path(path or DEFAULT_FILE)
+def load_puzzles(path: str | Path | None = None, extra_dir: Path = PUZZLES_D) -> list[Puzzle]:
+    """The puzzles of `path`, or of the default set (puzzle_files); ids are unique across files."""
+    puzzles: list[Puzzle] = []
+    where: dict[str, Path] = {}
+    for f in puzzle_files(path, extra_dir):
+        for p in _load_file(f):
+            if p.id in where:
+                raise PuzzleFileError(f"{f}: puzzle '{p.id}' appears twice"
+                                      + ("" if where[p.id] == f else f" (also in {where[p.id]})")
+                                      + "; ids must be unique")
+            where[p.id] = f
+            puzzles.append(p)
+    return puzzles
+
+
+def _load_file(path: Path) -> list[Puzzle]:
     if not path.exists():
         raise PuzzleFileError(f"{path}: no such puzzle file")
     try:
@@ -153,18 +183,14 @@ def load_puzzles(path: str | Path | None = None) -> list[Puzzle]:
     raw = data.get("puzzle")
     if not isinstance(raw, list) or not raw:
         raise PuzzleFileError(f"{path}: no [[puzzle]] tables found")
-    puzzles, seen = [], set()
+    puzzles = []
     for i, item in enumerate(raw):
         pid = item.get("id", f"#{i + 1}") if isinstance(item, dict) else f"#{i + 1}"
         try:
-            p = Puzzle.model_validate(item)
+            puzzles.append(Puzzle.model_validate(item))
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(x) for x in err["loc"]) or "(puzzle)"
             msg = err["msg"].removeprefix("Value error, ")
             raise PuzzleFileError(f"{path}: puzzle '{pid}', field '{field}': {msg}") from None
-        if p.id in seen:
-            raise PuzzleFileError(f"{path}: puzzle '{p.id}' appears twice; ids must be unique")
-        seen.add(p.id)
-        puzzles.append(p)
     return puzzles

@@ -20,6 +20,15 @@ class ClientError(Exception):
         return error_body(self.message, self.kind, self.param, self.code)
 
 
+RETRY_AFTER_S = 5  # what a 503 tells clients to wait: a worker restarts, or routing catches up, in seconds
+
+
+def unavailable(message: str, code: str, param: str | None = None) -> ClientError:
+    """A 503 that will pass: the official client (and ask_all) wait Retry-After and ask again."""
+    return ClientError(503, message, param=param, code=code, kind="model_unavailable",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}},
                       ensure_ascii=False).encode()
@@ -36,6 +45,13 @@ _FASTCHAT_CODES = {
     50005: (503, "model_unavailable"),       # CONTROLLER_NO_WORKER
     50006: (503, "model_unavailable"),       # CONTROLLER_WORKER_TIMEOUT
 }
+
+
+def status_of_worker_code(code) -> tuple[int, str]:
+    """The HTTP status and OpenAI error type of a FastChat worker's error code."""
+    return _FASTCHAT_CODES.get(code, (500, "server_error"))
+
+
 _BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
               404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
               422: "invalid_request_error", 429: "rate_limit_error", 503: "model_unavailable"}
@@ -53,7 +69,7 @@ def reshape(status: int, body: bytes) -> tuple[int, bytes]:
         return status, body
     if isinstance(data, dict) and data.get("object") == "error":
         code = data.get("code")
-        new_status, kind = _FASTCHAT_CODES.get(code, (500, "server_error"))
+        new_status, kind = status_of_worker_code(code)
         return new_status, error_body(str(data.get("message", "")), kind, code=str(code))
     if isinstance(data, dict) and "detail" in data:
         message = data["detail"] if isinstance(data["detail"], str) else json.dumps(data["detail"], ensure_ascii=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from deploy.api.errors import ClientError
+from deploy.wire.errors import ClientError
 
 BYTES_PER_TOKEN = 16      # JSON text per token, generously: a CJK character escaped as \uXXXX is 6 bytes
 BODY_OVERHEAD = 64 * 1024  # everything in a request that is not prompt text

@@ -1,0 +1,338 @@
+"""The OpenAI API's request bodies as pydantic models that validate themselves: every field a route
+reads is type- and range-checked (the ranges are deploy/wire/fields.py's, shared with the workers'
+own check), what real clients send is normalised (text parts joined, `developer` read as
+`system`, `max_completion_tokens` as `max_tokens`), and what no model here can do is refused,
+never silently dropped. A request becomes worker parameters through `sampling()`, and says which
+worker features it needs (`needs`). The first problem is a 400 naming the field (the route's
+validation error handler, deploy/api/app.py). Unknown fields are ignored, as OpenAI's clients
+send fields of newer API versions.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
+
+from deploy.wire.fields import (MAX_STOP, Boolean, Integer, MaxTokens, Penalty, RepetitionPenalty, Seed, Temperature,
+                                Text, TopK, TopLogprobs, TopP)
+from deploy.wire.generation import Sampling
+from deploy.wire.strict_json import type_name
+
+MAX_N = 4               # choices per request: each one is a full generation on a CPU
+MAX_PROMPTS = 16        # prompts per /v1/completions request
+MAX_EMBED_INPUTS = 256
+MAX_COMPLETION_LOGPROBS = 5  # as OpenAI
+IMAGE_PARTS = {"image_url", "input_image", "image"}
+
+
+def unsupported(what: str, fix: str, code: str = "unsupported_parameter") -> PydanticCustomError:
+    return PydanticCustomError(code, "{what} is not supported by this deployment. {fix}", {"what": what, "fix": fix})
+
+
+def refused(what: str, fix: str, given=bool) -> BeforeValidator:
+    """A field no model here can honour: refused with a 400 when `given(value)`, never silently dropped."""
+    def check(v: Any) -> None:
+        if given(v):
+            raise unsupported(what, fix)
+        return None
+    return BeforeValidator(check)
+
+
+def _stop(v: Any) -> Any:
+    if v is None:
+        return []
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise PydanticCustomError("stop_type", "must be a string or an array of strings")
+    if len(items) > MAX_STOP:
+        raise PydanticCustomError("stop_count", "has {n} sequences; at most {max} are allowed",
+                                  {"n": len(items), "max": MAX_STOP})
+    return [s for s in items if s]
+
+
+ModelName = Annotated[Text, Field(min_length=1, max_length=256)]
+Stop = Annotated[list[str], BeforeValidator(_stop)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(StrictModel):
+    include_usage: Boolean = False
+
+
+class ResponseFormat(StrictModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _kind(cls, v):
+        if v not in ("text", "json_object", "json_schema"):
+            raise PydanticCustomError("format_type", "must be 'text', 'json_object' or 'json_schema'")
+        return v
+
+    @model_validator(mode="after")
+    def _schema(self):
+        if self.type == "json_schema" and (not isinstance(self.json_schema, dict)
+                                           or not isinstance(self.json_schema.get("schema", {}), dict)):
+            raise PydanticCustomError("json_schema", "'response_format.json_schema' must be an object with a "
+                                                     "'schema' object")
+        return self
+
+    def schema_for_worker(self) -> dict | None:
+        """The JSON schema the answer must match (the engine builds a grammar from it), or None."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            return self.json_schema.get("schema") or {}
+        return None
+
+
+class GenerationRequest(StrictModel):
+    """What chat and completions share."""
+
+    model: ModelName
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    n: Annotated[Integer, Field(ge=1, le=MAX_N)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    seed: Seed | None = None
+    stop: Stop = Field(default_factory=list)
+    user: Annotated[Text, Field(max_length=256)] | None = None
+    stream: Boolean | None = None
+    stream_options: StreamOptions | None = None
+    logit_bias: Annotated[Any, refused("'logit_bias'", "Fix: leave it out.")] = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _newer_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_completion_tokens" in data:  # the newer name (o1 and later clients)
+            data = dict(data)
+            data.setdefault("max_tokens", data.pop("max_completion_tokens"))
+        return data
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise PydanticCustomError("stream_options", "'stream_options' is only allowed when 'stream' is true")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    def logprobs_wanted(self) -> int | None:
+        return None
+
+    @property
+    def needs(self) -> set[str]:
+        """Worker features this request cannot be answered without (deploy.backends.FEATURES)."""
+        out = set()
+        if self.response_format and self.response_format.schema_for_worker() is not None:
+            out.add("json")
+        if self.logprobs_wanted() is not None:
+            out.add("logprobs")
+        return out
+
+    def sampling(self, default_max_tokens: int | None = None) -> Sampling:
+        defaults = Sampling()
+        return Sampling(
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            top_p=defaults.top_p if self.top_p is None else self.top_p,
+            top_k=defaults.top_k if self.top_k is None else self.top_k,
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            repetition_penalty=self.repetition_penalty,
+            max_new_tokens=self.max_tokens if self.max_tokens is not None else default_max_tokens,
+            stop=list(self.stop), seed=self.seed, logprobs=self.logprobs_wanted(),
+            json_schema=self.response_format.schema_for_worker() if self.response_format else None)
+
+
+# ---- chat -----------------------------------------------------------------------------------------
+
+class ContentPart(StrictModel):
+    type: str
+    text: Any = None
+    refusal: Any = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _kind(cls, v):
+        if v in IMAGE_PARTS:
+            raise PydanticCustomError("images_not_supported", "is an image, and the models of this deployment take "
+                                                              "no images. Fix: send text parts only")
+        if not isinstance(v, str):
+            raise PydanticCustomError("part_type", "must be an object with a 'type' (text)")
+        if v not in ("text", "refusal"):
+            raise PydanticCustomError("unsupported_content", "is a '{kind}' part; only text parts are supported",
+                                      {"kind": v})
+        return v
+
+    @model_validator(mode="after")
+    def _text(self):
+        if not isinstance(getattr(self, self.type), str):
+            raise PydanticCustomError("part_text", "'{kind}' must be a string", {"kind": self.type})
+        return self
+
+    @property
+    def content(self) -> str:
+        return getattr(self, self.type)
+
+
+_PARTS = TypeAdapter(list[ContentPart])
+
+
+def _content(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    if not isinstance(v, list):
+        raise PydanticCustomError("content_type", "must be a string or an array of content parts, not {kind}",
+                                  {"kind": type_name(v)})
+    return "\n".join(p.content for p in _PARTS.validate_python(v))
+
+
+class ChatMessage(StrictModel):
+    role: str
+    content: Annotated[str | None, BeforeValidator(_content)] = None
+    name: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tools(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise PydanticCustomError("message_type", "must be an object with 'role' and 'content'")
+        if data.get("role") in ("tool", "function") or data.get("tool_calls") or data.get("function_call"):
+            raise unsupported("tool and function calls", "No model here calls tools. Fix: send user, assistant and "
+                                                         "system messages only.")
+        if data.get("content") is None and data.get("role") != "assistant":
+            raise ValidationError.from_exception_data("ChatMessage", [{"type": "missing", "loc": ("content",),
+                                                                       "input": data}])
+        return data
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, v):
+        if v not in ("system", "developer", "user", "assistant"):
+            raise PydanticCustomError("role", "must be 'system', 'developer', 'user' or 'assistant', not {v}",
+                                      {"v": repr(v)})
+        return "system" if v == "developer" else v  # developer is the newer name for system
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: Boolean | None = None
+    top_logprobs: TopLogprobs | None = None
+    tools: Annotated[Any, refused("'tools' (tool calling)", "No model here calls tools. Fix: leave 'tools' out.")] = None
+    functions: Annotated[Any, refused("'functions' (tool calling)",
+                                      "No model here calls tools. Fix: leave 'functions' out.")] = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _messages(cls, v):
+        if not isinstance(v, list) or not v:
+            raise PydanticCustomError("messages", "must be a non-empty array of {role, content} objects")
+        return v
+
+    @model_validator(mode="after")
+    def _chat_rules(self):
+        if not any(m.role == "user" for m in self.messages):
+            raise PydanticCustomError("messages", "'messages' has no user message. Fix: add {\"role\": \"user\", "
+                                                  "\"content\": ...}")
+        if self.top_logprobs and not self.logprobs:
+            raise PydanticCustomError("top_logprobs", "'top_logprobs' needs 'logprobs': true")
+        return self
+
+    def logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def openai_messages(self) -> list[dict]:
+        """The messages as FastChat's templates take them: one system prompt first (several are
+        joined: the templates hold one), then user and assistant turns as text."""
+        system = [m.content for m in self.messages if m.role == "system"]
+        turns = [{"role": m.role, "content": m.content or ""} for m in self.messages if m.role != "system"]
+        return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + turns
+
+
+# ---- completions and embeddings -------------------------------------------------------------------
+
+def _texts(limit: int):
+    def check(v: Any) -> Any:
+        items = [v] if isinstance(v, str) else v
+        if not isinstance(items, list) or not items:
+            raise PydanticCustomError("texts", "must be a string or a non-empty array of strings")
+        if any(isinstance(x, (int, list)) and not isinstance(x, bool) for x in items):
+            raise unsupported("text given as token ids", "Each model has its own tokenizer. Fix: send it as text.")
+        if not all(isinstance(x, str) for x in items):
+            raise PydanticCustomError("texts", "must be a string or an array of strings")
+        if len(items) > limit:
+            raise PydanticCustomError("texts", "has {n} items; at most {max} are allowed per request",
+                                      {"n": len(items), "max": limit})
+        return items
+    return BeforeValidator(check)
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: Annotated[list[str], _texts(MAX_PROMPTS)]
+    echo: Boolean | None = None
+    best_of: Annotated[Integer, Field(ge=1, le=1)] | None = None
+    logprobs: Annotated[Integer, Field(ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
+    suffix: Annotated[Any, refused("'suffix' (fill in the middle)", "Fix: leave it out.")] = None
+
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
+
+    def sampling(self, default_max_tokens: int | None = 16) -> Sampling:  # FastChat's (and OpenAI's) default
+        s = super().sampling(default_max_tokens)
+        s.echo = bool(self.echo)
+        return s
+
+
+class EmbeddingsRequest(StrictModel):
+    model: ModelName
+    input: Annotated[list[str], _texts(MAX_EMBED_INPUTS)]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[Any, refused("'dimensions'", "Embeddings have the model's own size. Fix: leave it out.",
+                                       given=lambda v: v is not None)] = None
+    user: Annotated[Text, Field(max_length=256)] | None = None
+
+    @field_validator("encoding_format", mode="before")
+    @classmethod
+    def _format(cls, v):
+        if v is not None and v not in ("float", "base64"):
+            raise PydanticCustomError("encoding_format", "must be 'float' or 'base64'")
+        return v
+
+    @property
+    def needs(self) -> set[str]:
+        return {"embeddings"}
+
+
+class TokenCheckItem(StrictModel):
+    model: ModelName
+    prompt: Text
+    max_tokens: MaxTokens = 1
+
+
+class TokenCheckRequest(StrictModel):
+    """FastChat's /api/v1/token_check."""
+    prompts: list[TokenCheckItem] = Field(min_length=1, max_length=MAX_PROMPTS)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompts(cls, v):
+        if not isinstance(v, list) or not v or len(v) > MAX_PROMPTS:
+            raise PydanticCustomError("prompts", f"must be an array of 1 to {MAX_PROMPTS} objects with model, prompt "
+                                                 f"and max_tokens")
+        return v

@@ -1,0 +1,160 @@
+"""Server-sent events for streamed answers, in OpenAI's chunk shapes. FastChat's own generators
+(which our routers replace) sent an empty body under pydantic 2; these keep FastChat's event
+order and add what clients expect:
+- raw UTF-8 (no \\uXXXX escapes for Chinese);
+- the request's token usage in a last chunk when `stream_options.include_usage` asks (as OpenAI);
+- token log-probabilities, each token once;
+- a worker error, or a worker that vanished mid-answer, as an OpenAI `{"error": ...}` event the
+  official client raises, instead of a chunk it ignores or a cut connection.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from deploy.wire.frames import ENGINE_ERROR
+
+
+@dataclass
+class Notes:
+    """What a request's handler tells the gate's metrics: the model and the tokens generated."""
+    model: str = ""
+    completion_tokens: int = 0
+
+
+def notes_of(request) -> Notes:
+    """The request's notes, set by the gate (a fresh one when the app runs without it)."""
+    notes = getattr(request.state, "notes", None)
+    return notes if isinstance(notes, Notes) else Notes()
+
+
+def sse(obj) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+DONE = "data: [DONE]\n\n"
+
+
+def error_event(message: str, code, kind: str = "worker_error") -> str:
+    """kind: worker_error (the worker reported it) or worker_unavailable (it went away mid-answer;
+    asking again once it is back can succeed, and clients such as ask_all do)."""
+    return sse({"error": {"message": message, "code": int(code), "type": kind}})
+
+
+class StreamFailed(Exception):
+    def __init__(self, event: str):
+        self.event = event
+
+
+class Usage:
+    """The token counts of every choice of one request, summed (OpenAI sends one usage)."""
+
+    def __init__(self):
+        self.prompt = self.completion = 0
+
+    def add(self, frame: dict) -> None:
+        u = frame.get("usage") or {}
+        self.prompt += int(u.get("prompt_tokens") or 0)
+        self.completion += int(u.get("completion_tokens") or 0)
+
+    def as_dict(self) -> dict:
+        return {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
+                "total_tokens": self.prompt + self.completion}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:22]}"
+
+
+def logprobs_delta(frame: dict, key: str, sent: int):
+    """The token log-probabilities not yet sent: (delta, tokens sent now). The worker's frames
+    hold them cumulatively, like the text."""
+    lp = frame.get(key)
+    if not lp:
+        return None, sent
+    if key == "chat_logprobs":
+        tokens = lp["content"]
+        return ({"content": tokens[sent:]} if len(tokens) > sent else None), len(tokens)
+    n = len(lp["tokens"])
+    return ({k: v[sent:] for k, v in lp.items()} if n > sent else None), n
+
+
+async def text_deltas(frames: AsyncIterator[dict], model: str):
+    """(new text, frame) per worker frame; a worker error, or a worker gone mid-answer, raises StreamFailed."""
+    previous = ""
+    try:
+        async for frame in frames:
+            if frame.get("error_code", 0) != 0:
+                raise StreamFailed(error_event(frame.get("text", ""), frame["error_code"]))
+            decoded = frame["text"].replace("\ufffd", "")
+            delta = decoded[len(previous):]
+            previous = decoded if len(decoded) > len(previous) else previous
+            yield delta, frame
+    except StreamFailed:
+        raise
+    except Exception as e:
+        raise StreamFailed(error_event(f"worker for '{model}' failed mid-answer: {type(e).__name__}: {e}",
+                                       ENGINE_ERROR, "worker_unavailable")) from None
+
+
+def _closing(finish: list[dict], usage: Usage, notes: Notes, include_usage: bool, last: dict):
+    """The finish chunks, then (only when stream_options.include_usage asked, as OpenAI does) one
+    chunk with no choices and the request's usage, then [DONE]."""
+    for chunk in finish:
+        yield sse(chunk)
+    notes.completion_tokens = usage.completion
+    if include_usage:
+        yield sse({**last, "choices": [], "usage": usage.as_dict()})
+    yield DONE
+
+
+async def chat_stream(streams, model: str, notes: Notes, include_usage: bool) -> AsyncIterator[str]:
+    """`streams`: one async iterator of worker frames per choice, started lazily in order."""
+    head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    finish, usage = [], Usage()
+    for i, frames in enumerate(streams):
+        yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
+        frame, sent = {}, 0
+        try:
+            async for delta, frame in text_deltas(frames(), model):
+                logprobs, sent = logprobs_delta(frame, "chat_logprobs", sent)
+                if delta or logprobs:
+                    choice = {"index": i, "delta": {"content": delta}, "finish_reason": None}
+                    if logprobs:
+                        choice["logprobs"] = logprobs
+                    yield sse({**head, "choices": [choice]})
+        except StreamFailed as f:
+            yield f.event
+            yield DONE
+            return
+        usage.add(frame)
+        finish.append({**head, "choices": [{"index": i, "delta": {},
+                                            "finish_reason": frame.get("finish_reason") or "stop"}]})
+    for event in _closing(finish, usage, notes, include_usage, head):
+        yield event
+
+
+async def completion_stream(streams, model: str, notes: Notes, include_usage: bool) -> AsyncIterator[str]:
+    """`streams`: (choice index, a function that starts that choice's worker frames), in order."""
+    head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model}
+    finish, usage = [], Usage()
+    for i, frames in streams:
+        frame, sent = {}, 0
+        try:
+            async for delta, frame in text_deltas(frames(), model):
+                logprobs, sent = logprobs_delta(frame, "logprobs", sent)
+                if delta or logprobs:
+                    yield sse({**head, "choices": [{"index": i, "text": delta, "logprobs": logprobs,
+                                                    "finish_reason": None}]})
+        except StreamFailed as f:
+            yield f.event
+            yield DONE
+            return
+        usage.add(frame)
+        finish.append({**head, "choices": [{"index": i, "text": "", "logprobs": None,
+                                            "finish_reason": frame.get("finish_reason") or "stop"}]})
+    for event in _closing(finish, usage, notes, include_usage, head):
+        yield event

@@ -1,0 +1,51 @@
+"""What a backend declares to the registry: its name, a one-line summary, its own entry fields
+(typed, with defaults and help) and its checks of an entry. Each backend subclasses
+`BackendOptions` in deploy/backends/; the registry validates an entry's backend-specific keys with
+the subclass the caller's catalogue names for that backend (deploy.backends.CATALOGUE), so the
+registry itself knows no backend, and a backend's fields live with the backend.
+
+In model_paths.toml the options stay flat in the entry (`mmap = true` beside `name`), as they
+always were; in Python they are `entry.options`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from deploy.registry.config import ModelEntry
+
+
+class BackendOptions(BaseModel):
+    """One backend's own entry fields and entry checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: ClassVar[str]   # the value of `backend` in model_paths.toml
+    summary: ClassVar[str]   # one line for the README and `check`
+
+    def path_problem(self, path: Path) -> str | None:
+        """Why `path` cannot be this backend's model (with the fix), or None if it can."""
+        return None
+
+    def host_warnings(self, entry: ModelEntry) -> list[str]:
+        """What may stop the entry on this host without being an error in the file."""
+        return []
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The backends an entry may name: each one's options class, and the names that are gone with
+    what to do instead (so an old model_paths.toml gets the fix, not a bare 'unknown backend')."""
+    options: dict[str, type[BackendOptions]]
+    retired: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return list(self.options)
+
+    def owner_of(self, key: str) -> str | None:
+        """The backend whose own field `key` is, if any."""
+        return next((name for name, cls in self.options.items() if key in cls.model_fields), None)

@@ -1,0 +1,78 @@
+"""Worker requests built one way for every door (the API's chat and completion routes, the web
+UI): a conversation from the worker's own template, the prompt in the model's own format, its stop
+strings and stop token ids, and the sampling settings, with the keys FastChat's workers read."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.registry.templates import exact_prompt
+
+
+@dataclass
+class Sampling:
+    """What a request asks of generation; the defaults are FastChat's API server's."""
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = -1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    logprobs: int | None = None       # top alternatives per token (0: only the chosen token's)
+    json_schema: dict | None = None   # response_format: the answer must match it
+    echo: bool = False
+
+
+def conversation_from_dict(d: dict):
+    """The Conversation a worker sent (/worker_get_conv_template)."""
+    from fastchat.conversation import Conversation, SeparatorStyle
+
+    return Conversation(
+        name=d["name"], system_template=d["system_template"], system_message=d["system_message"],
+        roles=tuple(d["roles"]), messages=[list(m) for m in d.get("messages", [])], offset=d.get("offset", 0),
+        sep_style=SeparatorStyle(d["sep_style"]), sep=d["sep"], sep2=d.get("sep2"), stop_str=d.get("stop_str"),
+        stop_token_ids=d.get("stop_token_ids"),
+    )
+
+
+def conversation_from_messages(conv_dict: dict, messages: list[dict]):
+    """The worker's conversation with OpenAI-style messages ({role, content} with text content,
+    system first) appended, and the empty assistant turn at the end."""
+    conv = conversation_from_dict(conv_dict)
+    for m in messages:
+        if m["role"] == "system":
+            conv.set_system_message(m["content"])
+        else:
+            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], m["content"])
+    conv.append_message(conv.roles[1], None)
+    return conv
+
+
+def prompt_of(conv) -> str:
+    """The model's own prompt for a conversation: byte-exact where FastChat's separator styles
+    cannot express it (deploy/registry/templates.py), FastChat's otherwise."""
+    return exact_prompt(conv) or conv.get_prompt()
+
+
+def worker_params(model: str, prompt: str, conv, s: Sampling) -> dict[str, Any]:
+    """A worker request for `prompt`, with the stop strings and stop token ids of `conv`, the
+    worker's conversation template (a completion's raw prompt stops where a chat turn would)."""
+    stops = set(s.stop)
+    if conv.stop_str:
+        stops.update([conv.stop_str] if isinstance(conv.stop_str, str) else conv.stop_str)
+    params = {"model": model, "prompt": prompt, "temperature": s.temperature, "logprobs": s.logprobs,
+              "top_p": s.top_p, "top_k": s.top_k, "presence_penalty": s.presence_penalty,
+              "frequency_penalty": s.frequency_penalty, "max_new_tokens": s.max_new_tokens, "echo": s.echo,
+              "stop_token_ids": conv.stop_token_ids, "stop": sorted(stops)}
+    for name in ("seed", "json_schema", "repetition_penalty"):
+        if getattr(s, name) is not None:
+            params[name] = getattr(s, name)
+    return params
+
+
+def chat_params(model: str, conv, s: Sampling) -> dict[str, Any]:
+    """A worker request for `conv`, whose last message is the empty assistant turn."""
+    return worker_params(model, prompt_of(conv), conv, s)
