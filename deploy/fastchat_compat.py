@@ -7,9 +7,10 @@ the moment any of them changes, naming the piece to re-check. What is here:
 1. The controller: `Controller.__init__` starts a thread that sleeps forever and checks workers
    with blocking HTTP; `init_controller` sets up the same state without it (deploy/control).
 2. The transformers worker: `ModelWorker.__init__` loads the model by path substrings (and forces
-   fp16 on Qwen); `init_model_worker` sets up the same state around a model the entry's own loader
-   loaded (deploy/backends/transformers_worker.py). Its generation, embeddings and token counting
-   stay FastChat's (called through super()), as does `BaseModelWorker.__init__`.
+   fp16 on Qwen); `init_model_worker` sets up the same state without a model, `attach_model` adds
+   the one the entry's own loader loaded and `detach_model` drops it (a model loaded on demand,
+   deploy/backends/transformers_worker.py). Its generation, embeddings and token counting stay
+   FastChat's (called through super()), as does `BaseModelWorker.__init__`.
 3. The API server: FastChat's `/v1/models` handler is mounted into our app (deploy/api), and it
    reads the controller's address from FastChat's module-level `app_settings`, which
    `fastchat_models_route` sets instead of parsing sys.argv.
@@ -75,26 +76,38 @@ def init_controller(controller) -> None:
 
 
 def init_model_worker(worker, *, controller_addr: str, worker_addr: str, worker_id: str, model_path: str,
-                      model_names: list[str], concurrency: int, conv_template: str, model, tokenizer,
-                      context_len: int) -> None:
-    """ModelWorker.__init__'s state around a model loaded by the caller, without registering (our
-    worker app registers with the fleet secret)."""
+                      model_names: list[str], concurrency: int, conv_template: str, context_len: int) -> None:
+    """ModelWorker.__init__'s state without a model (attach_model adds one) and without registering
+    (our worker app registers with the fleet secret)."""
     checked("fastchat.serve.model_worker:ModelWorker.__init__")
-    from fastchat.model.model_adapter import get_generate_stream_function
     from fastchat.serve.base_model_worker import BaseModelWorker
 
     checked("fastchat.serve.base_model_worker:BaseModelWorker.__init__")
     BaseModelWorker.__init__(worker, controller_addr, worker_addr, worker_id, model_path, model_names, concurrency,
                              conv_template=conv_template)
-    worker.model, worker.tokenizer = model, tokenizer
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    worker.model_path = model_path
+    worker.model = worker.tokenizer = worker.generate_stream_func = None
     worker.device = "cpu"
     worker.context_len = context_len
-    worker.generate_stream_func = get_generate_stream_function(model, model_path)
     worker.stream_interval = 2
     worker.embed_in_truncate = False
     worker.seed = None
+
+
+def attach_model(worker, model, tokenizer) -> None:
+    """The rest of ModelWorker.__init__: the model the caller loaded, and FastChat's generation for it."""
+    checked("fastchat.serve.model_worker:ModelWorker.__init__")
+    from fastchat.model.model_adapter import get_generate_stream_function
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    worker.model, worker.tokenizer = model, tokenizer
+    worker.generate_stream_func = get_generate_stream_function(model, worker.model_path)
+
+
+def detach_model(worker) -> None:
+    """Drop every reference ModelWorker keeps to its model (the memory is freed once they are gone)."""
+    worker.model = worker.tokenizer = worker.generate_stream_func = None
 
 
 def fastchat_models_route(controller_url: str):

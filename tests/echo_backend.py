@@ -50,6 +50,12 @@ class EchoWorker:
         self.conv_template = entry.chat_template
         self.call_ct = 0
 
+    def load(self):
+        self.greeting = "loaded"
+
+    def unload(self):
+        self.greeting = None
+
     def get_queue_length(self):
         return 0
 

@@ -74,10 +74,36 @@ def test_missing_path_and_wrong_kind_of_path(tmp_path):
     assert any("models[1] 'hf', field 'path'" in e and "no config.json" in e for e in errors)
 
 
-def test_budgets_larger_than_the_machine():
+def test_budgets_beyond_the_pool_load_on_demand_but_one_larger_than_the_pool_is_refused():
+    from deploy.registry.config import pool_note
+
     reg = parse_registry({"models": [model(memory_budget="20GiB"), model(name="b", port=21003, memory_budget="8GiB")]})
     errors, _ = check_host(reg, HOST, check_paths=False)
-    assert any("budgets add up to 28.00 GiB, more than this machine's 24.00 GiB" in e for e in errors)
+    assert errors == []  # 28 GiB of budgets on a 22 GiB pool: they take turns
+    assert "budgets add up to 28.00 GiB, more than this host's memory pool of 22.00 GiB" in pool_note(reg, HOST)
+    reg = parse_registry({"deployment": {"memory_limit": "12GiB"},
+                          "models": [model(memory_budget="14GiB"), model(name="b", port=21003, memory_budget="8GiB")]})
+    errors, _ = check_host(reg, HOST, check_paths=False)
+    assert errors == ["models[0] 'qwen', field 'memory_budget': 14.00 GiB is more than this host's memory pool of "
+                      "12.00 GiB (memory_limit), so it could never load. Fix: lower memory_budget, or raise "
+                      "memory_limit in [deployment] (at most the machine's 24.00 GiB)."]
+    assert pool_note(parse_registry({"models": [model()]}), HOST) is None
+
+
+def test_a_pool_larger_than_the_machine_and_kept_models_beyond_it_are_refused():
+    reg = parse_registry({"deployment": {"memory_limit": "30GiB"}, "models": [model()]})
+    assert any("'memory_limit': 30.00 GiB is more than this machine's 24.00 GiB" in e
+               for e in check_host(reg, HOST, check_paths=False)[0])
+    reg = parse_registry({"deployment": {"memory_limit": "10GiB"},
+                          "models": [model(memory_budget="6GiB", keep_loaded=True),
+                                     model(name="b", port=21003, memory_budget="6GiB", keep_loaded=True)]})
+    assert any("models kept loaded need 12.00 GiB together (qwen, b), more than this host's memory pool of 10.00 GiB"
+               in e for e in check_host(reg, HOST, check_paths=False)[0])
+    with pytest.raises(RegistryError, match="'lots' is not a size"):
+        parse_registry({"deployment": {"memory_limit": "lots"}})
+    with pytest.raises(RegistryError, match="is not a duration"):
+        parse_registry({"models": [model(idle_unload="soon")]})
+    assert parse_registry({"models": [model(idle_unload="10m")]}).models[0].idle_unload == 600
 
 
 def test_unknown_template_refused():

@@ -62,12 +62,15 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
     m = {"name": "echo-model", "path": str(tmp_path / "hello.txt"), "backend": "echo", "port": free_port(),
          "cores": [1], "memory_budget": "512MiB", "chat_template": "qwen2.5", "concurrency": 2,
          "greeting_suffix": "!"}
-    reg = write_registry(tmp_path / "model_paths.toml", [m], free_port(), free_port(), free_port())
+    controller_port = free_port()
+    reg = write_registry(tmp_path / "model_paths.toml", [m], controller_port, free_port(), free_port())
+    c = Proc([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "controller"], tmp_path / "controller.log")
     p = Proc([sys.executable, "-c", ECHO_WORKER, "--registry", str(reg), "worker", "echo-model"],
              tmp_path / "echo.log", {"FLEET_MEMORY_MECHANISM": "rlimit_as"})
     try:
         addr = f"http://127.0.0.1:{m['port']}"
-        wait_for(lambda: FleetClient("http://unused").worker_info(addr), 60, "echo worker", p)
+        fleet = FleetClient(f"http://127.0.0.1:{controller_port}")
+        wait_for(lambda: "echo-model" in fleet.registered(), 60, "echo worker", p)
         info = FleetClient("http://unused").worker_info(addr)
         assert (info["backend"], info["greeting"], info["cores"]) == ("echo", "hello from echo!", [1])
         limits = open(f"/proc/{p.pid}/limits").read()
@@ -77,6 +80,7 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
         assert frames[-1] == {"text": "one two three ", "error_code": 0, "finish_reason": "stop"}
     finally:
         p.stop()
+        c.stop()
 
     # the path check is the backend's own
     m2 = dict(m, path=str(tmp_path), name="echo-dir", port=free_port())

@@ -59,13 +59,15 @@ def llamacpp_worker(path, template: str):
     entry = parse_registry({"models": [{"name": "m", "path": str(path), "backend": "llama.cpp", "port": 21002,
                                         "cores": [0], "memory_budget": "1GiB", "chat_template": template,
                                         "context_length": 512, "concurrency": 1}]}).models[0]
-    return LlamaCppWorker(entry, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    worker = LlamaCppWorker(entry, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    worker.load()
+    return worker
 
 
 async def engine_tokens(worker, prompt: str) -> list[int]:
     """The ids the engine makes of a completion prompt (the same flags as its /completion)."""
-    r = await worker._engine_http.post("/tokenize", json={"content": worker.text_for_tokenizer(prompt),
-                                                          "add_special": True, "parse_special": True})
+    r = await worker.engine_post("/tokenize", {"content": worker.text_for_tokenizer(prompt),
+                                               "add_special": True, "parse_special": True})
     return r.json()["tokens"]
 
 

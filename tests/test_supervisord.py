@@ -62,7 +62,9 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
     page = requests.get(f"http://127.0.0.1:{d['webui_port']}", timeout=30)
     assert page.status_code == 200 and "gradio" in page.text.lower()
 
-    # status: one row per model: state, health, the cores it really runs on, live RSS against its budget
+    # status: one row per model: process state, health, whether the model is in memory (the default
+    # fleet fits its pool: every model loaded), the cores it really runs on, live RSS against its budget;
+    # then the memory pool
     import re
 
     st = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "status"],
@@ -74,13 +76,18 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
         line, row = lines[m["name"]], lines[m["name"]].split()
         cores = ",".join(map(str, m["cores"])) if isinstance(m["cores"], list) else m["cores"]
         if m["name"] == "typo-model":
-            assert row[3:5] == ["FATAL", "unregistered"] and row[6] == "-", line
+            assert row[3:6] == ["FATAL", "unregistered", "-"] and row[7] == "-", line
             continue
-        assert row[3] in ("STARTING", "RUNNING") and row[4] == "up" and row[5] == row[6] == cores, line
+        assert row[3] in ("STARTING", "RUNNING") and row[4] == "up" and row[5] == "loaded", line
+        assert row[6] == row[7] == cores, line
         mem = re.search(r"([\d.]+) (MiB|GiB) / ([\d.]+) GiB", line)
         used, budget = float(mem.group(1)) * units[mem.group(2)], float(mem.group(3)) * 2**30
         assert 50 * 2**20 < used < budget, line  # live, and within its budget
     assert lines["controller"].split()[1] in ("STARTING", "RUNNING")
+    pool = re.search(r"memory pool 127.0.0.1: ([\d.]+) GiB used of ([\d.]+) GiB \(memory_limit\); (\d) of (\d) model",
+                     st.stdout)
+    assert pool and float(pool.group(1)) < float(pool.group(2)) and pool.group(3) == pool.group(4) == str(len(good)), \
+        st.stdout
 
     # down: everything stops, supervisord exits; a second down has nothing to stop
     dn = subprocess.run([sys.executable, "-m", "deploy", "--registry", registry, "down"],

@@ -105,6 +105,12 @@ def test_worker_app_serves_at_most_its_concurrency():
         model_names, limit_worker_concurrency, context_len = ["slow"], 2, 128
         active = peak = 0
 
+        def load(self):
+            pass
+
+        def unload(self):
+            pass
+
         async def generate_stream_gate(self, params):
             Slow.active += 1
             Slow.peak = max(Slow.peak, Slow.active)

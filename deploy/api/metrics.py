@@ -11,7 +11,7 @@ import asyncio
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from deploy.wire import routes
 
@@ -20,12 +20,37 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+LOAD_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
+
+
 class LiveWorkers:
-    """A collector of the gauges read at scrape time (set by `FleetMetrics.render` just before)."""
+    """A collector of the gauges read at scrape time (set by `FleetMetrics.render` just before):
+    workers from the controller and their own /fleet_info, memory pools from the controller."""
 
     def __init__(self):
         self.workers: list[dict] = []
         self.infos: dict[str, dict] = {}
+        self.pools: list[dict] = []
+
+    def pool_families(self):
+        """Each host's pool: bytes used and its limit, evictions per model, load times."""
+        used = GaugeMetricFamily("fleet_pool_used_bytes", "Memory the host's pool holds for its models now", labels=["host"])
+        limit = GaugeMetricFamily("fleet_pool_limit_bytes", "The host's memory_limit", labels=["host"])
+        evictions = CounterMetricFamily("fleet_model_evictions", "Times a model was unloaded to make room",
+                                        labels=["model"])
+        loads = HistogramMetricFamily("fleet_model_load_seconds", "Seconds a model took to load", labels=["host"])
+        counts: dict[str, int] = {}
+        for p in self.pools:
+            used.add_metric([p["host"]], p["used"])
+            limit.add_metric([p["host"]], p["limit"])
+            for model, n in p["evictions"].items():
+                counts[model] = counts.get(model, 0) + n
+            times = p["load_seconds"]
+            buckets = [(str(b), sum(t <= b for t in times)) for b in LOAD_BUCKETS] + [("+Inf", len(times))]
+            loads.add_metric([p["host"]], buckets, sum(times))
+        for model, n in counts.items():
+            evictions.add_metric([model], n)
+        return [used, limit, evictions, loads]
 
     def collect(self):
         up = GaugeMetricFamily("fleet_worker_up", "1 if the controller routes to the worker, 0 if it stopped answering",
@@ -34,6 +59,8 @@ class LiveWorkers:
         rss = GaugeMetricFamily("fleet_worker_resident_memory_bytes", "The worker's resident memory",
                                 labels=["model", "worker"])
         budget = GaugeMetricFamily("fleet_worker_memory_budget_bytes", "The worker's memory budget",
+                                   labels=["model", "worker"])
+        loaded = GaugeMetricFamily("fleet_model_loaded", "1 if the worker's model is in memory now, 0 if asleep",
                                    labels=["model", "worker"])
         for w in self.workers:
             info = self.infos.get(w["worker"], {})
@@ -45,7 +72,9 @@ class LiveWorkers:
                     rss.add_metric(labels, info["rss"])
                 if info.get("memory_budget"):
                     budget.add_metric(labels, info["memory_budget"])
-        return [up, queue, rss, budget]
+                if info.get("state"):
+                    loaded.add_metric(labels, 1 if info["state"] == "loaded" else 0)
+        return [up, queue, rss, budget, loaded, *self.pool_families()]
 
 
 class FleetMetrics:
@@ -82,10 +111,10 @@ class FleetMetrics:
         """The text exposition, with the live worker gauges read now (2 s timeouts, concurrently)."""
         async with httpx.AsyncClient(timeout=2) as http:
             try:
-                r = await http.get(self.controller_url + routes.FLEET_WORKERS)
-                workers = r.json()["workers"]
+                workers = (await http.get(self.controller_url + routes.FLEET_WORKERS)).json()["workers"]
+                pools = (await http.get(self.controller_url + routes.FLEET_POOLS)).json()["pools"]
             except (httpx.HTTPError, ValueError, KeyError):
-                workers = []
+                workers, pools = [], []
 
             async def info(w: dict) -> tuple[str, dict]:
                 try:
@@ -94,5 +123,5 @@ class FleetMetrics:
                     return w["worker"], {}
 
             infos = dict(await asyncio.gather(*(info(w) for w in workers if w["healthy"])))
-        self.live.workers, self.live.infos = workers, infos
+        self.live.workers, self.live.infos, self.live.pools = workers, infos, pools
         return generate_latest(self.registry)

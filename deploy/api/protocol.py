@@ -148,16 +148,17 @@ class GenerationRequest(StrictModel):
         return out
 
     def sampling(self, default_max_tokens: int | None = None) -> Sampling:
-        defaults = Sampling()
-        return Sampling(
-            temperature=defaults.temperature if self.temperature is None else self.temperature,
-            top_p=defaults.top_p if self.top_p is None else self.top_p,
-            top_k=defaults.top_k if self.top_k is None else self.top_k,
-            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
-            repetition_penalty=self.repetition_penalty,
-            max_new_tokens=self.max_tokens if self.max_tokens is not None else default_max_tokens,
-            stop=list(self.stop), seed=self.seed, logprobs=self.logprobs_wanted(),
-            json_schema=self.response_format.schema_for_worker() if self.response_format else None)
+        return sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                        presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                        repetition_penalty=self.repetition_penalty,
+                        max_new_tokens=self.max_tokens if self.max_tokens is not None else default_max_tokens,
+                        stop=list(self.stop), seed=self.seed, logprobs=self.logprobs_wanted(),
+                        json_schema=self.response_format.schema_for_worker() if self.response_format else None)
+
+
+def sampling(**given) -> Sampling:
+    """Generation settings from what a request gave; what it left out (None) takes FastChat's defaults."""
+    return Sampling(**{k: v for k, v in given.items() if v is not None})
 
 
 # ---- chat -----------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from deploy.wire import routes
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 from deploy.wire.errors import RETRY_AFTER_S, ClientError, status_of_worker_code, unavailable
 GENERATION_TIMEOUT = 3 * 3600  # FastChat's: a long answer on a CPU takes long
+# A worker reading its model does not answer until it has (llama.cpp holds Python's lock while it
+# loads); it stays in routing meanwhile (deploy/control/pool.py), so its calls may wait that long.
+WORKER_TIMEOUT = 900.0
 
 
 class Workers:
@@ -73,26 +76,29 @@ class Workers:
         """The worker's conversation template (FastChat's API server caches it the same way)."""
         key = (addr, model)
         if key not in self._templates:
-            self._templates[key] = await self.client.conv_template(addr, model)
+            self._templates[key] = await self.client.conv_template(addr, model, timeout=WORKER_TIMEOUT)
         return self._templates[key]
 
     async def _post(self, addr: str, route: str, body: dict, timeout: float | None = None) -> dict:
-        """A worker route's answer; the worker's own 4xx (a field it refuses) is the client's 4xx."""
+        """A worker route's answer; the worker's own 4xx (a field it refuses) is the client's 4xx, and
+        its 503 (its model could not get memory, or failed to load) a 503 with Retry-After."""
         try:
             return await self.client.worker_post(addr, route, body, timeout)
         except httpx.HTTPStatusError as e:
-            if e.response.status_code >= 500:
+            status = e.response.status_code
+            if status >= 500 and status != 503:
                 raise
             try:
                 reason = e.response.json().get("text") or e.response.text
             except ValueError:
                 reason = e.response.text
-            raise ClientError(e.response.status_code, f"the worker refused the request: {reason}") from None
+            if status == 503:
+                raise unavailable(reason, "model_not_loaded", param="model") from None
+            raise ClientError(status, f"the worker refused the request: {reason}") from None
 
     async def max_new_tokens(self, addr: str, model: str, prompt: str, wanted: int | None) -> int:
         """What is left of the model's context after the prompt, at most `wanted`; a 400 if nothing is."""
-        context = (await self._post(addr, routes.MODEL_DETAILS, {"model": model}))["context_length"]
-        tokens = (await self._post(addr, routes.COUNT_TOKEN, {"model": model, "prompt": prompt}))["count"]
+        tokens, context = await self.count_tokens(addr, model, prompt)
         room = context - tokens
         if room <= 0:
             raise ClientError(400, f"This model's maximum context length is {context} tokens. However, your messages "
@@ -101,9 +107,12 @@ class Workers:
         return min(wanted, room) if wanted else room
 
     async def count_tokens(self, addr: str, model: str, prompt: str) -> tuple[int, int]:
-        """(tokens of `prompt`, the model's context length)."""
-        context = (await self._post(addr, routes.MODEL_DETAILS, {"model": model}))["context_length"]
-        count = (await self._post(addr, routes.COUNT_TOKEN, {"model": model, "prompt": prompt}))["count"]
+        """(tokens of `prompt`, the model's context length). Counting needs the model's tokenizer:
+        a model that is not loaded loads now (the request waits; the worker bounds the wait)."""
+        context = (await self._post(addr, routes.MODEL_DETAILS, {"model": model}, timeout=WORKER_TIMEOUT))[
+            "context_length"]
+        count = (await self._post(addr, routes.COUNT_TOKEN, {"model": model, "prompt": prompt},
+                                  timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))["count"]
         return count, context
 
     async def generate(self, addr: str, params: dict) -> dict:
@@ -115,7 +124,8 @@ class Workers:
         return self.client.stream(addr, params, timeout=GENERATION_TIMEOUT)
 
     async def embed(self, addr: str, payload: dict) -> dict:
-        return checked_frame(await self._post(addr, routes.WORKER_GET_EMBEDDINGS, payload))
+        return checked_frame(await self._post(addr, routes.WORKER_GET_EMBEDDINGS, payload,
+                                              timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))
 
 
 def checked_frame(frame: dict) -> dict:

@@ -42,13 +42,21 @@ class ConfigProblem(Exception):
 @runtime_checkable
 class FleetWorker(Protocol):
     """What deploy.worker.app serves FastChat's worker protocol with (FastChat's BaseModelWorker
-    provides the status half). Frames are NUL-terminated JSON (deploy.wire.frames): cumulative
-    `text`, `error_code` (0, or FastChat's code with the reason in `text`), `usage`,
-    `finish_reason`, and `logprobs`/`chat_logprobs` when asked."""
+    provides the status half). A worker is built asleep: the model-free parts answer at once, and
+    the app calls `load` (in a thread) before the first request that needs the model, and `unload`
+    when its host's memory pool needs the room. Frames are NUL-terminated JSON
+    (deploy.wire.frames): cumulative `text`, `error_code` (0, or FastChat's code with the reason in
+    `text`), `usage`, `finish_reason`, and `logprobs`/`chat_logprobs` when asked."""
 
     model_names: list[str]
     context_len: int
     limit_worker_concurrency: int
+
+    def load(self) -> None:
+        """Read the model into memory (blocking; raises if it cannot)."""
+
+    def unload(self) -> None:
+        """Drop the model and give its memory back to the system; the worker stays up."""
 
     def get_status(self) -> dict: ...
 
@@ -105,4 +113,17 @@ class Backend(ABC):
 
     @abstractmethod
     def build_worker(self, entry: ModelEntry, controller_url: str, worker_url: str) -> FleetWorker:
-        """The loaded worker, served by deploy.worker.app."""
+        """The worker, asleep (deploy.worker.app loads it when it is needed), served by deploy.worker.app."""
+
+
+def return_memory_to_the_system() -> None:
+    """After the model's tensors are freed: collect what refers to them, and ask glibc to give the
+    freed heap back (free() keeps it for reuse, so RSS would stay at the loaded size)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps what it keeps
+        pass

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from fastchat.serve.base_model_worker import BaseModelWorker
 
+from deploy.backends.base import return_memory_to_the_system
 from deploy.registry.templates import text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, frame
 
@@ -74,14 +75,33 @@ def engine_added_prefix(address: str, key: str) -> str:
 
 
 class LlamaCppWorker(BaseModelWorker):
-    def __init__(self, entry, controller_addr: str, worker_addr: str):
-        import xllamacpp
+    """Built asleep: `load` starts the engine (reads the GGUF), `unload` stops it and gives its
+    memory back; the worker protocol's model-free parts (template, context length) answer always."""
 
+    def __init__(self, entry, controller_addr: str, worker_addr: str):
         super().__init__(
             controller_addr, worker_addr, uuid.uuid4().hex[:8], str(entry.resolved_path),
             [entry.model_name], entry.concurrency, conv_template=entry.chat_template,
         )
+        self.entry = entry
         opts = entry.options
+        self.engine = None
+        self.context_len = entry.context_length
+        self.embeddings = opts.embeddings
+        self.frame_interval = opts.stream_interval_ms / 1000
+        self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
+        # The engine's own HTTP server listens on a loopback port we only use for /tokenize: a
+        # per-load key keeps everyone else on the machine out of it (generation, /props).
+        self._engine_http = httpx.AsyncClient(timeout=60)
+        self._engine_url, self._engine_key = "", ""
+        self.template = entry.chat_template
+        self.engine_added = ""
+        self._token_texts: dict[int, str] = {}
+
+    def engine_params(self):
+        import xllamacpp
+
+        entry, opts = self.entry, self.entry.options
         params = xllamacpp.CommonParams()
         params.model.path = str(entry.resolved_path)
         params.n_ctx = entry.context_length * entry.concurrency  # split evenly across the slots
@@ -99,21 +119,27 @@ class LlamaCppWorker(BaseModelWorker):
         if opts.poll is not None:
             params.cpuparams.poll = params.cpuparams_batch.poll = opts.poll
         params.n_threads_http = 1
-        # The engine's own HTTP server listens on a loopback port we only use for /tokenize: a
-        # per-process key keeps everyone else on the machine out of it (generation, /props).
-        engine_key = secrets.token_urlsafe(24)
-        params.api_keys = [engine_key]
+        params.api_keys = [self._engine_key]
         params.endpoint_props = params.endpoint_slots = params.endpoint_metrics = False
-        self.engine = xllamacpp.Server(params)
-        self.context_len = entry.context_length
-        self.embeddings = opts.embeddings
-        self.frame_interval = opts.stream_interval_ms / 1000
-        self._pool = ThreadPoolExecutor(max_workers=entry.concurrency + 1, thread_name_prefix="engine")
-        self._engine_http = httpx.AsyncClient(base_url=self.engine.listening_address, timeout=60,
-                                             headers={"Authorization": f"Bearer {engine_key}"})
-        self.template = entry.chat_template
-        self.engine_added = engine_added_prefix(self.engine.listening_address, engine_key)
-        self._token_texts: dict[int, str] = {}
+        return params
+
+    def load(self) -> None:
+        import xllamacpp
+
+        self._engine_key = secrets.token_urlsafe(24)
+        self.engine = xllamacpp.Server(self.engine_params())
+        self._engine_url = self.engine.listening_address
+        self.engine_added = engine_added_prefix(self._engine_url, self._engine_key)
+
+    def unload(self) -> None:
+        """Stop the engine (its destructor ends its loop and frees the weights and the KV cache)."""
+        self.engine, self._engine_url = None, ""
+        return_memory_to_the_system()
+
+    async def engine_post(self, path: str, body: dict) -> httpx.Response:
+        """A call to the engine's own HTTP server (tokenize, detokenize)."""
+        return await self._engine_http.post(self._engine_url + path, json=body,
+                                            headers={"Authorization": f"Bearer {self._engine_key}"})
 
     async def stop_token_texts(self, ids) -> list[str]:
         """The texts of FastChat's stop_token_ids (ChatGLM3: <|user|>, <|observation|>), which this
@@ -122,7 +148,7 @@ class LlamaCppWorker(BaseModelWorker):
         out = []
         for i in ids or ():
             if i not in self._token_texts:
-                r = await self._engine_http.post("/detokenize", json={"tokens": [i]})
+                r = await self.engine_post("/detokenize", {"tokens": [i]})
                 self._token_texts[i] = r.json().get("content", "") if r.status_code == 200 else ""
                 if r.status_code != 200:
                     log.warning("stop token id %s is not in %s's vocabulary: ignored", i, self.model_names[0])
@@ -141,8 +167,8 @@ class LlamaCppWorker(BaseModelWorker):
 
     async def count_token(self, params: dict) -> dict:
         # as the engine tokenises a completion prompt: its own BOS added, special tokens parsed
-        r = await self._engine_http.post("/tokenize", json={"content": self.text_for_tokenizer(params["prompt"]),
-                                                            "add_special": True, "parse_special": True})
+        r = await self.engine_post("/tokenize", {"content": self.text_for_tokenizer(params["prompt"]),
+                                                 "add_special": True, "parse_special": True})
         r.raise_for_status()
         return {"count": len(r.json()["tokens"]), "error_code": 0}
 

@@ -13,7 +13,7 @@ import logging
 import uuid
 
 from deploy import fastchat_compat
-from deploy.backends.base import ConfigProblem
+from deploy.backends.base import ConfigProblem, return_memory_to_the_system
 from deploy.backends.transformers import resolve_dtype
 from deploy.registry.templates import text_for_tokenizer
 from deploy.wire.frames import CONTEXT_OVERFLOW, PARAM_OUT_OF_RANGE, error_frame
@@ -85,14 +85,27 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
     from fastchat.utils import get_context_length
 
     class TransformersWorker(ModelWorker):
+        """Built asleep: `load` reads the model the entry's way, `unload` drops it and returns its
+        memory to the system; generation, embeddings and token counts stay FastChat's."""
+
         def __init__(self):
-            model, tokenizer = load_hf_model(entry)
+            _check_remote_code(entry, json.loads((entry.resolved_path / "config.json").read_text()))
             fastchat_compat.init_model_worker(
                 self, controller_addr=controller_addr, worker_addr=worker_addr, worker_id=uuid.uuid4().hex[:8],
                 model_path=str(entry.resolved_path), model_names=[entry.model_name], concurrency=entry.concurrency,
-                conv_template=entry.chat_template, model=model, tokenizer=tokenizer,
-                context_len=min(entry.context_length, get_context_length(model.config)))
-            self.tokenizer_added = tokenizer_added_prefix(self.tokenizer)
+                conv_template=entry.chat_template,
+                context_len=min(entry.context_length, get_context_length(_config_of(entry))))
+            self.tokenizer_added = ""
+
+        def load(self) -> None:
+            model, tokenizer = load_hf_model(entry)
+            keep_last_logits(model, model.config.model_type)
+            fastchat_compat.attach_model(self, model, tokenizer)
+            self.tokenizer_added = tokenizer_added_prefix(tokenizer)
+
+        def unload(self) -> None:
+            fastchat_compat.detach_model(self)
+            return_memory_to_the_system()
 
         def text_for_tokenizer(self, prompt: str) -> str:
             """What FastChat's generation hands the tokenizer, so that the tokens begin with the
@@ -135,9 +148,15 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             yield from super().generate_stream_gate(params)
 
     torch.set_num_threads(entry.n_threads)
-    worker = TransformersWorker()
-    keep_last_logits(worker.model, worker.model.config.model_type)
-    return worker
+    return TransformersWorker()
+
+
+def _config_of(entry):
+    """The model's config.json as attributes (FastChat's get_context_length reads them), before
+    the model is loaded."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**json.loads((entry.resolved_path / "config.json").read_text()))
 
 
 EMBED_MAX_TOKENS = 1024

@@ -29,9 +29,13 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from deploy import fastchat_compat
+from deploy.control.pool_routes import PoolBoard, PoolShare
+from deploy.control.pool_routes import router as pool_router
 from deploy.wire import routes
 from deploy.wire.access import same_host
 from deploy.wire.bounded_body import BoundedBody
@@ -98,10 +102,13 @@ class FleetController(_fastchat_controller_class()):
         if name in self.worker_info:
             self.worker_info[name].queue_length = status["queue_length"]
 
-    def forget_old(self, now: float) -> None:
-        for name in [n for n, u in self.unhealthy.items() if now - u.since > FORGET_AFTER]:
+    def forget_old(self, now: float) -> list[str]:
+        """Forget workers unhealthy for FORGET_AFTER; returns their names."""
+        gone = [n for n, u in self.unhealthy.items() if now - u.since > FORGET_AFTER]
+        for name in gone:
             del self.unhealthy[name]
             self.misses.pop(name, None)
+        return gone
 
 
 # ---- validation -------------------------------------------------------------------------------------
@@ -150,6 +157,7 @@ CONTROL_BODY_LIMIT = 64 * 1024  # a registration is well under 1 KiB
 def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
                           status_timeout: float = STATUS_TIMEOUT) -> FastAPI:
     controller = FleetController()
+    board = PoolBoard(secret)
 
     async def check_status(http: httpx.AsyncClient, name: str) -> dict | None:
         try:
@@ -157,7 +165,12 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
             r.raise_for_status()
             return validate_status(r.json(), "status")
         except (httpx.HTTPError, ValueError, BadRequest) as e:
-            controller.check_failed(name, f"{type(e).__name__}: {e}"[:200], isinstance(e, httpx.ConnectError))
+            gone = isinstance(e, httpx.ConnectError)
+            if gone:  # its process (and the memory it held) is gone: the pool has that room again
+                board.pools.leave(name)
+            elif board.pools.loading(name):  # busy reading its model: silent, not dead
+                return None
+            controller.check_failed(name, f"{type(e).__name__}: {e}"[:200], gone)
             return None
 
     async def check_all(http: httpx.AsyncClient) -> None:
@@ -166,7 +179,8 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
         for name, status in zip(names, results):
             if status is not None:
                 controller.mark_healthy(name, status)
-        controller.forget_old(time.time())
+        for name in controller.forget_old(time.time()):
+            board.pools.leave(name)
 
     async def health_loop(http: httpx.AsyncClient) -> None:
         while True:
@@ -187,6 +201,8 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
     app = FastAPI(title="fastchat-fleet controller", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.controller = controller
+    app.state.pools = board
+    app.include_router(pool_router)
     app.add_middleware(BoundedBody, limit=CONTROL_BODY_LIMIT,  # inside the guard: no body is read before it
                        why="far more than a registration or heartbeat needs. Fix: send only the worker "
                            "protocol's fields")
@@ -210,13 +226,28 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
     async def bad_request(request: Request, e: BadRequest):
         return JSONResponse({"error": str(e)}, status_code=400)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, e: RequestValidationError):
+        first = e.errors()[0]
+        return JSONResponse({"error": f"field '{'.'.join(map(str, first['loc'][1:])) or '(body)'}': {first['msg']}"},
+                            status_code=400)
+
     @app.post(routes.REGISTER_WORKER)
     async def register_worker(request: Request):
         data = await _json_body(request)
         name = _worker_name(data.get("worker_name"))
         status = validate_status(data.get("worker_status"))
         multimodal = bool(data.get("multimodal", False))
+        share = None
+        if data.get("pool") is not None:
+            try:
+                share = PoolShare.model_validate(data["pool"])
+            except ValidationError as e:
+                first = e.errors()[0]
+                raise BadRequest("pool." + ".".join(map(str, first["loc"])), first["msg"]) from None
         controller.register_worker(name, bool(data.get("check_heart_beat", True)), status, multimodal)
+        if share is not None:
+            board.pools.join(share.host, share.limit, share.member(name))
         return {"registered": name, "models": status["model_names"]}
 
     @app.post(routes.RECEIVE_HEART_BEAT)
@@ -264,14 +295,17 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
 
     @app.get(routes.FLEET_WORKERS)
     async def fleet_workers():
-        """Every worker: its models, queue, last heartbeat and health (for `deploy status`)."""
+        """Every worker: its models, queue, last heartbeat, health, and whether its model is in
+        memory (for `deploy status`)."""
         now = time.time()
-        out = [{"worker": n, "models": i.model_names, "queue_length": i.queue_length,
-                "heartbeat_age_s": round(now - i.last_heart_beat, 1), "healthy": True, "reason": ""}
-               for n, i in controller.worker_info.items()]
-        out += [{"worker": n, "models": u.info.model_names, "queue_length": u.info.queue_length,
-                 "heartbeat_age_s": round(now - u.info.last_heart_beat, 1), "healthy": False, "reason": u.reason}
-                for n, u in controller.unhealthy.items()]
+
+        def row(name: str, info, healthy: bool, reason: str) -> dict:
+            found = board.pools.of(name)
+            return {"worker": name, "models": info.model_names, "queue_length": info.queue_length,
+                    "heartbeat_age_s": round(now - info.last_heart_beat, 1), "healthy": healthy, "reason": reason,
+                    "state": found[1].state if found else None, "load_error": found[1].reason if found else ""}
+        out = [row(n, i, True, "") for n, i in controller.worker_info.items()]
+        out += [row(n, u.info, False, u.reason) for n, u in controller.unhealthy.items()]
         return {"workers": out}
 
     return app

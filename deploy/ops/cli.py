@@ -14,15 +14,19 @@ from deploy.registry.paths import FleetPaths
 
 
 def cmd_check(args, paths: FleetPaths) -> int:
-    from deploy.registry.config import validate_for_host
-
+    from deploy.registry.config import pool_note, validate_for_host
+    from deploy.registry.host import HostInfo
+    from deploy.registry.sizes import fmt_size
     from deploy.worker.limits import MECHANISMS, strongest_mechanism
 
     reg = load_registry(paths.registry)
-    for w in validate_for_host(reg, check_paths=not args.no_paths):
+    host = HostInfo.current()
+    for w in validate_for_host(reg, host, check_paths=not args.no_paths):
         print(f"warning: {w}")
-    print(f"{paths.registry}: {len(reg.models)} model(s) OK; memory budgets are enforced by "
-          f"{MECHANISMS[strongest_mechanism()]} on this host")
+    if note := pool_note(reg, host):
+        print(f"note: {note}")
+    print(f"{paths.registry}: {len(reg.models)} model(s) OK; memory pool {fmt_size(reg.deployment.pool_limit(host))}; "
+          f"memory budgets are enforced by {MECHANISMS[strongest_mechanism()]} on this host")
     return 0
 
 

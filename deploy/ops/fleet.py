@@ -13,7 +13,7 @@ import httpx
 
 from deploy.backends import load_registry
 from deploy.ops.supervisor import Program, is_running, programs, start_supervisord, supervisorctl
-from deploy.registry.config import Registry, check_host
+from deploy.registry.config import Registry, check_host, pool_note
 from deploy.registry.host import HostInfo, describe_cores
 from deploy.registry.paths import FleetPaths
 from deploy.registry.render import render, write
@@ -41,9 +41,12 @@ def _answers(url: str) -> bool:
 
 
 def _start(paths: FleetPaths, reg: Registry) -> None:
-    errors, warnings = check_host(reg, HostInfo.current())
+    host = HostInfo.current()
+    errors, warnings = check_host(reg, host)
     for w in warnings:
         print(f"warning: {w}")
+    if note := pool_note(reg, host):
+        print(f"note: {note}")
     for e in errors:
         print(f"problem (that model will not start): {e}")
     conf = paths.supervisord_conf
@@ -130,9 +133,23 @@ def _health(w: dict | None) -> str:
 
 
 def _row(*cells) -> str:
-    """model, host, backend, state, health, cores, actual, RSS / budget, queue, heartbeat"""
-    widths = (34, 21, 12, 9, 12, 9, 7, 36, 5)
-    return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[9]}" if len(cells) > 9 else "")
+    """model, host, backend, process, health, model state, cores, actual, RSS / budget, queue, heartbeat"""
+    widths = (34, 21, 12, 9, 12, 8, 9, 7, 36, 5)
+    return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[10]}" if len(cells) > 10 else "")
+
+
+def _model_state(w: dict | None, info: dict) -> str:
+    """loaded / asleep / loading: whether the model is in memory now (the pool's view)."""
+    return (w or {}).get("state") or info.get("state") or "-"
+
+
+def _pool_lines(client: FleetClient, workers: list[dict]) -> list[str]:
+    """Each host's memory pool, and why a model failed to load (if one did)."""
+    lines = [f"memory pool {p['host']}: {fmt_size(p['used'])} used of {fmt_size(p['limit'])} (memory_limit); "
+             f"{sum(m['state'] != 'asleep' for m in p['members'])} of {len(p['members'])} model(s) in memory"
+             for p in client.pools()]
+    lines += [f"{','.join(w['models'])}: failed to load: {w['load_error']}" for w in workers if w.get("load_error")]
+    return lines
 
 
 def _memory(info: dict, budget: int | None) -> str:
@@ -149,32 +166,36 @@ def _worker_cells(w: dict | None) -> tuple:
 
 
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
-    """Per worker: model, host, backend, supervisord state, health, cores configured and actual,
-    live RSS against its budget, queue and last heartbeat; then workers registered from other hosts."""
+    """Per worker: model, host, backend, supervisord state, health, whether the model is in memory
+    (loaded / asleep / loading), cores configured and actual, live RSS against its budget, queue and
+    last heartbeat; then workers registered from other hosts; then each host's memory pool."""
     reg = reg or load_registry(paths.registry)
     client = FleetClient(reg.deployment.controller_url)
     workers = client.workers()
     by_address = {w["worker"]: w for w in workers}
     progs = programs(paths)
-    print(_row("model", "host", "backend", "state", "health", "cores", "actual", "RSS / budget", "queue", "heartbeat"))
+    print(_row("model", "host", "backend", "process", "health", "state", "cores", "actual", "RSS / budget", "queue",
+               "heartbeat"))
     shown = set()
     for m in reg.models:
         p, w = progs.get(f"worker-{m.name}"), by_address.get(f"http://{reg.deployment.host}:{m.port}")
         info = client.worker_info(w["worker"]) if w else {}
         shown.add(w["worker"] if w else None)
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
-        print(_row(m.name, host, m.backend, p.state if p else "absent", _health(w), describe_cores(m.cores),
-                   _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
+        print(_row(m.name, host, m.backend, p.state if p else "absent", _health(w), _model_state(w, info),
+                   describe_cores(m.cores), _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
     for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
         if w["worker"] in shown:
             continue
         info = client.worker_info(w["worker"])
         print(_row(",".join(w["models"]), w["worker"].split("//")[-1], info.get("backend", "?"), "remote",
-                   _health(w), describe_cores(info.get("cores", [])) if info else "?", "",
+                   _health(w), _model_state(w, info), describe_cores(info.get("cores", [])) if info else "?", "",
                    _memory(info, info.get("memory_budget")), *_worker_cells(w)))
     for name in ("controller", "api_server", "webui") if reg.deployment.role == "all" else ():
         p = progs.get(name)
         print(_row(name, "", "", p.state if p else "absent").rstrip())
+    for line in _pool_lines(client, workers):
+        print(line)
     return 0
 
 

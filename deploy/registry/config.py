@@ -19,7 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from deploy.registry.host import HostInfo, describe_cores
 from deploy.registry.options import BackendOptions, Catalogue
 from deploy.registry.paths import FleetPaths, expand_path
-from deploy.registry.sizes import fmt_size, parse_size
+from deploy.registry.sizes import fmt_size, parse_duration, parse_size
 from deploy.registry.templates import known_templates
 
 
@@ -81,6 +81,11 @@ class ModelEntry(BaseModel):
                                "`name`). Entries that serve the same name are replicas: the controller balances "
                                "between them and routes around one that stops answering.")
     source: str = Field(default="", description="Where the model came from, e.g. modelscope:qwen/Qwen-7B-Chat.")
+    keep_loaded: bool = Field(default=False, description="Never unload it to make room for another model (see "
+                              "[deployment] memory_limit); it loads at start-up, whatever else waits.")
+    idle_unload: float | None = Field(default=None, gt=0, description="Unload it after this long unused, even with "
+                                      "room to spare, e.g. \"10m\" (Ollama's keep_alive); default: only when memory "
+                                      "is needed. The worker stays up; the next request loads it again.")
     # The backend's own fields: flat in the file, validated by the backend's class (see below).
     options: SerializeAsAny[BackendOptions] = Field(default_factory=BackendOptions, exclude=False)
 
@@ -129,6 +134,11 @@ class ModelEntry(BaseModel):
     def _budget(cls, v: Any) -> int:
         return parse_size(v)
 
+    @field_validator("idle_unload", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
     @property
     def resolved_path(self) -> Path:
         return expand_path(self.path)
@@ -142,6 +152,9 @@ class ModelEntry(BaseModel):
     def n_threads(self) -> int:
         return self.threads or len(self.cores)
 
+
+
+POOL_RESERVE = 2 * 1024**3  # what the default memory_limit leaves for the system and the shared services
 
 
 class Deployment(BaseModel):
@@ -175,6 +188,28 @@ class Deployment(BaseModel):
                                       "needs 'Authorization: Bearer KEY'; required for an API bound beyond loopback.")
     cors_origins: list[str] = Field(default_factory=list, description="Web origins allowed to call the API from a "
                                     "browser (e.g. [\"http://localhost:3000\"]); none by default.")
+    memory_limit: int | None = Field(
+        default=None, gt=0, description="The memory this host's models may use together, e.g. \"12GiB\". Models "
+        "whose budgets add up to more still all register; they load when first asked, and the idle one used least "
+        "recently is unloaded to make room. Default: the machine's memory less 2 GiB (for the system, the controller, "
+        "the API server and the web UI).", json_schema_extra={"fix": "write it like \"12GiB\""})
+    load_wait: float = Field(default=60.0, gt=0, description="How long a request for a model that is not loaded "
+                             "waits for room in the memory pool (every loaded model busy) before a 503 with "
+                             "Retry-After, e.g. \"60s\".")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _limit(cls, v: Any) -> int | None:
+        return None if v is None else parse_size(v)
+
+    @field_validator("load_wait", mode="before")
+    @classmethod
+    def _wait(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    def pool_limit(self, host: HostInfo) -> int:
+        """This host's memory pool: memory_limit, or the machine's memory less POOL_RESERVE."""
+        return self.memory_limit or max(0, host.mem_total - POOL_RESERVE)
 
     @property
     def secret_path(self) -> Path:
@@ -356,11 +391,7 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
             if problem:
                 errors.append(f"{where}, field 'path': {problem}")
         warnings.extend(f"{where}: {w}" for w in m.options.host_warnings(m))
-    total = sum(m.memory_budget for m in reg.models)
-    if total > host.mem_total:
-        errors.append(f"field 'memory_budget': the budgets add up to {fmt_size(total)}, more than this machine's "
-                      f"{fmt_size(host.mem_total)} of RAM. Fix: lower the budgets or remove a model "
-                      f"({', '.join(f'{m.name}={fmt_size(m.memory_budget)}' for m in reg.models)}).")
+    errors.extend(check_pool(reg, host))
     names = known_templates()
     for i, m in enumerate(reg.models):
         if m.chat_template not in names:
@@ -368,6 +399,41 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
                           f"Fix: use one of the names listed by `python -m deploy templates`, "
                           f"e.g. qwen2.5, smollm2, qwen-7b-chat, chatglm3, deepseek-chat.")
     return errors, warnings
+
+
+def check_pool(reg: Registry, host: HostInfo) -> list[str]:
+    """The memory pool against the machine and the budgets: a model whose own budget is larger than
+    the pool can never load (an error, with the numbers). Budgets that add up to more than the pool
+    are fine: models load on demand (pool_note)."""
+    errors = []
+    d, limit = reg.deployment, reg.deployment.pool_limit(host)
+    if d.memory_limit and d.memory_limit > host.mem_total:
+        errors.append(f"[deployment], field 'memory_limit': {fmt_size(d.memory_limit)} is more than this machine's "
+                      f"{fmt_size(host.mem_total)} of RAM. Fix: set it to at most {fmt_size(host.mem_total - POOL_RESERVE)}"
+                      f" (the machine less 2 GiB for the system and the shared services), or leave it out.")
+    where = "memory_limit" if d.memory_limit else f"the default, this machine's {fmt_size(host.mem_total)} less 2 GiB"
+    for i, m in enumerate(reg.models):
+        if m.memory_budget > limit:
+            errors.append(f"models[{i}] '{m.name}', field 'memory_budget': {fmt_size(m.memory_budget)} is more than "
+                          f"this host's memory pool of {fmt_size(limit)} ({where}), so it could never load. Fix: lower "
+                          f"memory_budget, or raise memory_limit in [deployment] (at most the machine's "
+                          f"{fmt_size(host.mem_total)}).")
+    kept = [m for m in reg.models if m.keep_loaded]
+    if sum(m.memory_budget for m in kept) > limit:
+        errors.append(f"field 'keep_loaded': the models kept loaded need {fmt_size(sum(m.memory_budget for m in kept))}"
+                      f" together ({', '.join(m.name for m in kept)}), more than this host's memory pool of "
+                      f"{fmt_size(limit)}. Fix: keep fewer loaded, or raise memory_limit.")
+    return errors
+
+
+def pool_note(reg: Registry, host: HostInfo) -> str | None:
+    """What `check` and `up` say when the models do not all fit in memory at once."""
+    total, limit = sum(m.memory_budget for m in reg.models), reg.deployment.pool_limit(host)
+    if total <= limit:
+        return None
+    return (f"the budgets add up to {fmt_size(total)}, more than this host's memory pool of {fmt_size(limit)}: "
+            f"every model is served, loaded when first asked, and to make room the idle model used least "
+            f"recently is unloaded (README: running more models than memory).")
 
 
 def validate_for_host(reg: Registry, host: HostInfo | None = None, check_paths: bool = True) -> list[str]:

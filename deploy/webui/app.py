@@ -421,7 +421,13 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
             quick = await arena.quick_first(models)
             return (models, table, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
 
-        gr.Timer(refresh_seconds).tick(refresh_models, [known, *selects], [known, models_df, *selects])
+        async def refresh_infos(*picked):
+            """The line under each picker, with whether its model is in memory now."""
+            return [await arena.describe(p) for p in picked]
+
+        timer = gr.Timer(refresh_seconds)
+        timer.tick(refresh_models, [known, *selects], [known, models_df, *selects])
+        timer.tick(refresh_infos, selects, infos)
         demo.load(refresh_models, [known, *selects], [known, models_df, *selects])
         for sel, info in zip(selects, infos):
             sel.change(arena.describe, sel, info)

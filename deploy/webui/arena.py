@@ -77,6 +77,7 @@ class Side:
     answers: list = field(default_factory=list)  # raw answer text per turn (history shows it with its speed)
     speeds: list = field(default_factory=list)   # Speed per turn
     error: bool = False
+    loading_since: float | None = None  # its model was not in memory when this answer was asked
     stop: bool = False  # set by a Stop click; the running stream ends this side's answer
     abandoned: bool = False  # New chat: the running stream must not write into the pane again
     replaced_by: "Side | None" = None  # ...and its last update shows this one instead (see app.py)
@@ -127,15 +128,23 @@ class Arena:
                          i.get("context_length", "?"), i.get("chat_template", "?"), i.get("source") or "–"])
         return rows
 
+    async def state(self, model: str) -> str | None:
+        """loaded / asleep / loading: whether the model is in memory now (asked now, not cached)."""
+        try:
+            return (await self.client.worker_info(await self.client.worker_address(model))).get("state")
+        except ModelUnavailable:
+            return None
+
     async def describe(self, model: str | None) -> str:
-        """One line about a model, shown under its picker: what it is and where it runs."""
+        """One line about a model, shown under its picker: whether it is in memory, what it is and
+        where it runs."""
         if not model:
             return ""
         i = await self.info(model)
         if not i:
             return f"*{model}: no details (not one of this fleet's workers)*"
         size = f"{i['model_bytes'] / 1024**3:.1f} GB" if i.get("model_bytes") else None
-        bits = [i.get("backend"), i.get("quantisation") or i.get("dtype"), size,
+        bits = [await self.state(model), i.get("backend"), i.get("quantisation") or i.get("dtype"), size,
                 f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
                 f"ctx {i.get('context_length')}", i.get("source") or None]
         return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
@@ -196,6 +205,8 @@ class Arena:
     async def _stream_one(self, i: int, side: Side, settings: GenSettings, q: asyncio.Queue) -> None:
         """Put (i, text, error, done, speed) on the queue for every frame of one side's answer."""
         text, speed, t0 = "", Speed(), time.perf_counter()
+        if await self.state(side.model) in ("asleep", "loading"):  # the pane says so until the first token
+            side.loading_since = time.monotonic()
         try:
             params = chat_params(side.model, side.conv, Sampling(
                 temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
@@ -240,10 +251,13 @@ class Arena:
                 try:
                     i, text, error, done, speed = await asyncio.wait_for(q.get(), POLL)
                 except asyncio.TimeoutError:
+                    if any([_show_loading(sides[i], labels[i]) for i in live]):
+                        yield
                     continue
                 if i not in live:
                     continue
                 side = sides[i]
+                side.loading_since = None
                 side.answers[-1], side.speeds[-1] = text, speed
                 if error:
                     side.error = True
@@ -268,6 +282,17 @@ class Arena:
         states = [state_dict(s.conv, s.conv_id, s.model) for s in battle.sides]
         self.votes.record(vote_type, [s.model for s in battle.sides], states, ip, anony)
         battle.voted = True
+
+
+def _show_loading(side: Side, label: str) -> bool:
+    """While a side's model loads, its pane says so with the time waited; True when that changed."""
+    if side.loading_since is None:
+        return False
+    line = f"*… loading {html.escape(label)} into memory ({time.monotonic() - side.loading_since:.0f} s)*"
+    if side.history[-1][1] == line:
+        return False
+    side.history[-1][1] = line
+    return True
 
 
 def _gib(n) -> str:

@@ -12,6 +12,7 @@ their frame decoder.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Generator, Iterator
@@ -19,7 +20,7 @@ from typing import Any, AsyncIterator, Callable, Generator, Iterator
 import httpx
 
 from deploy.wire import routes
-from deploy.wire.frames import FrameDecoder
+from deploy.wire.frames import UNAVAILABLE, VALIDATION_ERROR, FrameDecoder
 from deploy.wire.generation import conversation_from_dict
 
 
@@ -105,10 +106,11 @@ class _Calls:
         except _ERRORS:
             return []
 
-    def conv_template(self, addr: str, model: str) -> Call:
+    def conv_template(self, addr: str, model: str, timeout: float | None = None) -> Call:
         """The worker's conversation template, as a dict."""
         try:
-            return _ok((yield Http("POST", addr + routes.WORKER_GET_CONV_TEMPLATE, {"model": model})))["conv"]
+            return _ok((yield Http("POST", addr + routes.WORKER_GET_CONV_TEMPLATE, {"model": model},
+                                   timeout=timeout)))["conv"]
         except _ERRORS as e:
             raise ModelUnavailable(f"the worker of '{model}' does not answer ({type(e).__name__})") from None
 
@@ -122,12 +124,27 @@ class _Calls:
         (a worker gone, a 4xx with its reason) are raised as httpx errors for the caller to map."""
         return _ok((yield Http("POST", addr + route, body, timeout=timeout)))
 
-    def register_worker(self, worker_url: str, status: dict, secret: str) -> Call:
-        """Join the controller (raises httpx.HTTPStatusError on 401/400, httpx errors if it is down)."""
-        r = yield Http("POST", self.controller_url + routes.REGISTER_WORKER, {
-            "worker_name": worker_url, "check_heart_beat": True, "worker_status": status, "multimodal": False},
-            headers={routes.SECRET_HEADER: secret})
+    def register_worker(self, worker_url: str, status: dict, secret: str, pool: dict | None = None) -> Call:
+        """Join the controller (raises httpx.HTTPStatusError on 401/400, httpx errors if it is down);
+        `pool`: the worker's share of its host's memory pool (deploy/control/pool.py)."""
+        body = {"worker_name": worker_url, "check_heart_beat": True, "worker_status": status, "multimodal": False}
+        if pool is not None:
+            body["pool"] = pool
+        r = yield Http("POST", self.controller_url + routes.REGISTER_WORKER, body,
+                       headers={routes.SECRET_HEADER: secret})
         r.raise_for_status()
+
+    def pool_call(self, route: str, body: dict, secret: str, timeout: float = 120) -> Call:
+        """A worker's request to its memory pool (acquire, loaded, released): the controller's answer."""
+        return _ok((yield Http("POST", self.controller_url + route, body, headers={routes.SECRET_HEADER: secret},
+                               timeout=timeout)))
+
+    def pools(self) -> Call:
+        """Every host's memory pool: limit, bytes used, members and their states."""
+        try:
+            return _ok((yield Http("GET", self.controller_url + routes.FLEET_POOLS)))["pools"]
+        except _ERRORS:
+            return []
 
     def heart_beat(self, worker_url: str, queue_length: int, secret: str) -> Call:
         """False when the controller does not know this worker (it must register again)."""
@@ -146,6 +163,19 @@ class _Calls:
             if set(names) <= got or time.monotonic() - t0 >= timeout or (on_poll and on_poll(got)):
                 return got
             yield Sleep(every)
+
+
+def _refusal(status: int, body: bytes) -> dict:
+    """A worker that refused a stream (its 4xx, or its 503: no memory for its model now) as one
+    error frame, which every reader of the stream handles already."""
+    try:
+        frame = json.loads(body)
+    except ValueError:
+        frame = None
+    if isinstance(frame, dict) and frame.get("error_code"):
+        return frame
+    return {"text": f"the worker answered HTTP {status}: {body[:300].decode(errors='replace')}",
+            "error_code": UNAVAILABLE if status == 503 else VALIDATION_ERROR}
 
 
 def _stream_request(addr: str, params: dict, timeout: float) -> dict:
@@ -216,7 +246,9 @@ class FleetClient:
         """The worker's frames (cumulative text, error_code, usage, finish_reason) as they come."""
         dec = FrameDecoder()
         with self.http.stream(**_stream_request(addr, params, timeout)) as r:
-            r.raise_for_status()
+            if r.status_code != 200:
+                yield _refusal(r.status_code, r.read())
+                return
             for chunk in r.iter_raw():
                 yield from dec.feed(chunk)
 
@@ -244,7 +276,9 @@ class AsyncFleetClient:
     async def stream(self, addr: str, params: dict, timeout: float = 600) -> AsyncIterator[dict]:
         dec = FrameDecoder()
         async with self.http.stream(**_stream_request(addr, params, timeout)) as r:
-            r.raise_for_status()
+            if r.status_code != 200:
+                yield _refusal(r.status_code, await r.aread())
+                return
             async for chunk in r.aiter_raw():
                 for f in dec.feed(chunk):
                     yield f

@@ -10,6 +10,7 @@ VALIDATION_ERROR = 40001     # a bad request field
 PARAM_OUT_OF_RANGE = 40302
 CONTEXT_OVERFLOW = 40303
 ENGINE_ERROR = 50001         # INTERNAL_ERROR: the engine failed
+UNAVAILABLE = 50006          # CONTROLLER_WORKER_TIMEOUT: the model cannot be served now (no memory); retry
 
 
 def frame(obj: dict) -> bytes:

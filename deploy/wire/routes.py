@@ -12,6 +12,10 @@ LIST_MULTIMODAL_MODELS = "/list_multimodal_models"
 LIST_LANGUAGE_MODELS = "/list_language_models"
 TEST_CONNECTION = "/test_connection"
 FLEET_WORKERS = "/fleet_workers"  # ours: every worker with its health, queue and last heartbeat
+FLEET_POOLS = "/fleet_pools"      # ours: every host's memory pool, its limit, use and members
+POOL_ACQUIRE = "/pool/acquire"    # ours: a worker asks for its budget before it loads
+POOL_LOADED = "/pool/loaded"      # ...says how the load went
+POOL_RELEASED = "/pool/released"  # ...says it unloaded by itself (idle_unload)
 # worker
 WORKER_GET_STATUS = "/worker_get_status"
 WORKER_GENERATE_STREAM = "/worker_generate_stream"
@@ -20,8 +24,10 @@ WORKER_GET_CONV_TEMPLATE = "/worker_get_conv_template"
 WORKER_GET_EMBEDDINGS = "/worker_get_embeddings"
 COUNT_TOKEN = "/count_token"
 MODEL_DETAILS = "/model_details"
-FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, features, ...)
+FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, features, state, ...)
+WORKER_UNLOAD = "/fleet_unload"  # ours: the pool asks an idle worker to unload (with the fleet secret)
 
 SECRET_HEADER = "X-Fleet-Secret"  # registration and heartbeats carry the fleet secret in it
 # Routes that change the controller's routing: they need the fleet secret from every client.
-CONTROL_ROUTES = frozenset({REGISTER_WORKER, RECEIVE_HEART_BEAT, REFRESH_ALL_WORKERS})
+CONTROL_ROUTES = frozenset({REGISTER_WORKER, RECEIVE_HEART_BEAT, REFRESH_ALL_WORKERS, POOL_ACQUIRE, POOL_LOADED,
+                            POOL_RELEASED})

@@ -1,18 +1,21 @@
 """FastAPI app for FastChat's worker protocol, built per worker.
 
-FastChat's `base_model_worker` keeps one module-global `app` and `worker`.
-We serve the same endpoints (the ones FastChat's controller, API server and
-web UI call) from a factory that keeps the worker on `app.state`, so any
-worker object, FastChat's `ModelWorker` or our llama.cpp worker, plugs in.
+FastChat's `base_model_worker` keeps one module-global `app` and `worker`. We serve the same
+endpoints (the ones FastChat's controller, API server and web UI call) from a factory that keeps
+the worker on `app.state`, so any worker object, FastChat's `ModelWorker` or our llama.cpp
+worker, plugs in. The worker is built asleep; a request that needs the model waits while it loads
+within the host's memory pool (deploy/worker/residency.py), and the pool may ask an idle worker to
+unload (`/fleet_unload`, with the fleet secret).
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import logging
+import time
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -21,9 +24,11 @@ from deploy.registry.host import memory_of
 from deploy.wire import routes
 from deploy.wire.bounded_body import BoundedBody, body_limit
 from deploy.wire.client import AsyncFleetClient
-from deploy.wire.errors import ClientError
-from deploy.wire.frames import VALIDATION_ERROR
+from deploy.wire.errors import ClientError, unavailable
+from deploy.wire.frames import UNAVAILABLE, VALIDATION_ERROR
 from deploy.wire.worker_params import CountParams, EmbedParams, GenerateParams, checked
+from deploy.worker.membership import ControllerPool, Joining, LocalPool, stay_registered
+from deploy.worker.residency import LOADED, LoadFailed, NoMemory, Residency
 
 log = logging.getLogger("deploy.worker.app")
 
@@ -35,64 +40,53 @@ async def _call(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-HEART_BEAT_INTERVAL = 10.0
-
-
-async def stay_registered(worker, client: AsyncFleetClient, worker_url: str, secret: str,
-                          interval: float = HEART_BEAT_INTERVAL) -> None:
-    """Register with the controller (with the fleet secret), then heart-beat; register again when
-    the controller does not know us (it restarted, or dropped us while we could not answer).
-    Replaces FastChat's thread, which blocks, sends no secret and gives up on the first error."""
-    registered = False
-    async with httpx.AsyncClient(timeout=2) as own:  # join only once we answer ourselves
-        for _ in range(60):
-            try:
-                if (await own.get(worker_url + routes.FLEET_INFO)).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5)
-    while True:
-        try:
-            if not registered:
-                await client.register_worker(worker_url, worker.get_status(), secret)
-                log.info("registered with the controller at %s as %s", client.controller_url, worker_url)
-                registered = True
-            else:
-                registered = await client.heart_beat(worker_url, worker.get_queue_length(), secret)
-        except httpx.HTTPStatusError as e:
-            registered = False
-            if e.response.status_code == 401:
-                log.error("the controller at %s refused the fleet secret. Fix: use the same secret file on every "
-                          "host (fleet_secret_file in model_paths.toml).", client.controller_url)
-            else:
-                log.error("the controller refused registration: %s %s", e.response.status_code, e.response.text[:200])
-        except httpx.HTTPError as e:
-            registered = False
-            log.warning("controller at %s not reachable (%s); retrying", client.controller_url, type(e).__name__)
-        await asyncio.sleep(interval if registered else 1.0)
-
-
-def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown=None, controller_url: str | None = None,
-                      worker_url: str | None = None, secret: str | None = None) -> FastAPI:
+def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown=None,
+                      joining: Joining | None = None, load_wait: float = 60.0, idle_unload: float | None = None,
+                      keep_loaded: bool = False) -> FastAPI:
     """`info` (backend, cores, budget, ...) is served at /fleet_info for reports and the web UI;
     FastChat's own clients never call it. `on_shutdown` runs when uvicorn shuts down gracefully:
-    uvicorn then re-raises SIGTERM, so atexit handlers would never run. Without `controller_url`
-    the app serves without joining a controller (tests of the app alone)."""
+    uvicorn then re-raises SIGTERM, so atexit handlers would never run. Without `joining` the app
+    serves without a controller, its model loaded at start (tests of the app alone)."""
+    client = AsyncFleetClient(joining.controller_url, timeout=5) if joining else None
+    pool = ControllerPool(client, joining) if joining else LocalPool()
+    residency = Residency(worker.load, worker.unload, pool, load_wait, idle_unload, keep_loaded)
+
+    async def preload() -> None:
+        """Load at start while the pool has room; a model kept loaded waits for room."""
+        while True:
+            try:
+                await residency.ensure_loaded(evict=keep_loaded, wait=0)
+                return
+            except NoMemory:
+                if not keep_loaded:
+                    log.info("not loaded at start: the memory pool is full; the first request loads it")
+                    return
+            except LoadFailed:
+                return
+            await asyncio.sleep(2)
+
+    def share() -> dict:
+        """This worker's pool state now, sent with every registration."""
+        loaded = residency.state == LOADED
+        return {"state": "loaded" if loaded else "asleep", "idle_bytes": 0 if loaded else residency.idle_bytes()}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.semaphore = asyncio.Semaphore(worker.limit_worker_concurrency)
-        task = None
-        if controller_url:
-            # Register only once we are serving, so no request is routed to us too early.
-            client = AsyncFleetClient(controller_url, timeout=5)
-            task = asyncio.create_task(stay_registered(worker, client, worker_url, secret))
+        tasks = [asyncio.create_task(residency.idle_loop())]
+        if joining:  # register only once we are serving, so no request is routed to us too early
+            tasks.append(asyncio.create_task(stay_registered(
+                worker, client, joining, pool, share, lambda: tasks.append(asyncio.create_task(preload())))))
+        else:
+            tasks.append(asyncio.create_task(preload()))
         yield
-        if task:
-            task.cancel()
+        for t in tasks:
+            t.cancel()
         close = getattr(worker, "close", None)
         if close:
             await _call(close)
+        if client:
+            await client.aclose()
         if on_shutdown:
             on_shutdown()
 
@@ -104,6 +98,7 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
                            f"prompt")
     app.state.worker = worker
     app.state.info = info or {}
+    app.state.residency = residency
 
     def w(request: Request):
         return request.app.state.worker
@@ -115,12 +110,32 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
         """FastChat's worker error shape, which its API server and web UI read."""
-        return JSONResponse({"text": e.message, "error_code": VALIDATION_ERROR}, status_code=e.status)
+        code = UNAVAILABLE if e.status == 503 else VALIDATION_ERROR
+        return JSONResponse({"text": e.message, "error_code": code}, status_code=e.status, headers=e.headers)
+
+    async def in_memory() -> None:
+        """Wait until the model is loaded (a request in flight from here: the caller leaves)."""
+        residency.enter()
+        try:
+            await residency.ensure_loaded()
+        except (NoMemory, LoadFailed) as e:
+            residency.leave()
+            what = "could not get memory" if isinstance(e, NoMemory) else "failed to load"
+            raise unavailable(f"model '{worker.model_names[0]}' {what}: {e}",
+                              "no_memory" if isinstance(e, NoMemory) else "load_failed") from None
+
+    async def with_model(fn, *args):
+        await in_memory()
+        try:
+            return await _call(fn, *args)
+        finally:
+            residency.leave()
 
     @app.post(routes.WORKER_GENERATE_STREAM)
     async def generate_stream(request: Request):
         wk = w(request)
         p = await params(request)
+        await in_memory()
         await wk.semaphore.acquire()
 
         async def body():
@@ -136,6 +151,7 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
                         yield chunk
             finally:
                 wk.semaphore.release()
+                residency.leave()
 
         return StreamingResponse(body())
 
@@ -144,8 +160,7 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
         wk = w(request)
         p = await params(request)
         async with wk.semaphore:
-            out = await _call(wk.generate_gate, p)
-        return JSONResponse(out)
+            return JSONResponse(await with_model(wk.generate_gate, p))
 
     @app.post(routes.WORKER_GET_EMBEDDINGS)
     async def get_embeddings(request: Request):
@@ -155,7 +170,7 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
             raise ClientError(400, f"model '{wk.model_names[0]}' serves no embeddings. Fix: ask a model that does "
                                    f"(its /fleet_info lists 'embeddings' among its features).")
         async with wk.semaphore:
-            return JSONResponse(await _call(wk.get_embeddings, p))
+            return JSONResponse(await with_model(wk.get_embeddings, p))
 
     @app.post(routes.WORKER_GET_STATUS)
     async def get_status(request: Request):
@@ -163,7 +178,7 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
 
     @app.post(routes.COUNT_TOKEN)
     async def count_token(request: Request):
-        return await _call(w(request).count_token, await params(request, CountParams))
+        return await with_model(w(request).count_token, await params(request, CountParams))
 
     @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):
@@ -172,7 +187,19 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):
         m = memory_of()
-        return {**request.app.state.info, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"]}
+        return {**request.app.state.info, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"],
+                "state": residency.state, "in_flight": residency.in_flight, "load_seconds": residency.load_seconds,
+                "load_error": residency.reason, "rss_asleep": residency.rss_asleep,
+                "idle_s": round(time.monotonic() - residency.last_used, 1) if residency.last_used else None}
+
+    @app.post(routes.WORKER_UNLOAD)
+    async def fleet_unload(request: Request):
+        """The pool asks this worker to give its memory back; only if idle, only with the fleet secret."""
+        given = request.headers.get(routes.SECRET_HEADER, "")
+        if not joining or not hmac.compare_digest(given.encode(), joining.secret.encode()):
+            return JSONResponse({"text": "this route needs the fleet secret", "error_code": 40101}, status_code=401)
+        unloaded = await residency.unload("the memory pool needs the room")
+        return {"unloaded": unloaded, "idle_bytes": residency.idle_bytes(), "state": residency.state}
 
     @app.post(routes.MODEL_DETAILS)
     async def model_details(request: Request):

@@ -17,12 +17,13 @@ from pathlib import Path
 from deploy import backends
 from deploy.backends import ConfigProblem, FleetWorker
 from deploy.registry.config import EXIT_CONFIG, ModelEntry, Registry, RegistryError, validate_for_host
-from deploy.registry.host import is_loopback
+from deploy.registry.host import HostInfo, is_loopback
 from deploy.wire.access import OnlyFrom, host_address
 from deploy.wire.secret import SecretError, read_secret
 from deploy.worker.app import create_worker_app
 from deploy.worker.fit import DoesNotFit, require_fit
 from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
+from deploy.worker.membership import Joining
 
 log = logging.getLogger("deploy.worker.launcher")
 
@@ -97,16 +98,16 @@ def run_worker(reg: Registry, name: str) -> int:
         return _refuse(name, str(e))
     worker_url = f"http://{d.host}:{entry.port}"
     try:
-        worker = backend.build_worker(entry, d.controller_url, worker_url)
+        worker = backend.build_worker(entry, d.controller_url, worker_url)  # asleep: the model loads on demand
     except ConfigProblem as e:
         return _refuse(name, str(e))
-    except MemoryError:
-        return _refuse(name, f"it ran out of its memory budget while loading ({lim.describe()}). "
-                             f"Fix: raise memory_budget in model_paths.toml.")
     if not isinstance(worker, FleetWorker):
         raise TypeError(f"backend {backend.name} built a worker without the FleetWorker interface")
+    pool = {"host": d.host, "limit": d.pool_limit(HostInfo.current()), "model": entry.model_name,
+            "budget": entry.memory_budget, "keep_loaded": entry.keep_loaded}
     app = create_worker_app(worker, info=worker_info(entry, lim), on_shutdown=lim.release,
-                            controller_url=d.controller_url, worker_url=worker_url, secret=secret)
+                            joining=Joining(d.controller_url, worker_url, secret, pool), load_wait=d.load_wait,
+                            idle_unload=entry.idle_unload, keep_loaded=entry.keep_loaded)
     if not is_loopback(d.host):  # reachable from the network: only the controller's host may call it
         app = OnlyFrom(app, {host_address(d.controller_url)})
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)

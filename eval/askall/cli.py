@@ -11,7 +11,7 @@ from pathlib import Path
 
 from eval.askall.cascade import Cascade, Graded
 from eval.askall.check import check_puzzles, render
-from eval.askall.fleet import AskAllError, discover
+from eval.askall.fleet import AskAllError, cannot_all_be_resident, discover
 from eval.askall.grading import GRADER_VERSION
 from eval.askall.judge import Calibration, Judge, JudgeError, admit
 from eval.askall.overrides import load_overrides
@@ -205,7 +205,11 @@ def ask(args, store: RunStore, meta: dict, puzzles: list, live: list[str], gone:
             bar.set_postfix_str(f"{rec['model']}: {rec['puzzle']}" + (" FAILED" if rec.get("error") else ""))
             bar.update(1)
 
-    timing = run_all(live, puzzles, settings, store, done, on_answer)
+    apart = cannot_all_be_resident(s["controller"], live)
+    if apart:
+        print(f"asking one model at a time: {apart}; each model is loaded before its answers, so each is timed "
+              f"as if alone", file=sys.stderr)
+    timing = run_all(live, puzzles, settings, store, done, on_answer, one_at_a_time=apart)
     if bar:
         bar.close()
     meta["sessions"].append(timing)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deploy.registry.sizes import fmt_size
 from deploy.wire.client import FleetClient, ModelUnavailable
 
 
@@ -35,3 +36,19 @@ def discover(controller: str) -> list[ModelInfo]:
         out.append(ModelInfo(name, addr, client.worker_info(addr)))
     client.close()
     return out
+
+
+def cannot_all_be_resident(controller: str, names: list[str]) -> str | None:
+    """Why the models cannot all be in memory at once (their budgets exceed a host's memory pool,
+    with every other model there asleep), or None when they can."""
+    client = FleetClient(controller)
+    pools = client.pools()
+    client.close()
+    for p in pools:
+        mine = [m for m in p["members"] if m["model"] in names]
+        others = sum(m["holds"] for m in p["members"] if m["model"] not in names and m["state"] == "asleep")
+        need = sum(m["budget"] for m in mine) + others
+        if len(mine) > 1 and need > p["limit"]:
+            return (f"{', '.join(m['model'] for m in mine)} need {fmt_size(need)} together on host {p['host']}, more "
+                    f"than its memory pool of {fmt_size(p['limit'])}")
+    return None

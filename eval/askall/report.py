@@ -96,6 +96,11 @@ def settings_table(meta: dict, puzzles: list[Puzzle]) -> Table:
         ratio = f"{last['wall_s'] / slowest:.2f}" if slowest else "–"
         rows.append([_c("wall time (last session)"),
                      _c(f"{last['wall_s']:.1f} s; slowest model's share {_fmt(slowest, ' s', 1)}; ratio {ratio}")])
+        if last.get("one_at_a_time"):
+            loads = ", ".join(f"{m} {v:.1f} s" for m, v in last.get("load_s", {}).items())
+            rows.append([_c("models asked"), _c(f"one at a time, not side by side: {last['one_at_a_time']}. Each "
+                                                f"was loaded before its answers (loading took: {loads}), so its "
+                                                f"times are its own, as if alone")])
     rows.append([_c("sessions"), _c(f"{len(meta.get('sessions', []))} (a resumed run has more than one)")])
     g = meta.get("grader") or {}
     if g:

@@ -109,14 +109,29 @@ def ask_one(client, model: str, puzzle: Puzzle, repeat: int, s: Settings, sleep=
     return rec
 
 
+def load_first(client, model: str, s: Settings) -> float:
+    """Ask for one token, unrecorded, so that the model is in memory before its timed answers;
+    returns the seconds that took (its load, when it was asleep)."""
+    t0 = time.perf_counter()
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1,
+                                       temperature=0, timeout=s.timeout)
+    except Exception:  # the timed answers will meet the same problem and record it
+        pass
+    return round(time.perf_counter() - t0, 3)
+
+
 def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunStore,
-            done: set, on_answer=None) -> dict:
-    """Ask what is not in `done`; returns {"wall_s", "busy_s": {model: seconds}}."""
+            done: set, on_answer=None, one_at_a_time: str | None = None) -> dict:
+    """Ask what is not in `done`; returns {"wall_s", "busy_s": {model: seconds}}. Models are asked
+    side by side; with `one_at_a_time` (why they cannot all be in memory) one after another, each
+    loaded first, so that no answer waits for another model's load and each is timed as if alone."""
     from openai import OpenAI
 
     client = OpenAI(base_url=s.api_base, api_key=s.api_key or "unused", max_retries=0)
     lock = threading.Lock()
     busy = {m: 0.0 for m in models}
+    loads: dict[str, float] = {}
 
     def work(model: str) -> None:
         gone = None  # set once the model stayed unreachable for a whole back-off window
@@ -138,7 +153,16 @@ def run_all(models: list[str], puzzles: list[Puzzle], s: Settings, store: RunSto
                         on_answer(rec)
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, len(models)), thread_name_prefix="ask") as pool:
-        for f in [pool.submit(work, m) for m in models]:
-            f.result()
-    return {"wall_s": round(time.perf_counter() - t0, 3), "busy_s": {m: round(v, 3) for m, v in busy.items()}}
+    if one_at_a_time:
+        for m in models:
+            if any((m, p.id, r) not in done for p in puzzles for r in range(s.repeats)):
+                loads[m] = load_first(client, m, s)
+                work(m)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, len(models)), thread_name_prefix="ask") as pool:
+            for f in [pool.submit(work, m) for m in models]:
+                f.result()
+    timing = {"wall_s": round(time.perf_counter() - t0, 3), "busy_s": {m: round(v, 3) for m, v in busy.items()}}
+    if one_at_a_time:
+        timing.update(one_at_a_time=one_at_a_time, load_s=loads)
+    return timing

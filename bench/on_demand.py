@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""More models than memory, measured on SEED-SHAPED SYNTHETIC weights (bench/seed_models.py: the
+real architectures of Qwen-7B-Chat, ChatGLM3-6B and DeepSeek-LLM-7B-Chat, random values), under
+supervisord as a user runs them, in one run:
+
+- a memory_limit that holds two of the three Q4_K_M models: the switch latency (a request for an
+  asleep model to its first token, the idle model used least recently unloaded to make room),
+  with a warm and with a cold page cache;
+- the peak anonymous RSS of all workers, sampled every 200 ms, against the limit;
+- a rotation over the three models: its throughput against the same rotation with all three
+  resident (the default pool, which holds them);
+- the bf16 case the seed reports wanted: the DeepSeek-shaped bf16 folder on transformers with two
+  Q4_K_M models beside it, under a limit that cannot hold all three;
+- failed requests (goal: none).
+
+    .venv/bin/python bench/on_demand.py [--rounds 3] [--tokens 16] [--no-bf16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from deploy.backends import load_registry
+from deploy.registry.paths import REPO_ROOT
+from seed_models import load_shapes, make, make_hf  # bench/seed_models.py (this file runs as a script)
+from seed_scale import BF16_MODEL, Fleet, drop_page_cache, gguf_entries  # bench/seed_scale.py
+
+GiB = 1024**3
+IDLE_SHARE = int(0.45 * GiB)  # what an asleep worker holds (measured: 0.3-0.4 GiB), for choosing the limits
+
+
+class AnonSampler:
+    """The workers' summed anonymous RSS, every 200 ms, in a thread."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet, self.peak, self._stop = fleet, 0, threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(m["anon"] for m in self.fleet.memory().values()))
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.t.join()
+
+
+def pooled(fleet: Fleet, limit: int | None) -> Fleet:
+    """The fleet with [deployment] memory_limit set (None: the default, the machine less 2 GiB),
+    before it starts (its workers read the registry when they start)."""
+    if limit:
+        text = fleet.paths.registry.read_text().replace("[deployment]", f'[deployment]\nmemory_limit = {limit}\n'
+                                                                          f'load_wait = "600s"', 1)
+        fleet.paths.registry.write_text(text)
+        fleet.reg = load_registry(fleet.paths.registry)
+    return fleet
+
+
+def first_token(fleet: Fleet, model: str, n: int) -> dict:
+    """One request through the worker: seconds to the first token (a load included), decode, errors."""
+    try:
+        r = fleet.decode(model, n)
+        return {**r, "ok": r["tokens"] > 0}
+    except Exception as e:  # a failed request is a result here, counted
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+def states(fleet: Fleet) -> dict[str, str]:
+    pools = httpx.get(fleet.reg.deployment.controller_url + "/fleet_pools", timeout=10).json()["pools"]
+    return {m["model"]: m["state"] for p in pools for m in p["members"]}
+
+
+def rotation(fleet: Fleet, names: list[str], rounds: int, n: int) -> dict:
+    """Every model in turn, `rounds` times: tokens per second of wall time, and each request."""
+    t0, tokens, requests = time.perf_counter(), 0, []
+    for _ in range(rounds):
+        for m in names:
+            r = first_token(fleet, m, n)
+            requests.append({"model": m, **r})
+            tokens += r.get("tokens", 0)
+    wall = time.perf_counter() - t0
+    return {"tokens": tokens, "wall_s": wall, "tok_per_s": tokens / wall, "requests": requests,
+            "failed": sum(not r["ok"] for r in requests)}
+
+
+def measure_pool(files: dict, limit: int | None, rounds: int, n: int, tmp: Path, label: str) -> dict:
+    fleet = pooled(Fleet(tmp / label, gguf_entries(files, [[0, 1]] * len(files), 1)), limit)
+    names = fleet.names
+    out: dict = {"limit": limit, "budgets": {m.name: m.memory_budget for m in fleet.reg.models}}
+    try:
+        out["start_s"] = fleet.start()
+        with AnonSampler(fleet) as anon:
+            for m in names:  # every model once: in a small pool the last loads evict
+                first_token(fleet, m, 2)
+            out["states_after_warmup"] = states(fleet)
+            if limit:
+                asleep = [m for m, s in out["states_after_warmup"].items() if s == "asleep"]
+                out["switch_warm"] = {m: first_token(fleet, m, 2) for m in asleep[:1]}
+                asleep = [m for m, s in states(fleet).items() if s == "asleep"]
+                out["page_cache_dropped"] = drop_page_cache()
+                out["switch_cold"] = {m: first_token(fleet, m, 2) for m in asleep[:1]}
+            out["rotation"] = rotation(fleet, names, rounds, n)
+        out["peak_anon"] = anon.peak
+    finally:
+        fleet.stop()
+    return out
+
+
+def measure_bf16(files: dict, limit: int, rounds: int, n: int, tmp: Path) -> dict:
+    """The DeepSeek-shaped bf16 folder on transformers beside two Q4_K_M models, in a pool that
+    holds the bf16 model alone or the two Q4_K_M together, never all three."""
+    shape = next(s for s in load_shapes() if s.name == BF16_MODEL)
+    others = {k: v for k, v in files.items() if k != BF16_MODEL}
+    bf16 = {"name": f"synthetic-{BF16_MODEL}-bf16", "path": str(make_hf(shape)), "backend": "transformers",
+            "dtype": "bfloat16", "cores": [0, 1], "threads": 2, "chat_template": shape.chat_template,
+            "context_length": 2048, "concurrency": 1, "source": "SYNTHETIC seed-shaped"}
+    fleet = pooled(Fleet(tmp / "bf16", gguf_entries(others, [[0, 1]] * 2, 1) + [bf16]), limit)
+    out: dict = {"limit": limit, "budgets": {m.name: m.memory_budget for m in fleet.reg.models}}
+    try:
+        out["start_s"] = fleet.start()
+        with AnonSampler(fleet) as anon:
+            out["rotation"] = rotation(fleet, fleet.names, rounds, n)
+        out["peak_anon"] = anon.peak
+    finally:
+        fleet.stop()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="rotations over the models")
+    ap.add_argument("--tokens", type=int, default=16, help="tokens per request")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    args = ap.parse_args(argv)
+    files = {s.name: make(s) for s in load_shapes()}
+    tmp = Path(tempfile.mkdtemp(prefix="on-demand-"))
+    # the budgets come from the fit estimate (Fleet): a pool for the two largest and two asleep workers
+    probe = Fleet(tmp / "probe", gguf_entries(files, [[0, 1]] * 3, 1))
+    budgets = sorted((m.memory_budget for m in probe.reg.models), reverse=True)
+    two = budgets[0] + budgets[1] + 2 * IDLE_SHARE
+    res: dict = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "synthetic": True, "rounds": args.rounds,
+                 "tokens": args.tokens, "limit_two_of_three": two}
+    print(f"pool for two of three: {two / GiB:.2f} GiB (budgets {[round(b / GiB, 2) for b in budgets]} GiB)", flush=True)
+    res["pooled"] = measure_pool(files, two, args.rounds, args.tokens, tmp, "pooled")
+    print("all three resident (the default pool) ...", flush=True)
+    res["resident"] = measure_pool(files, None, args.rounds, args.tokens, tmp, "resident")
+    if args.bf16:
+        print("bf16 beside two Q4_K_M ...", flush=True)
+        res["bf16"] = measure_bf16(files, 20 * GiB, args.rounds, args.tokens, tmp)
+    out = REPO_ROOT / "bench" / "results" / time.strftime("on-demand-%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+    report(res)
+    print(f"\nresults: {out}")
+    return 0
+
+
+def report(r: dict) -> None:
+    p, a = r["pooled"], r["resident"]
+    print("\nSEED-SHAPED SYNTHETIC WEIGHTS (real shapes, random values), three 7B-class Q4_K_M models")
+    print(f"memory_limit {p['limit'] / GiB:.2f} GiB (two of three): peak anonymous RSS of all workers "
+          f"{p['peak_anon'] / GiB:.2f} GiB ({p['peak_anon'] / p['limit']:.0%} of the limit)")
+    for kind in ("switch_warm", "switch_cold"):
+        for m, x in p.get(kind, {}).items():
+            print(f"  {kind.replace('_', ' ')} page cache: {m} asleep -> first token {x.get('ttft_s', float('nan')):.2f} s"
+                  + ("" if x.get("ok") else f" FAILED {x.get('error')}"))
+    pr, ar = p["rotation"], a["rotation"]
+    print(f"rotation, {r['rounds']} rounds x 3 models x {r['tokens']} tokens: {pr['tok_per_s']:.2f} tok/s in the pool, "
+          f"{ar['tok_per_s']:.2f} tok/s all resident ({pr['tok_per_s'] / ar['tok_per_s']:.0%}); "
+          f"failed requests {pr['failed']} / {ar['failed']}")
+    print(f"  first-token times in the pool: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s"
+                                                           for x in pr["requests"]))
+    if "bf16" in r:
+        b = r["bf16"]
+        br = b["rotation"]
+        print(f"bf16 DeepSeek-shaped on transformers + two Q4_K_M, memory_limit {b['limit'] / GiB:.1f} GiB: "
+              f"{br['tok_per_s']:.2f} tok/s over the rotation, failed {br['failed']}, peak anonymous RSS "
+              f"{b['peak_anon'] / GiB:.2f} GiB")
+        print(f"  first-token times: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s" for x in br["requests"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
