@@ -18,43 +18,20 @@ supervisord as a user runs them, in one run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from deploy.backends import load_registry
-from deploy.registry.paths import REPO_ROOT
+from tests.harness import MemorySampler
 from seed_models import load_shapes, make, make_hf  # bench/seed_models.py (this file runs as a script)
-from seed_scale import BF16_MODEL, Fleet, drop_page_cache, gguf_entries  # bench/seed_scale.py
+from seed_scale import BF16_MODEL, Fleet, drop_page_cache, finish, gguf_entries  # bench/seed_scale.py
 
 GiB = 1024**3
 IDLE_SHARE = int(0.45 * GiB)  # what an asleep worker holds (measured: 0.3-0.4 GiB), for choosing the limits
-
-
-class AnonSampler:
-    """The workers' summed anonymous RSS, every 200 ms, in a thread."""
-
-    def __init__(self, fleet: Fleet):
-        self.fleet, self.peak, self._stop = fleet, 0, threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sum(m["anon"] for m in self.fleet.memory().values()))
-            time.sleep(0.2)
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.t.join()
 
 
 def pooled(fleet: Fleet, limit: int | None) -> Fleet:
@@ -101,7 +78,7 @@ def measure_pool(files: dict, limit: int | None, rounds: int, n: int, tmp: Path,
     out: dict = {"limit": limit, "budgets": {m.name: m.memory_budget for m in fleet.reg.models}}
     try:
         out["start_s"] = fleet.start()
-        with AnonSampler(fleet) as anon:
+        with MemorySampler(lambda: fleet.memory().values(), "anon") as anon:
             for m in names:  # every model once: in a small pool the last loads evict
                 first_token(fleet, m, 2)
             out["states_after_warmup"] = states(fleet)
@@ -130,7 +107,7 @@ def measure_bf16(files: dict, limit: int, rounds: int, n: int, tmp: Path) -> dic
     out: dict = {"limit": limit, "budgets": {m.name: m.memory_budget for m in fleet.reg.models}}
     try:
         out["start_s"] = fleet.start()
-        with AnonSampler(fleet) as anon:
+        with MemorySampler(lambda: fleet.memory().values(), "anon") as anon:
             out["rotation"] = rotation(fleet, fleet.names, rounds, n)
         out["peak_anon"] = anon.peak
     finally:
@@ -159,12 +136,7 @@ def main(argv=None) -> int:
     if args.bf16:
         print("bf16 beside two Q4_K_M ...", flush=True)
         res["bf16"] = measure_bf16(files, 20 * GiB, args.rounds, args.tokens, tmp)
-    out = REPO_ROOT / "bench" / "results" / time.strftime("on-demand-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=str))
-    report(res)
-    print(f"\nresults: {out}")
-    return 0
+    return finish("on-demand", res, report)
 
 
 def report(r: dict) -> None:
@@ -180,7 +152,7 @@ def report(r: dict) -> None:
     print(f"rotation, {r['rounds']} rounds x 3 models x {r['tokens']} tokens: {pr['tok_per_s']:.2f} tok/s in the pool, "
           f"{ar['tok_per_s']:.2f} tok/s all resident ({pr['tok_per_s'] / ar['tok_per_s']:.0%}); "
           f"failed requests {pr['failed']} / {ar['failed']}")
-    print(f"  first-token times in the pool: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s"
+    print("  first-token times in the pool: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s"
                                                            for x in pr["requests"]))
     if "bf16" in r:
         b = r["bf16"]
@@ -188,7 +160,7 @@ def report(r: dict) -> None:
         print(f"bf16 DeepSeek-shaped on transformers + two Q4_K_M, memory_limit {b['limit'] / GiB:.1f} GiB: "
               f"{br['tok_per_s']:.2f} tok/s over the rotation, failed {br['failed']}, peak anonymous RSS "
               f"{b['peak_anon'] / GiB:.2f} GiB")
-        print(f"  first-token times: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s" for x in br["requests"]))
+        print("  first-token times: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s" for x in br["requests"]))
 
 
 if __name__ == "__main__":

@@ -304,7 +304,12 @@ def main(argv=None) -> int:
         print(f"\n== eval/ask_all.py, 5 puzzles x 3 models at 256 tokens, placement {best}", flush=True)
         res["ask_all"] = ask_all(files, *PLACEMENTS[best], tmp, 256)
         res["ask_all"]["placement"] = best
-    out = REPO_ROOT / "bench" / "results" / time.strftime("seed-scale-%Y%m%d-%H%M%S.json")
+    return finish("seed-scale", res, report)
+
+
+def finish(kind: str, res: dict, report) -> int:
+    """Print the run's report and keep its figures in bench/results/<kind>-<time>.json."""
+    out = REPO_ROOT / "bench" / "results" / time.strftime(f"{kind}-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))
     report(res)

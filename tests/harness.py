@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,29 @@ def _fleet_cgroups(pid: int) -> list[Path]:
     except OSError:
         pass
     return out
+
+
+class MemorySampler:
+    """The peak of a sum of memory figures (`key` of each dict `figures()` gives: rss, anon, ...),
+    sampled every 200 ms in a thread while the `with` block runs."""
+
+    def __init__(self, figures, key: str = "rss"):
+        self.figures, self.key, self.peak = figures, key, 0
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(f[self.key] for f in self.figures()))
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.t.join()
 
 
 def wait_for(pred, timeout: float, what: str, proc: Proc | None = None, every: float = 0.5):

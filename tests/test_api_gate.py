@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from conftest import free_port, write_registry
 from deploy.api.app import ApiSettings, build_app
 from deploy.api.gate import ApiGate, GateSettings
-from deploy.api.protocol import MAX_N, ChatCompletionRequest
+from deploy.api.protocol import ChatCompletionRequest
 from deploy.api.routes import RouteKinds, route_table
 from deploy.wire.errors import reshape
 from deploy.wire.keys import KeysError, add_key, read_keys
@@ -35,7 +35,8 @@ def chat(**over):
 
 @pytest.fixture(scope="module")
 def api():
-    return TestClient(build_app(ApiSettings(NOWHERE, GateSettings())), raise_server_exceptions=False)
+    return TestClient(build_app(ApiSettings(NOWHERE, GateSettings())), raise_server_exceptions=False,
+                      base_url="http://127.0.0.1")
 
 
 def refused(api, path: str, raw: bytes) -> tuple[int, dict]:
@@ -150,9 +151,9 @@ class FakeWorkers:
 
 def test_engines_route_takes_the_model_from_its_path():
     app = build_app(ApiSettings(NOWHERE, GateSettings()))
-    app.app.state.workers = FakeWorkers()
-    r = TestClient(app).post("/v1/engines/smol/embeddings", json={"input": "hi"})
-    assert r.status_code == 404 and app.app.state.workers.asked == [("smol", {"embeddings"})]
+    app.app.app.state.workers = FakeWorkers()  # the Host check, the gate, the FastAPI app
+    r = TestClient(app, base_url="http://127.0.0.1").post("/v1/engines/smol/embeddings", json={"input": "hi"})
+    assert r.status_code == 404 and app.app.app.state.workers.asked == [("smol", {"embeddings"})]
 
 
 def test_nesting_is_accepted_up_to_the_limit(api):

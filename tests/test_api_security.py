@@ -3,7 +3,6 @@
 keys. The positive cases use the official openai client; the hostile ones are hand-made HTTP."""
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,7 +66,7 @@ def test_the_key_is_checked_before_the_body_is_read(fleet):
     host, port = "127.0.0.1", fleet.api_port
     with socket.create_connection((host, port), timeout=5) as sock:
         t0 = time.monotonic()
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000000000\r\n\r\n")
         reply = sock.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 401") and time.monotonic() - t0 < 2
@@ -179,7 +178,7 @@ def raw_http(port: int, data: bytes, read_timeout: float = 12) -> tuple[int | No
 
 def lying_length(path: str, key: str | None, declared, sent: bytes) -> bytes:
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {declared}\r\n\r\n").encode() + sent
 
 
@@ -290,6 +289,75 @@ def hostile_requests(fleet) -> list[tuple[str, str, str, dict, bytes | None]]:
             reqs.append((f"worker embeddings {body[:16]!r}", "POST", w + "/worker_get_embeddings", {}, body))
         reqs += [(f"worker {r}", "POST", w + r, {}, None)
                  for r in ("/worker_get_status", "/worker_get_conv_template", "/model_details")]
+    return reqs + new_route_requests(fleet, root, auth, big)
+
+
+def new_route_requests(fleet, root: str, auth: dict, big: bytes) -> list[tuple[str, str, str, dict, bytes | None]]:
+    """Malformed requests to the Responses, Messages and rerank routes and to the memory-pool and
+    unload routes, and foreign Host headers: each a 4xx (Anthropic-shaped on /v1/messages)."""
+    reqs = []
+    responses_bad = [{}, {"model": SMALL}, {"input": "hi"}, {"model": SMALL, "input": []}, {"model": SMALL, "input": 5},
+                     {"model": SMALL, "input": [{"role": "robot", "content": "x"}]},
+                     {"model": SMALL, "input": [{"role": "user", "content": 5}]},
+                     {"model": SMALL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+                     {"model": SMALL, "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+                     {"model": SMALL, "input": [{"type": "function_call", "name": "f"}]},
+                     {"model": SMALL, "input": [{"role": "assistant", "content": "only me"}]},
+                     {"model": SMALL, "input": "hi", "max_output_tokens": 0},
+                     {"model": SMALL, "input": "hi", "max_output_tokens": "many"},
+                     {"model": SMALL, "input": "hi", "temperature": 9}, {"model": SMALL, "input": "hi", "top_p": -1},
+                     {"model": SMALL, "input": "hi", "instructions": 5},
+                     {"model": SMALL, "input": "hi", "tools": [{"type": "function", "name": "f"}]},
+                     {"model": SMALL, "input": "hi", "previous_response_id": "resp_1"},
+                     {"model": "no-such-model", "input": "hi"}, {"model": 7, "input": "hi"}]
+    messages_bad = [{}, {"model": SMALL, "max_tokens": 8}, {"model": SMALL, "messages": [{"role": "user", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": []},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "assistant", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "user", "content": 5}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "x", "content": "y"}]}]},
+                    {"model": SMALL, "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+                    {"model": SMALL, "max_tokens": 8, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "stop_sequences": 5, "messages": [{"role": "user", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "system": 5, "messages": [{"role": "user", "content": "x"}]},
+                    {"model": SMALL, "max_tokens": 8, "tools": [{"name": "f", "input_schema": {}}],
+                     "messages": [{"role": "user", "content": "x"}]},
+                    {"model": "no-such-model", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}]
+    rerank_bad = [{}, {"model": SMALL}, {"model": SMALL, "query": "q"}, {"model": SMALL, "query": "q", "documents": []},
+                  {"model": SMALL, "query": "", "documents": ["a"]}, {"model": SMALL, "query": 5, "documents": ["a"]},
+                  {"model": SMALL, "query": "q", "documents": [1, 2]}, {"model": SMALL, "query": "q", "documents": "a"},
+                  {"model": SMALL, "query": "q", "documents": ["a"] * 300},
+                  {"model": SMALL, "query": "q", "documents": ["a"], "top_n": 0},
+                  {"model": "no-such-model", "query": "q", "documents": ["a"]},
+                  {"model": QWEN_HF, "query": "q", "documents": ["a"], "top_n": "two"}]
+    raw_bad = [b"", b"{", b"[1]", b"null", b'{"model": NaN}', b"\xff", b'{"model": "\\ud800"}', big]
+    for model in (SMALL, QWEN_HF):
+        for i, body in enumerate(responses_bad + messages_bad):
+            path = "/v1/responses" if i < len(responses_bad) else "/v1/messages"
+            body = {**body, "model": model} if body.get("model") == SMALL else body
+            reqs.append((f"{path} bad {i} ({model})", "POST", root + path, auth, json.dumps(body).encode()))
+        for i, body in enumerate(rerank_bad):
+            body = {**body, "model": model} if body.get("model") == SMALL else body
+            for path in ("/v1/rerank", "/rerank"):
+                reqs.append((f"{path} bad {i} ({model})", "POST", root + path, auth, json.dumps(body).encode()))
+    for path in ("/v1/responses", "/v1/messages", "/v1/rerank"):
+        for body in raw_bad:
+            reqs.append((f"{path} raw {body[:10]!r}", "POST", root + path, auth, body))
+        reqs.append((f"{path} no key", "POST", root + path, {}, b"{}"))
+        reqs.append((f"{path} x-api-key wrong", "POST", root + path, {"x-api-key": "wrong-wrong-wrong-wrong"}, b"{}"))
+    worker = fleet.worker_address(SMALL)
+    for route in ("/pool/acquire", "/pool/loaded", "/pool/released"):
+        for body in (b"", b"{", b'{"worker_name": 5}', json.dumps({"worker_name": worker}).encode()):
+            reqs.append((f"controller {route} {body[:10]!r}", "POST", fleet.controller + route, {}, body))
+    reqs += [("worker unload without the secret", "POST", worker + "/fleet_unload", {}, None),
+             ("controller pools", "GET", fleet.controller + "/fleet_pools", {}, None)]
+    for url in (root + "/v1/models", fleet.controller + "/list_models", worker + "/worker_get_status"):
+        for host in ("evil.example", "localhost.evil", "[::2]:80", "", "a" * 300):
+            reqs.append((f"Host {host[:12]!r} {url[-12:]}", "GET" if "models" in url and "v1" in url else "POST", url,
+                         {**auth, "Host": host}, None))
     return reqs
 
 
@@ -326,7 +394,7 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
             results.append((f"lying Content-Length {i}", status, seconds))
         results.append(("Content-Length not a number", *bad_length.result()))
 
-    assert len(results) >= 300
+    assert len(results) >= 450
     legal = [r for r in results if r[0].startswith(("odd but legal", "legal completion"))]
     assert all(r[1] in (200, 400) for r in legal), [r for r in legal if r[1] not in (200, 400)]
     assert sum(r[1] == 200 for r in legal) >= len(legal) - 4, legal  # only context overflows may be refused

@@ -14,6 +14,7 @@ import pytest
 from openai import APIStatusError, OpenAI
 
 from conftest import QWEN, QWEN_HF, SMALL, Stack, entry, wait_for
+from tests.harness import MemorySampler
 from deploy.registry.host import memory_of
 from deploy.wire.routes import SECRET_HEADER
 
@@ -59,28 +60,6 @@ def states(stack) -> dict[str, str]:
     return {m["model"]: m["state"] for m in pool(stack)["members"]}
 
 
-class RssSampler:
-    """The workers' summed resident memory, every 200 ms, in a thread."""
-
-    def __init__(self, stack, names):
-        self.pids = [stack.procs[f"worker-{n}"].pid for n in names]
-        self.peak, self._stop = 0, threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sum(memory_of(pid)["rss"] for pid in self.pids))
-            time.sleep(0.2)
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.t.join()
-
-
 LONG = [{"role": "user", "content": "Write a very long story about a cat."}]  # SmolLM2: 400 tokens, ~6 s
 
 
@@ -91,7 +70,8 @@ def ask(stack, model, max_tokens=8, messages=HI, **kw):
 
 def test_two_models_answer_in_turn_within_the_pool(fleet):
     assert {m.id for m in client(fleet).models.list().data} == {SMALL, QWEN}  # both listed, whatever is loaded
-    with RssSampler(fleet, [SMALL, QWEN]) as rss:
+    pids = [fleet.procs[f"worker-{n}"].pid for n in (SMALL, QWEN)]
+    with MemorySampler(lambda: [memory_of(pid) for pid in pids]) as rss:
         for model in (SMALL, QWEN, SMALL, QWEN):
             assert ask(fleet, model).choices[0].message.content.strip()
             assert states(fleet)[model] == "loaded"

@@ -18,9 +18,10 @@ from deploy.api.gate import ApiGate, GateSettings
 from deploy.api.metrics import FleetMetrics
 from deploy.api.routes import RouteKinds, route_table
 from deploy.api.workers import Workers
+from deploy.wire.access import HostGuard, own_host_names
 from deploy.wire.bounded_body import body_limit
 from deploy.wire.client import AsyncFleetClient
-from deploy.wire.errors import ClientError
+from deploy.wire.errors import ClientError, error_body
 from deploy.wire.fields import client_error
 from deploy.wire.keys import read_keys
 
@@ -32,6 +33,7 @@ class ApiSettings:
     controller_url: str
     gate: GateSettings
     cors_origins: tuple[str, ...] = ()
+    hosts: frozenset[str] = own_host_names(["127.0.0.1"])  # what the Host header may name
 
     @classmethod
     def from_registry(cls, reg) -> "ApiSettings":
@@ -43,7 +45,7 @@ class ApiSettings:
                             body_limit=body_limit(max(contexts)),
                             max_in_flight=16 + 4 * sum(m.concurrency for m in reg.models),
                             cors=bool(d.cors_origins))
-        return cls(d.controller_url, gate, tuple(d.cors_origins))
+        return cls(d.controller_url, gate, tuple(d.cors_origins), own_host_names([d.host], d.allowed_hosts))
 
 
 def _error_response(e: ClientError) -> Response:
@@ -51,7 +53,7 @@ def _error_response(e: ClientError) -> Response:
 
 
 def build_app(settings: ApiSettings):
-    """The ASGI app uvicorn serves: the gate, then our FastAPI app."""
+    """The ASGI app uvicorn serves: the Host check, the gate, then our FastAPI app."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -80,4 +82,5 @@ def build_app(settings: ApiSettings):
     if settings.cors_origins:  # CORS is off unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
-    return ApiGate(app, settings.gate, RouteKinds(table), FleetMetrics(settings.controller_url))
+    gate = ApiGate(app, settings.gate, RouteKinds(table), FleetMetrics(settings.controller_url))
+    return HostGuard(gate, settings.hosts, lambda m: error_body(m, "invalid_request_error", code="misdirected_request"))

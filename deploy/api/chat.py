@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -11,9 +12,32 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from deploy.api.protocol import ChatCompletionRequest
 from deploy.api.streaming import Usage, chat_stream, new_id, notes_of
 from deploy.api.workers import Workers
-from deploy.wire.generation import chat_params, conversation_from_messages
+from deploy.wire.generation import Sampling, chat_params, conversation_from_messages
 
 router = APIRouter()
+
+
+async def prepare_chat(workers: Workers, model: str, messages: list[dict], sampling: Sampling,
+                       needs: set[str]) -> tuple[str, dict]:
+    """(worker address, worker params) for a conversation (system first, then user and assistant
+    turns as text) in the model's own template, its answer held to what the context leaves. The
+    chat, Responses and Anthropic Messages routes all come through here."""
+    addr = await workers.route(model, needs)
+    conv = conversation_from_messages(await workers.template(addr, model), messages)
+    params = chat_params(model, conv, sampling)
+    params["max_new_tokens"] = await workers.max_new_tokens(addr, model, params["prompt"], params["max_new_tokens"])
+    return addr, params
+
+
+async def answer_in_shape(request: Request, model: str, messages: list[dict], sampling: Sampling, stream: bool,
+                          events: Callable, whole: Callable[[dict], dict]):
+    """One chat turn for a route of another API (Responses, Anthropic Messages): its stream as
+    `events(workers, addr, params, notes)` gives it, or its whole answer shaped by `whole(frame)`."""
+    workers: Workers = request.app.state.workers
+    addr, params = await prepare_chat(workers, model, messages, sampling, set())
+    if stream:
+        return StreamingResponse(events(workers, addr, params, notes_of(request)), media_type="text/event-stream")
+    return JSONResponse(whole(await workers.generate(addr, params)))
 
 
 @router.post("/v1/chat/completions")
@@ -21,11 +45,7 @@ router = APIRouter()
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     workers: Workers = request.app.state.workers
     notes = notes_of(request)
-    addr = await workers.route(body.model, body.needs)
-    conv = conversation_from_messages(await workers.template(addr, body.model), body.openai_messages())
-    params = chat_params(body.model, conv, body.sampling())
-    params["max_new_tokens"] = await workers.max_new_tokens(addr, body.model, params["prompt"],
-                                                            params["max_new_tokens"])
+    addr, params = await prepare_chat(workers, body.model, body.openai_messages(), body.sampling(), body.needs)
     if body.stream:
         streams = [lambda: workers.stream(addr, params)] * body.choices
         return StreamingResponse(chat_stream(streams, body.model, notes, body.include_usage),

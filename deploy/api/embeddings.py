@@ -10,7 +10,8 @@ router = APIRouter()
 BATCH = 4  # inputs per worker call, as FastChat's API server sends them
 
 
-async def _embed(body: EmbeddingsRequest, workers: Workers) -> dict:
+async def embed(body: EmbeddingsRequest, workers: Workers) -> dict:
+    """The embeddings of every input, as /v1/embeddings answers (float vectors unless base64 is asked)."""
     addr = await workers.route(body.model, body.needs)
     data, tokens = [], 0
     for start in range(0, len(body.input), BATCH):
@@ -24,7 +25,7 @@ async def _embed(body: EmbeddingsRequest, workers: Workers) -> dict:
 
 @router.post("/v1/embeddings")
 async def create_embeddings(body: EmbeddingsRequest, request: Request):
-    return await _embed(body, request.app.state.workers)
+    return await embed(body, request.app.state.workers)
 
 
 @router.post("/v1/engines/{model_name}/embeddings")
@@ -32,4 +33,4 @@ async def create_engine_embeddings(model_name: str, request: Request):
     raw = await request.json()
     if isinstance(raw, dict):
         raw.setdefault("model", model_name)
-    return await _embed(EmbeddingsRequest.model_validate(raw), request.app.state.workers)
+    return await embed(EmbeddingsRequest.model_validate(raw), request.app.state.workers)

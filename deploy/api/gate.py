@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import httpx
 
 from deploy.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from deploy.api.routes import GENERATION, RouteKinds
+from deploy.api.routes import ANTHROPIC, GENERATION, RouteKinds
 from deploy.api.streaming import Notes
 from deploy.wire.bounded_body import body_limit, read_body, replay, send_error
 from deploy.wire.client import ModelUnavailable
-from deploy.wire.errors import RETRY_AFTER_S, ClientError, error_body, reshape
+from deploy.wire.errors import RETRY_AFTER_S, ClientError, as_anthropic, error_body, reshape
 from deploy.wire.strict_json import parse_object
 
 log = logging.getLogger("deploy.api.gate")
@@ -83,10 +83,12 @@ class ApiGate:
             return True
         if self.settings.cors and scope["method"] == "OPTIONS":
             return True
-        auth = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        headers = dict(scope.get("headers", []))
+        auth = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
-        token = token.strip()
-        return scheme.lower() == "bearer" and any(hmac.compare_digest(token, k) for k in keys)
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        token = token or headers.get(b"x-api-key", b"").decode("latin-1").strip()  # Anthropic's clients send this
+        return bool(token) and any(hmac.compare_digest(token, k) for k in keys)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -94,6 +96,8 @@ class ApiGate:
         notes = Notes()
         scope.setdefault("state", {})["notes"] = notes
         generation = self.kinds.kind(scope["path"]) == GENERATION
+        if self.kinds.errors(scope["path"]) == ANTHROPIC:
+            send = _anthropic_errors(send)
         if self.metrics is None or not generation:
             return await self._gated(scope, receive, send, generation)
         t0, seen = time.monotonic(), {"status": 500, "ttft": None, "sse": False, "json": b""}
@@ -120,8 +124,9 @@ class ApiGate:
         s = self.settings
         try:
             if not self._authorised(scope):
-                raise ClientError(401, "missing or wrong API key. Fix: send 'Authorization: Bearer KEY' with a key "
-                                       "from the api_keys_file named in model_paths.toml.",
+                raise ClientError(401, "missing or wrong API key. Fix: send 'Authorization: Bearer KEY' (or "
+                                       "'x-api-key: KEY') with a key from the api_keys_file named in "
+                                       "model_paths.toml.",
                                   code="invalid_api_key", kind="authentication_error",
                                   headers={"WWW-Authenticate": "Bearer"})
             if self.metrics is not None and scope["path"] == METRICS_PATH and scope["method"] == "GET":
@@ -188,6 +193,25 @@ class ApiGate:
         headers = [(k, v) for k, v in held["start"].get("headers", [])
                    if k not in (b"content-length", b"content-type")]
         await _send_shaped(send, status, body, headers)
+
+
+def _anthropic_errors(send):
+    """`send`, with every error response (complete, as the gate sends them) in Anthropic's shape."""
+    status = {"code": 200}
+
+    async def shaped(message):
+        if message["type"] == "http.response.start":
+            status["code"] = message["status"]
+            if status["code"] >= 400:
+                status["start"] = message
+                return
+        elif message["type"] == "http.response.body" and status["code"] >= 400:
+            body = as_anthropic(status["code"], message.get("body", b""))
+            headers = [(k, v) for k, v in status["start"].get("headers", []) if k != b"content-length"]
+            await send({**status["start"], "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            return await send({"type": "http.response.body", "body": body})
+        await send(message)
+    return shaped
 
 
 def _unreachable(e: BaseException) -> tuple[int, bytes]:

@@ -52,7 +52,34 @@ def _stop(v: Any) -> Any:
     return [s for s in items if s]
 
 
+def _non_empty_messages(v: Any) -> Any:
+    if not isinstance(v, list) or not v:
+        raise PydanticCustomError("messages", "must be a non-empty array of {role, content} objects")
+    return v
+
+
+def joined_text(v: Any, text_kinds: tuple[str, ...], refused: dict[str, str], fix: str) -> Any:
+    """Content given as a string, or as parts/blocks whose text ones (`text_kinds`) are joined; a
+    part of a kind in `refused` is refused with its reason and `fix`, any other kind as malformed."""
+    if isinstance(v, str):
+        return v
+    if not isinstance(v, list):
+        raise PydanticCustomError("content", "must be a string or an array of content parts")
+    texts = []
+    for part in v:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in refused:
+            raise PydanticCustomError("unsupported_content", "holds a '{kind}' part: {why}. Fix: {fix}",
+                                      {"kind": kind, "why": refused[kind], "fix": fix})
+        if kind not in text_kinds or not isinstance(part.get("text"), str):
+            raise PydanticCustomError("content", "parts must be objects with a type of {kinds} and a text string",
+                                      {"kinds": " or ".join(text_kinds)})
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 ModelName = Annotated[Text, Field(min_length=1, max_length=256)]
+Messages = BeforeValidator(_non_empty_messages)
 Stop = Annotated[list[str], BeforeValidator(_stop)]
 
 
@@ -232,19 +259,12 @@ class ChatMessage(StrictModel):
 
 
 class ChatCompletionRequest(GenerationRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: Annotated[list[ChatMessage], Messages]
     logprobs: Boolean | None = None
     top_logprobs: TopLogprobs | None = None
     tools: Annotated[Any, refused("'tools' (tool calling)", "No model here calls tools. Fix: leave 'tools' out.")] = None
     functions: Annotated[Any, refused("'functions' (tool calling)",
                                       "No model here calls tools. Fix: leave 'functions' out.")] = None
-
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _messages(cls, v):
-        if not isinstance(v, list) or not v:
-            raise PydanticCustomError("messages", "must be a non-empty array of {role, content} objects")
-        return v
 
     @model_validator(mode="after")
     def _chat_rules(self):

@@ -13,9 +13,10 @@ from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
 from deploy import fastchat_compat
-from deploy.api import chat, completions, embeddings, tokens
+from deploy.api import chat, completions, embeddings, messages, rerank, responses, tokens
 
 GENERATION, READ = "generation", "read"
+OPENAI, ANTHROPIC = "openai", "anthropic"  # the error shape a route's clients read
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RouteGroup:
     name: str
     router: APIRouter
     kind: str  # GENERATION: metrics and the in-flight cap; READ: neither
+    errors: str = OPENAI
 
 
 def route_table(controller_url: str) -> list[RouteGroup]:
@@ -32,20 +34,31 @@ def route_table(controller_url: str) -> list[RouteGroup]:
         RouteGroup("chat", chat.router, GENERATION),
         RouteGroup("completions", completions.router, GENERATION),
         RouteGroup("embeddings", embeddings.router, GENERATION),
+        RouteGroup("rerank", rerank.router, GENERATION),
+        RouteGroup("responses", responses.router, GENERATION),
+        RouteGroup("messages", messages.router, GENERATION, errors=ANTHROPIC),
         RouteGroup("token_check", tokens.router, READ),
         RouteGroup("models", models, READ),
     ]
 
 
 class RouteKinds:
-    """Path -> kind, from the table; a path no route serves has none (the app answers it 404)."""
+    """Path -> its group in the table; a path no route serves has none (the app answers it 404)."""
 
     def __init__(self, table: list[RouteGroup]):
-        self._patterns: list[tuple[re.Pattern, str]] = []
+        self._patterns: list[tuple[re.Pattern, RouteGroup]] = []
         for group in table:
             for route in group.router.routes:
                 if isinstance(route, APIRoute):
-                    self._patterns.append((compile_path(route.path)[0], group.kind))
+                    self._patterns.append((compile_path(route.path)[0], group))
+
+    def group(self, path: str) -> RouteGroup | None:
+        return next((g for pattern, g in self._patterns if pattern.match(path)), None)
 
     def kind(self, path: str) -> str | None:
-        return next((kind for pattern, kind in self._patterns if pattern.match(path)), None)
+        g = self.group(path)
+        return g.kind if g else None
+
+    def errors(self, path: str) -> str:
+        g = self.group(path)
+        return g.errors if g else OPENAI

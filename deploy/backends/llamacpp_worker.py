@@ -253,8 +253,8 @@ class LlamaCppWorker(BaseModelWorker):
 
     async def generate_gate(self, params: dict) -> dict:
         last = {"text": "", "error_code": 0}
-        async for frame in self.generate_stream_gate(params):
-            last = json.loads(frame[:-1])
+        async for raw in self.generate_stream_gate(params):
+            last = json.loads(raw[:-1])
             if last["error_code"]:
                 break
         return last

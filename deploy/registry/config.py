@@ -188,6 +188,9 @@ class Deployment(BaseModel):
                                       "needs 'Authorization: Bearer KEY'; required for an API bound beyond loopback.")
     cors_origins: list[str] = Field(default_factory=list, description="Web origins allowed to call the API from a "
                                     "browser (e.g. [\"http://localhost:3000\"]); none by default.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Names (besides loopback and the addresses "
+                                     "this host binds) that requests to the fleet's services may carry in their Host "
+                                     "header, e.g. [\"fleet.lan\"]; any other name gets 421 (no DNS rebinding).")
     memory_limit: int | None = Field(
         default=None, gt=0, description="The memory this host's models may use together, e.g. \"12GiB\". Models "
         "whose budgets add up to more still all register; they load when first asked, and the idle one used least "

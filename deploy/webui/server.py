@@ -9,6 +9,7 @@ from deploy.registry.config import EXIT_CONFIG, Registry
 from deploy.registry.host import is_loopback
 from deploy.registry.paths import FleetPaths, expand_path
 from deploy.webui.puzzles_tab import PuzzleBook
+from deploy.wire.access import HostGuard, own_host_names
 
 
 def parse_auth(path: str) -> list[tuple[str, str]]:
@@ -53,5 +54,6 @@ def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None, pu
     demo.show_api = False
     app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth)
     app.add_middleware(OfflinePage)
+    app.add_middleware(HostGuard, allowed=own_host_names([d.host], d.allowed_hosts))  # outermost: before routing
     uvicorn.run(app, host=d.host, port=d.webui_port, log_level="warning")
     return 0

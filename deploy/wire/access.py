@@ -36,3 +36,65 @@ class OnlyFrom:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
+
+
+# ---- the Host header: only our own names --------------------------------------------------------
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def interface_addresses() -> set[str]:
+    """Every IP address of this machine's interfaces (what a client may reach a wildcard bind at)."""
+    import psutil
+
+    out = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                out.add(a.address.split("%")[0].lower())
+    return out
+
+
+def own_host_names(binds: list[str], extra: list[str] = ()) -> frozenset[str]:
+    """The names a request to one of our services may carry in its Host header: loopback always,
+    the addresses the service binds (every interface address, the machine's name and the
+    configured ones for a wildcard bind), and `extra` ([deployment] allowed_hosts)."""
+    names = set(LOOPBACK_NAMES) | {b.lower().strip("[]") for b in binds if b not in WILDCARDS}
+    if any(b in WILDCARDS for b in binds):
+        names |= interface_addresses() | {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names | {e.lower().strip("[]") for e in extra})
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header: 'a.b:8000' -> 'a.b', '[::1]:8000' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostGuard:
+    """ASGI: a request whose Host header names none of our own hosts is refused (421) before it is
+    routed. With no keys on loopback, a web page the user opens could otherwise point a name of its
+    own at 127.0.0.1 (DNS rebinding) and use our services as same-origin: read the models' answers,
+    register a worker, vote. `body(message)` shapes the answer as the service's clients expect."""
+
+    def __init__(self, app, allowed: frozenset[str], body=None):
+        self.app, self.allowed = app, allowed
+        self.body = body or (lambda m: json.dumps({"error": m}).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            header = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if host_of(header) not in self.allowed:
+                msg = (f"the Host header names '{host_of(header)[:100]}', which is not this server. Fix: call it by "
+                       f"its own address (e.g. 127.0.0.1), or add the name to allowed_hosts in [deployment] of "
+                       f"model_paths.toml")
+                if scope["type"] == "websocket":
+                    return await send({"type": "websocket.close", "code": 1008})
+                body = self.body(msg)
+                await send({"type": "http.response.start", "status": 421,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+        await self.app(scope, receive, send)

@@ -77,3 +77,19 @@ def reshape(status: int, body: bytes) -> tuple[int, bytes]:
         message = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
     return status, error_body(message, _BY_STATUS.get(status, "server_error" if status >= 500 else
                                                        "invalid_request_error"))
+
+
+# Anthropic's error types by HTTP status (its Messages API clients read these)
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 421: "permission_error",
+                    429: "rate_limit_error", 503: "overloaded_error"}
+
+
+def as_anthropic(status: int, body: bytes) -> bytes:
+    """An OpenAI-shaped error body in Anthropic's shape: {"type": "error", "error": {type, message}}."""
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace")
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}, ensure_ascii=False).encode()

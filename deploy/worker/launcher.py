@@ -18,7 +18,7 @@ from deploy import backends
 from deploy.backends import ConfigProblem, FleetWorker
 from deploy.registry.config import EXIT_CONFIG, ModelEntry, Registry, RegistryError, validate_for_host
 from deploy.registry.host import HostInfo, is_loopback
-from deploy.wire.access import OnlyFrom, host_address
+from deploy.wire.access import HostGuard, OnlyFrom, host_address, own_host_names
 from deploy.wire.secret import SecretError, read_secret
 from deploy.worker.app import create_worker_app
 from deploy.worker.fit import DoesNotFit, require_fit
@@ -110,6 +110,7 @@ def run_worker(reg: Registry, name: str) -> int:
                             idle_unload=entry.idle_unload, keep_loaded=entry.keep_loaded)
     if not is_loopback(d.host):  # reachable from the network: only the controller's host may call it
         app = OnlyFrom(app, {host_address(d.controller_url)})
+    app = HostGuard(app, own_host_names([d.host], d.allowed_hosts))
     log.info("worker '%s' (%s) serving on %s:%d", entry.name, entry.backend, d.host, entry.port)
     uvicorn.run(app, host=d.host, port=entry.port, log_level="warning")
     return 0
