@@ -4,8 +4,6 @@ worker; the worker host has its own checkout-like folder whose model_paths.toml 
 `role = "workers"`, renders a supervisord.conf with workers only, and runs it inside the
 namespace. Its model is served through the one API; cutting the link takes it out of routing
 within seconds and restoring it brings it back."""
-import os
-import shutil
 import subprocess
 import time
 
@@ -15,54 +13,11 @@ import tomlkit
 from openai import APIStatusError, OpenAI
 
 from conftest import QWEN, SMALL, Stack, entry
+from tests.netns import VethPair, namespaces_work, sh
 from tests.harness import REPO, free_port, shutdown_supervisord, wait_for
 
 pytestmark = pytest.mark.slow
 HI = [{"role": "user", "content": "Say hi."}]
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True)
-
-
-class VethPair:
-    """A namespace `ns` joined to this one by a veth pair: main <-> worker addresses."""
-
-    def __init__(self):
-        tag = os.getpid() % 10000
-        self.ns, self.a, self.b = f"fleet-ns-{tag}", f"fl{tag}a", f"fl{tag}b"
-        sub = 200 + os.getpid() % 50
-        self.main_ip, self.worker_ip, self.stranger_ip = f"10.213.{sub}.1", f"10.213.{sub}.2", f"10.213.{sub}.3"
-
-    def __enter__(self):
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.a, "type", "veth", "peer", "name", self.b)
-        sh("ip", "link", "set", self.b, "netns", self.ns)
-        sh("ip", "addr", "add", f"{self.main_ip}/24", "dev", self.a)
-        sh("ip", "addr", "add", f"{self.stranger_ip}/24", "dev", self.a)  # a third machine on the network
-        sh("ip", "link", "set", self.a, "up")
-        for cmd in (("ip", "addr", "add", f"{self.worker_ip}/24", "dev", self.b), ("ip", "link", "set", self.b, "up"),
-                    ("ip", "link", "set", "lo", "up")):
-            sh("ip", "netns", "exec", self.ns, *cmd)
-        return self
-
-    def link(self, up: bool) -> None:
-        sh("ip", "link", "set", self.a, "up" if up else "down")
-
-    def __exit__(self, *exc):
-        subprocess.run(["ip", "link", "del", self.a], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-
-
-def namespaces_work() -> str | None:
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        return "needs root and iproute2 to create network namespaces"
-    probe = f"fleet-probe-{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode:
-        return f"cannot create network namespaces here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
 
 
 @pytest.fixture(scope="module")

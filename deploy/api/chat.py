@@ -25,6 +25,7 @@ async def prepare_chat(workers: Workers, model: str, messages: list[dict], sampl
     addr = await workers.route(model, needs)
     conv = conversation_from_messages(await workers.template(addr, model), messages)
     params = chat_params(model, conv, sampling)
+    params["messages"] = messages  # for an upstream reached through its own chat route (backend = "openai")
     params["max_new_tokens"] = await workers.max_new_tokens(addr, model, params["prompt"], params["max_new_tokens"])
     return addr, params
 

@@ -16,16 +16,18 @@ from pathlib import Path
 from deploy.backends.base import FEATURES, Backend, ConfigProblem, FleetWorker, ModelShape
 from deploy.backends.llamacpp import LlamaCpp
 from deploy.backends.transformers import Transformers
+from deploy.backends.upstream import Upstream
 from deploy.registry import config
 from deploy.registry.config import ModelEntry, Registry
 from deploy.registry.options import Catalogue
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (LlamaCpp(), Transformers())}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (LlamaCpp(), Transformers(), Upstream())}
 
 # Backends an older model_paths.toml may name, and what to do instead.
 RETIRED = {
-    "vllm": "FastChat's vLLM worker registers without the fleet secret, so the controller refused it. Fix: "
-            "remove this entry; for a GPU host see README.md, 'More than one machine'",
+    "vllm": "FastChat's vLLM worker registered without the fleet secret, so the controller refused it. Fix: "
+            "run `vllm serve` on the GPU host and add it as backend = \"openai\" (python -m deploy add-model "
+            "--upstream URL --upstream-model NAME ...; README.md, 'More than one machine')",
 }
 
 __all__ = ["Backend", "ConfigProblem", "FleetWorker", "ModelShape", "FEATURES", "BACKENDS", "catalogue", "get",

@@ -7,7 +7,6 @@ in the engine's parallel slots, batched together, rather than queued behind one 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import threading
@@ -18,6 +17,7 @@ import httpx
 from fastchat.serve.base_model_worker import BaseModelWorker
 
 from deploy.backends.base import return_memory_to_the_system
+from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_frame
 from deploy.registry.templates import text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, frame
 
@@ -243,51 +243,7 @@ class LlamaCppWorker(BaseModelWorker):
             err = out.get("error", out)
             return {"text": f"llama.cpp engine error: {err.get('message', err) if isinstance(err, dict) else err}",
                     "error_code": VALIDATION_ERROR}
-        vectors = [d["embedding"] for d in sorted(out["data"], key=lambda d: d["index"])]
-        if params.get("encoding_format") == "base64":
-            import base64
-            import struct
-
-            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-        return {"embedding": vectors, "token_num": out["usage"]["prompt_tokens"]}
+        return embeddings_reply(out, params.get("encoding_format"))
 
     async def generate_gate(self, params: dict) -> dict:
-        last = {"text": "", "error_code": 0}
-        async for raw in self.generate_stream_gate(params):
-            last = json.loads(raw[:-1])
-            if last["error_code"]:
-                break
-        return last
-
-
-class TokenLogprobs:
-    """The engine's per-token log-probabilities (OpenAI chat shape, one entry per token),
-    collected over a stream and given both ways FastChat's clients read them: `logprobs` in the
-    completions shape FastChat's API server passes on, `chat_logprobs` in the chat shape."""
-
-    def __init__(self, offset: int, top_n):
-        self.top_n = None if top_n is None else int(top_n)
-        self.offset = offset
-        self.content: list[dict] = []
-
-    def add(self, logprobs) -> None:
-        if self.top_n is None or not logprobs:
-            return
-        for tok in logprobs.get("content") or []:
-            tok = dict(tok)
-            tok["top_logprobs"] = [dict(t) for t in (tok.get("top_logprobs") or [])[:self.top_n]]
-            self.content.append(tok)
-
-    def fields(self) -> dict:
-        if self.top_n is None:
-            return {}
-        offsets, at = [], self.offset
-        for tok in self.content:
-            offsets.append(at)
-            at += len(tok["token"])
-        return {
-            "logprobs": {"text_offset": offsets, "tokens": [t["token"] for t in self.content],
-                         "token_logprobs": [t["logprob"] for t in self.content],
-                         "top_logprobs": [{a["token"]: a["logprob"] for a in t["top_logprobs"]} for t in self.content]},
-            "chat_logprobs": {"content": self.content},
-        }
+        return await last_frame(self.generate_stream_gate(params))

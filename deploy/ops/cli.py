@@ -171,12 +171,41 @@ def cmd_add_model(args, paths: FleetPaths) -> int:
     from deploy.registry.edit import read_data
     from deploy.registry.placement import propose_for
 
+    if args.upstream:  # a model served elsewhere: the proxy needs little of this machine
+        return add_upstream(args, paths)
     if args.cores is None:
         placed = propose_for(read_data(paths))
         args.cores = ",".join(map(str, placed.cores))
         args.threads = args.threads or placed.threads
         print(f"cores {placed.cores} ({placed.reason}); --cores chooses others")
     add_entry(entry_from_args(args), paths, replace=args.replace)
+    return 0
+
+
+PROXY_BUDGET = "512MiB"  # an idle proxy worker holds 0.15 GiB; the rest is room for long answers in flight
+
+
+def add_upstream(args, paths: FleetPaths) -> int:
+    """add-model --upstream URL --upstream-model NAME ...: check the upstream, then write the entry."""
+    from deploy import backends
+    from deploy.ops.entry_cli import add_entry, entry_from_args
+    from deploy.provision.upstream import UpstreamProblem, check_upstream
+    from deploy.registry.host import HostInfo
+
+    if not args.upstream_model:
+        print("ERROR: --upstream needs --upstream-model NAME (the model's name on that server).", file=sys.stderr)
+        return 2
+    args.backend, args.path = "openai", args.upstream
+    args.memory_budget = args.memory_budget or PROXY_BUDGET
+    args.cores = args.cores or ",".join(map(str, sorted(HostInfo.current().cores)))
+    args.threads = args.threads or 1
+    entry = entry_from_args(args)
+    try:
+        print(check_upstream(backends.parse_registry({"models": [entry]}, "add-model").models[0]))
+    except (UpstreamProblem, backends.ConfigProblem) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    add_entry(entry, paths, replace=args.replace)
     return 0
 
 
@@ -233,8 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("fetch-defaults", cmd_fetch_defaults, "fetch and check the offline default models")
     s = command("add-model", cmd_add_model, "add an entry to model_paths.toml (options from the entry's fields; "
                 "without --cores, the least-used cores are proposed)")
-    add_entry_options(s, optional=("cores",))
+    add_entry_options(s, optional=("cores", "path", "backend", "memory_budget"))
     s.add_argument("--replace", action="store_true", help="replace an entry of the same name")
+    s.add_argument("--upstream", metavar="URL", help="a model served by an OpenAI-compatible server elsewhere (vLLM, "
+                   "SGLang, llama.cpp's server, Ollama, another fleet): its base URL, e.g. http://gpu-host:8000/v1; "
+                   "checked (reachable, key, model listed, one token) before the entry is written; backend openai, "
+                   "memory budget and cores of a proxy unless given")
     s = command("download", cmd_download, "download a model from ModelScope and add its entry "
                 "(entry options default to the model's preset and the fit estimate)")
     s.add_argument("model_id", nargs="?", metavar="NAME_OR_ID",

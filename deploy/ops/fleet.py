@@ -143,6 +143,16 @@ def _model_state(w: dict | None, info: dict) -> str:
     return (w or {}).get("state") or info.get("state") or "-"
 
 
+def _upstream_line(name: str, info: dict) -> str | None:
+    """A model served elsewhere: its upstream, whether it answers and how fast (never its key)."""
+    if not info.get("upstream"):
+        return None
+    state = (f"answers in {info['upstream_latency_ms']} ms" if info.get("upstream_ok") else
+             f"DOWN: {info.get('upstream_problem') or 'not checked yet'}")
+    route = {"chat": ", via its chat route"}.get(info.get("upstream_route"), "")
+    return f"{name}: upstream {info['upstream']} (model {info.get('upstream_model')}{route}) {state}"
+
+
 def _pool_lines(client: FleetClient, workers: list[dict]) -> list[str]:
     """Each host's memory pool, and why a model failed to load (if one did)."""
     lines = [f"memory pool {p['host']}: {fmt_size(p['used'])} used of {fmt_size(p['limit'])} (memory_limit); "
@@ -176,7 +186,7 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     progs = programs(paths)
     print(_row("model", "host", "backend", "process", "health", "state", "cores", "actual", "RSS / budget", "queue",
                "heartbeat"))
-    shown = set()
+    shown, upstreams = set(), []
     for m in reg.models:
         p, w = progs.get(f"worker-{m.name}"), by_address.get(f"http://{reg.deployment.host}:{m.port}")
         info = client.worker_info(w["worker"]) if w else {}
@@ -184,6 +194,7 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
         print(_row(m.name, host, m.backend, p.state if p else "absent", _health(w), _model_state(w, info),
                    describe_cores(m.cores), _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
+        upstreams.append(_upstream_line(m.name, info))
     for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
         if w["worker"] in shown:
             continue
@@ -194,7 +205,7 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     for name in ("controller", "api_server", "webui") if reg.deployment.role == "all" else ():
         p = progs.get(name)
         print(_row(name, "", "", p.state if p else "absent").rstrip())
-    for line in _pool_lines(client, workers):
+    for line in [u for u in upstreams if u] + _pool_lines(client, workers):
         print(line)
     return 0
 

@@ -51,7 +51,7 @@ class ModelEntry(BaseModel):
         json_schema_extra={"fix": "use letters, digits, '.', '_' and '-' only, e.g. 'qwen-7b-chat'"},
     )
     path: str = Field(
-        description="The model: a GGUF file or a Hugging Face folder, as its backend takes. "
+        description="The model: a GGUF file, a Hugging Face folder or a server's base URL, as its backend takes. "
         "'$FLEET_CACHE' and '~' are expanded.",
         json_schema_extra={"fix": "point it at the downloaded file or folder"},
     )
@@ -387,10 +387,7 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
                                 f"the two will compete for it when both are busy.")
             owner.setdefault(c, m.name)
         if check_paths:
-            p = m.resolved_path
-            problem = (f"{p} does not exist. Fix: download the model (scripts/setup.sh for the defaults, "
-                       f"python -m deploy download for others) or correct the path."
-                       if not p.exists() else m.options.path_problem(p))
+            problem = m.options.location_problem(m)
             if problem:
                 errors.append(f"{where}, field 'path': {problem}")
         warnings.extend(f"{where}: {w}" for w in m.options.host_warnings(m))

@@ -31,6 +31,14 @@ class BackendOptions(BaseModel):
         """Why `path` cannot be this backend's model (with the fix), or None if it can."""
         return None
 
+    def location_problem(self, entry: ModelEntry) -> str | None:
+        """Why the entry's `path` cannot serve (it does not exist, or is the wrong kind), or None."""
+        p = entry.resolved_path
+        if not p.exists():
+            return (f"{p} does not exist. Fix: download the model (scripts/setup.sh for the defaults, python -m "
+                    f"deploy download for others) or correct the path.")
+        return self.path_problem(p)
+
     def host_warnings(self, entry: ModelEntry) -> list[str]:
         """What may stop the entry on this host without being an error in the file."""
         return []

@@ -30,6 +30,30 @@ from deploy.webui.widgets import (Controls, Pickers, controls, export_row, input
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
 TITLE = "fastchat-fleet · model arena"
+# Each pane follows its newest text, unless its reader has scrolled up. Gradio's own autoscroll
+# decides before an update is laid out, and misses what grows after it (the speed footer, a
+# table rendered late): this decides on every change of a pane's content, once it is laid out.
+FOLLOW_PANES = """<script>
+(() => {
+  const NEAR = 80, follows = new WeakMap();
+  const gap = (w) => w.scrollHeight - w.clientHeight - w.scrollTop;
+  document.addEventListener("scroll", (e) => {
+    const w = e.target;
+    if (w.classList && w.classList.contains("bubble-wrap")) follows.set(w, gap(w) <= NEAR);
+  }, true);
+  const settle = (w) => requestAnimationFrame(() => { if (follows.get(w) !== false) w.scrollTop = w.scrollHeight; });
+  new MutationObserver((changes) => {
+    const panes = new Set();
+    for (const c of changes) {
+      const n = c.target.nodeType === 1 ? c.target : c.target.parentElement;
+      if (!n) continue;
+      const w = n.closest(".pane .bubble-wrap");
+      if (w) panes.add(w); else n.querySelectorAll(".pane .bubble-wrap").forEach((x) => panes.add(x));
+    }
+    panes.forEach(settle);
+  }).observe(document.documentElement, {childList: true, subtree: true, characterData: true});
+})();
+</script>"""
 CSS = """
 footer {display: none !important}
 .pane .message {font-size: 15px}
@@ -383,7 +407,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
                  max_new_tokens: int = 512, puzzles: PuzzleBook | None = None) -> gr.Blocks:
     arena = Arena(client, votes)
     theme = gr.themes.Default(font=THEME_FONTS, font_mono=["Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"])
-    with gr.Blocks(title=TITLE, theme=theme, css=CSS, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, theme=theme, css=CSS, head=FOLLOW_PANES, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}")
         gr.Markdown("Chat with the models this machine serves, two at a time, and vote for the better answer. "
                     "Each model runs in its own FastChat worker, pinned to its own CPU cores and memory budget.",

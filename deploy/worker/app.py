@@ -174,7 +174,13 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
 
     @app.post(routes.WORKER_GET_STATUS)
     async def get_status(request: Request):
-        return w(request).get_status()
+        """The controller's health check. A worker that cannot serve now (an upstream that does not
+        answer) says why with a 503, and the controller takes it out of routing until it can."""
+        wk = w(request)
+        problem = getattr(wk, "health_problem", lambda: None)()
+        if problem:
+            return JSONResponse({"text": problem, "error_code": UNAVAILABLE}, status_code=503)
+        return wk.get_status()
 
     @app.post(routes.COUNT_TOKEN)
     async def count_token(request: Request):
@@ -187,7 +193,8 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):
         m = memory_of()
-        return {**request.app.state.info, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"],
+        live = getattr(w(request), "live_info", dict)()  # what a backend reports of itself now
+        return {**request.app.state.info, **live, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"],
                 "state": residency.state, "in_flight": residency.in_flight, "load_seconds": residency.load_seconds,
                 "load_error": residency.reason, "rss_asleep": residency.rss_asleep,
                 "idle_s": round(time.monotonic() - residency.last_used, 1) if residency.last_used else None}
