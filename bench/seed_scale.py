@@ -39,7 +39,7 @@ from deploy.ops.supervisor import programs
 from deploy.registry.host import memory_of
 from deploy.registry.paths import REPO_ROOT, FleetPaths
 from deploy.registry.render import write
-from deploy.worker.fit import estimate, suggest_budget
+from deploy.backends.fit import estimate, suggest_budget
 from tests.harness import free_port, shutdown_supervisord, write_registry
 
 GB = 1e9

@@ -6,7 +6,7 @@ import pytest
 
 from deploy import backends
 from deploy.backends import ModelShape, parse_registry
-from deploy.worker.fit import DoesNotFit, estimate, require_fit
+from deploy.backends.fit import DoesNotFit, estimate, require_fit
 
 GiB = 1024**3
 

@@ -34,7 +34,7 @@ def test_entry_budget_is_the_estimate_plus_margin(tmp_path):
     assert e["source"] == "modelscope:qwen/Qwen-7B-Chat" and e["backend"] == "transformers"
     from deploy.backends.transformers import resolve_dtype
     from deploy.backends import parse_registry
-    from deploy.worker.fit import estimate
+    from deploy.backends.fit import estimate
 
     need = estimate(parse_registry({"models": [{**e, "memory_budget": "100GiB"}]}).models[0]).total
     gib = float(e["memory_budget"].removesuffix("GiB"))

@@ -253,6 +253,8 @@ def test_enter_then_click_sends_once(page, ui):
 
 def test_a_follow_up_after_a_vote_keeps_the_conversation(page, ui):
     page.click("#named_new")
+    page.click("#named_params")
+    assert page.locator("#named_seed").locator("input, textarea").input_value() == ""  # random: no seed sent
     select(page, "named_model_a", SMALL)
     select(page, "named_model_b", QWEN)
     ask(page, "named", "我叫小明。")
@@ -266,6 +268,10 @@ def test_a_follow_up_after_a_vote_keeps_the_conversation(page, ui):
     for conv in exported["conversations"]:  # what the models were sent: both turns, in order
         assert [t["user"] for t in conv["turns"]] == ["我叫小明。", "我叫什么名字？"] and conv["turns"][0]["assistant"]
         assert conv["turns"][1]["speed"]["tokens"] > 0
+        # the follow-up did not compute the first turn again: the worker's KV cache held it
+        speed = conv["turns"][1]["speed"]
+        assert speed["cached_tokens"] >= conv["turns"][0]["speed"]["prompt_tokens"], conv["turns"]
+    assert "prompt tokens reused" in bubbles(page, "pane_b")[-1]
 
 
 def test_switching_the_model_in_direct_chat_keeps_the_context(page, ui):

@@ -26,7 +26,8 @@ def test_json_export_holds_every_turn_with_its_speed_and_the_system_prompt():
     conv = doc["conversations"][0]
     assert conv["model"] == "qwen" and conv["system"] == "Answer briefly."
     assert [(t["user"], t["assistant"]) for t in conv["turns"]] == [("你好", "你好！"), ("1+1=?", "2")]
-    assert conv["turns"][1]["speed"] == {"ttft_s": 0.5, "tokens": 21, "tokens_per_s": 20.0}
+    assert conv["turns"][1]["speed"] == {"ttft_s": 0.5, "tokens": 21, "tokens_per_s": 20.0, "prompt_tokens": 0,
+                                         "cached_tokens": None}
     assert doc["settings"] == {"temperature": 0.7, "seed": 3}
 
 

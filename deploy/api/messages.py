@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.chat import answer_in_shape
 from deploy.api.protocol import Messages, ModelName, Stop, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Notes, StreamFailed, new_id, text_deltas
+from deploy.api.streaming import Notes, StreamFailed, cached_tokens, new_id, text_deltas
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, TopK, TopP
 from deploy.wire.generation import Sampling
@@ -72,8 +72,11 @@ def stop_reason(frame: dict) -> str:
 
 
 def _usage(frame: dict) -> dict:
+    """Anthropic counts prompt tokens read from a cache apart from input_tokens."""
     u = frame.get("usage") or {}
-    return {"input_tokens": int(u.get("prompt_tokens") or 0), "output_tokens": int(u.get("completion_tokens") or 0)}
+    cached = cached_tokens(u) or 0
+    return {"input_tokens": int(u.get("prompt_tokens") or 0) - cached, "output_tokens": int(u.get("completion_tokens") or 0),
+            "cache_read_input_tokens": cached}
 
 
 def _message(mid: str, body: MessagesRequest, text: list, frame: dict) -> dict:

@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.chat import answer_in_shape
 from deploy.api.protocol import ModelName, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Notes, StreamFailed, new_id, text_deltas
+from deploy.api.streaming import Notes, StreamFailed, cached_tokens, new_id, text_deltas
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, TopP
 from deploy.wire.generation import Sampling
@@ -102,7 +102,7 @@ def _usage(frame: dict) -> dict:
     u = frame.get("usage") or {}
     i, o = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
     return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o,
-            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+            "input_tokens_details": {"cached_tokens": cached_tokens(u) or 0}, "output_tokens_details": {"reasoning_tokens": 0}}
 
 
 async def _events(workers: Workers, addr: str, params: dict, body: ResponsesRequest, notes: Notes) -> AsyncIterator[str]:

@@ -54,15 +54,28 @@ class Usage:
 
     def __init__(self):
         self.prompt = self.completion = 0
+        self.cached: int | None = None  # prompt tokens served from a KV cache, where the worker says
 
     def add(self, frame: dict) -> None:
         u = frame.get("usage") or {}
         self.prompt += int(u.get("prompt_tokens") or 0)
         self.completion += int(u.get("completion_tokens") or 0)
+        cached = cached_tokens(u)
+        if cached is not None:
+            self.cached = (self.cached or 0) + cached
 
     def as_dict(self) -> dict:
-        return {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
-                "total_tokens": self.prompt + self.completion}
+        out = {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
+               "total_tokens": self.prompt + self.completion}
+        if self.cached is not None:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached}
+        return out
+
+
+def cached_tokens(usage: dict) -> int | None:
+    """OpenAI's usage.prompt_tokens_details.cached_tokens from a worker's usage, if it says."""
+    n = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return None if n is None else int(n)
 
 
 def new_id(prefix: str) -> str:

@@ -3,6 +3,7 @@ launcher, the fit estimate, the memory limits, the worker app and status reports
 objects; none of them knows a backend by name."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Iterator, Protocol, runtime_checkable
@@ -29,10 +30,18 @@ class ModelShape:
     n_layers: int
     n_kv_heads: int
     head_dim: int
-    kv_bytes_per_value: int  # f16 cache in llama.cpp, the compute dtype in torch
+    kv_bytes_per_value: float  # llama.cpp: its kv_cache_type (2 for f16); torch: the compute dtype
     # Transient memory of one request's prompt processing, per prompt token (0 where the
     # runtime allocates its compute buffers at load, as llama.cpp does).
     prefill_bytes_per_token: int = 0
+    draft: ModelShape | None = None  # a draft model loaded beside it for speculation (same slots)
+    # Buffers the entry's options add beyond the runtime overhead (speculation's logits).
+    extra_bytes: int = 0
+    n_vocab: int = 0
+
+    def kv_bytes(self, tokens: int) -> int:
+        """K and V, per layer, per KV head, per head dimension, per token."""
+        return math.ceil(2 * self.n_layers * self.n_kv_heads * self.head_dim * self.kv_bytes_per_value * tokens)
 
 
 class ConfigProblem(Exception):

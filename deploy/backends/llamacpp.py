@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deploy.backends.base import Backend, ModelShape
 from deploy.registry.options import BackendOptions
+from deploy.registry.paths import expand_path
 
 
 def quantisation(meta: dict) -> str | None:
@@ -19,6 +20,22 @@ def quantisation(meta: dict) -> str | None:
         return gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
     except (TypeError, ValueError):
         return None
+
+
+# Bytes per cached K or V value: f16, and llama.cpp's block formats (32 values in 34 and 18 bytes).
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+DRAFT_MAX = 8      # tokens a draft model proposes at a time (llama.cpp's default: 3)
+NGRAM_MAX = 64     # the most an n-gram mode drafts at a time (llama.cpp's ngram-mod default)
+BATCH = {True: 512, False: 2048}  # tokens per engine step, with embeddings on (n_ubatch) and off
+
+
+def speculation_logits(opts, concurrency: int, n_vocab: int) -> int:
+    """Speculation checks every drafted token, so the engine keeps logits for each: up to a step's
+    tokens × vocabulary × 4 bytes (bench/speculation.py saw a worker killed by its budget without it)."""
+    if opts.speculation == "off":
+        return 0
+    per_slot = (DRAFT_MAX if opts.speculation == "draft" else NGRAM_MAX) + 1
+    return min(BATCH[opts.embeddings], concurrency * per_slot) * n_vocab * 4
 
 
 class LlamaCppOptions(BackendOptions):
@@ -47,6 +64,40 @@ class LlamaCppOptions(BackendOptions):
                              "decode speed: 1 percent in the latest run (44.9 vs 45.3 tok/s), within noise in earlier "
                              "ones. false turns it off.")
 
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        default="f16", description="The KV cache's number format (K and V): q8_0 holds it in 53 percent of "
+        "f16's memory, q4_0 in 28 percent, which the fit estimate counts; quantised V needs flash attention "
+        "(auto or on). Speed, memory and changed puzzle answers per type: bench/kv_cache.py.")
+
+    speculation: Literal["off", "ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "draft"] = Field(
+        default="off", description="Speculative decoding: the engine drafts tokens and the model checks several at "
+        "once. The ngram modes need no second model: they draft from what the conversation already holds, and pay "
+        "where an answer repeats its context (editing code, quoting a text); draft: a smaller model of the same "
+        "vocabulary (draft_model) drafts, which on few cores competes with the model for them. What each mode does "
+        "per workload: bench/speculation.py.")
+    draft_model: str | None = Field(default=None, description="speculation = \"draft\": the draft model's GGUF "
+                                    "(same tokenizer, e.g. Qwen2.5-0.5B for a Qwen2.5 model), counted by the fit "
+                                    "estimate with its own KV cache. '$FLEET_CACHE' and '~' are expanded.")
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.kv_cache_type != "f16" and self.flash_attention == "off":
+            raise ValueError(f"kv_cache_type = \"{self.kv_cache_type}\" needs flash attention: llama.cpp quantises the "
+                             f"V cache only with it. Fix: flash_attention = \"auto\", or kv_cache_type = \"f16\"")
+        if (self.speculation == "draft") != bool(self.draft_model):
+            raise ValueError("speculation = \"draft\" and draft_model go together. Fix: name the draft model's GGUF "
+                             "in draft_model with speculation = \"draft\", or use an ngram mode without draft_model")
+        return self
+
+    def draft_path(self) -> Path | None:
+        return expand_path(self.draft_model) if self.draft_model else None
+
+    def location_problem(self, entry) -> str | None:
+        draft = self.draft_path()
+        if draft is not None and not draft.is_file():
+            return f"draft_model {draft} is not a file. Fix: point it at the draft model's .gguf."
+        return super().location_problem(entry)
+
     @property
     def flash_attention_on(self) -> bool | None:
         """True/False to set it, None for llama.cpp's own choice."""
@@ -59,6 +110,21 @@ class LlamaCppOptions(BackendOptions):
                 f"inside it, or use backend = \"transformers\".")
 
 
+def gguf_shape(path: Path, kv_bytes: float, draft: ModelShape | None = None) -> ModelShape:
+    """Weights and KV cache geometry from a GGUF's metadata."""
+    from deploy.backends.gguf import read_gguf
+
+    meta, tensors = read_gguf(path)
+    arch = meta.get("general.architecture")
+    n_heads = int(meta.get(f"{arch}.attention.head_count"))
+    n_kv = int(meta.get(f"{arch}.attention.head_count_kv") or n_heads)
+    key_len = meta.get(f"{arch}.attention.key_length")
+    head_dim = int(key_len) if key_len else int(meta.get(f"{arch}.embedding_length")) // n_heads
+    n_vocab = next((t["dims"][1] for t in tensors if t["name"] == "token_embd.weight"), 0)
+    return ModelShape(path.stat().st_size, int(meta.get(f"{arch}.block_count")), n_kv, head_dim, kv_bytes, draft=draft,
+                      n_vocab=int(n_vocab))
+
+
 class LlamaCpp(Backend):
     options = LlamaCppOptions
     features = frozenset({"json", "logprobs", "embeddings", "batching"})
@@ -67,16 +133,12 @@ class LlamaCpp(Backend):
     address_space_headroom = 3 * 1024**3
 
     def shape(self, entry) -> ModelShape:
-        from deploy.backends.gguf import read_gguf
-
-        path = entry.resolved_path
-        meta, _ = read_gguf(path)
-        arch = meta.get("general.architecture")
-        n_heads = int(meta.get(f"{arch}.attention.head_count"))
-        n_kv = int(meta.get(f"{arch}.attention.head_count_kv") or n_heads)
-        key_len = meta.get(f"{arch}.attention.key_length")
-        head_dim = int(key_len) if key_len else int(meta.get(f"{arch}.embedding_length")) // n_heads
-        return ModelShape(path.stat().st_size, int(meta.get(f"{arch}.block_count")), n_kv, head_dim, 2)
+        opts = entry.options
+        draft = opts.draft_path()
+        shape = gguf_shape(entry.resolved_path, KV_BYTES[opts.kv_cache_type],
+                           gguf_shape(draft, KV_BYTES["f16"]) if draft else None)
+        shape.extra_bytes = speculation_logits(opts, entry.concurrency, shape.n_vocab)
+        return shape
 
     def describe(self, entry) -> dict:
         from deploy.backends.gguf import read_gguf
@@ -85,7 +147,8 @@ class LlamaCpp(Backend):
             quant = quantisation(read_gguf(entry.resolved_path)[0])
         except (OSError, ValueError):
             quant = None
-        return {"backend": self.name, "quantisation": quant, "poll": entry.options.poll}
+        return {"backend": self.name, "quantisation": quant, "poll": entry.options.poll,
+                "kv_cache_type": entry.options.kv_cache_type, "speculation": entry.options.speculation}
 
     def features_for(self, entry) -> frozenset[str]:
         return self.features if entry.options.embeddings else self.features - {"embeddings"}

@@ -17,6 +17,8 @@ import httpx
 from fastchat.serve.base_model_worker import BaseModelWorker
 
 from deploy.backends.base import return_memory_to_the_system
+from deploy.backends.fit import spare
+from deploy.backends.llamacpp import DRAFT_MAX
 from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_frame
 from deploy.registry.templates import text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, frame
@@ -97,6 +99,7 @@ class LlamaCppWorker(BaseModelWorker):
         self.template = entry.chat_template
         self.engine_added = ""
         self._token_texts: dict[int, str] = {}
+        self.drafted = self.accepted = 0  # speculation: tokens drafted and accepted, since start
 
     def engine_params(self):
         import xllamacpp
@@ -118,6 +121,21 @@ class LlamaCppWorker(BaseModelWorker):
             params.flash_attn_type = getattr(xllamacpp.llama_flash_attn_type, f"LLAMA_FLASH_ATTN_TYPE_{kind}")
         if opts.poll is not None:
             params.cpuparams.poll = params.cpuparams_batch.poll = opts.poll
+        if opts.kv_cache_type != "f16":
+            kind = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{opts.kv_cache_type.upper()}")
+            params.cache_type_k = params.cache_type_v = kind
+        if opts.speculation != "off":
+            kind = "DRAFT_SIMPLE" if opts.speculation == "draft" else opts.speculation.upper().replace("-", "_")
+            params.speculative.types = [getattr(xllamacpp.common_speculative_type, f"COMMON_SPECULATIVE_TYPE_{kind}")]
+            if opts.speculation == "draft":
+                params.speculative.draft.mparams.path = str(opts.draft_path())
+                params.speculative.draft.n_max = DRAFT_MAX
+                params.speculative.draft.cpuparams.n_threads = entry.n_threads
+                params.speculative.draft.cpuparams_batch.n_threads = entry.n_threads
+        # The engine keeps conversations that leave their slot in a RAM prompt cache, 8 GiB by
+        # default: here it gets half of what the budget leaves beyond the estimate, never more
+        # (the other half is the margin for what the estimate cannot see).
+        params.cache_ram_mib = spare(entry) // 2 // 2**20
         params.n_threads_http = 1
         params.api_keys = [self._engine_key]
         params.endpoint_props = params.endpoint_slots = params.endpoint_metrics = False
@@ -160,6 +178,11 @@ class LlamaCppWorker(BaseModelWorker):
         """The text the engine tokenises (adding its own BOS, if the GGUF says so) into the tokens
         the model's own chat code builds: ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
         return text_for_tokenizer(prompt, self.template, self.engine_added)
+
+    def live_info(self) -> dict:
+        """For /fleet_info: speculation's drafted and accepted tokens so far (bench/speculation.py)."""
+        return {"speculation": self.entry.options.speculation, "drafted_tokens": self.drafted,
+                "accepted_tokens": self.accepted}
 
     async def close(self) -> None:
         await self._engine_http.aclose()
@@ -213,6 +236,13 @@ class LlamaCppWorker(BaseModelWorker):
                 if "usage" in item:
                     u = item["usage"]
                     usage = {k: u[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+                    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
+                    if cached is not None:  # the prompt's tokens the slot's KV cache already held
+                        usage["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+                timings = item.get("timings") or {}
+                if timings.get("draft_n"):  # speculation: what was drafted and how much the model kept
+                    self.drafted += int(timings["draft_n"])
+                    self.accepted += int(timings.get("draft_n_accepted") or 0)
                 elif choice.get("text"):
                     usage["completion_tokens"] += 1
                     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

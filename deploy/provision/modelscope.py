@@ -19,7 +19,7 @@ from deploy import backends
 from deploy.registry.config import parse_cores
 from deploy.registry.paths import FleetPaths, cache_dir
 from deploy.registry.placement import propose_for
-from deploy.worker.fit import suggest_budget
+from deploy.backends.fit import suggest_budget
 
 CATALOG = Path(__file__).with_name("catalog.toml")
 ENDPOINT_ENV = "MODELSCOPE_ENDPOINT"  # ModelScope's own setting, read by its client

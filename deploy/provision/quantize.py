@@ -61,7 +61,7 @@ def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) ->
     from deploy.provision.llamacpp_tools import ToolError, ensure_tools
     from deploy.registry.edit import add_entries, next_free_port, read_data
     from deploy.registry.placement import propose_for
-    from deploy.worker.fit import suggest_budget
+    from deploy.backends.fit import suggest_budget
 
     try:
         reg = backends.load_registry(paths.registry)

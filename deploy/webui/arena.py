@@ -53,6 +53,8 @@ class Speed:
     ttft: float | None = None
     tokens: int = 0
     seconds: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int | None = None  # of the prompt, already in the worker's KV cache (llama.cpp says)
 
     @property
     def tps(self) -> float | None:
@@ -64,6 +66,8 @@ class Speed:
         if self.tps is not None:
             parts.append(f"{self.tps:.1f} tok/s")
         parts.append(f"{self.tokens} tokens")
+        if self.cached_tokens:  # a follow-up: the conversation so far was not computed again
+            parts.append(f"{self.cached_tokens} of {self.prompt_tokens} prompt tokens reused")
         return " · ".join(parts)
 
 
@@ -220,7 +224,10 @@ class Arena:
                 text = frame["text"].replace("\ufffd", "")
                 if text and speed.ttft is None:
                     speed.ttft = time.perf_counter() - t0
-                speed.tokens = int((frame.get("usage") or {}).get("completion_tokens") or speed.tokens)
+                usage = frame.get("usage") or {}
+                speed.tokens = int(usage.get("completion_tokens") or speed.tokens)
+                speed.prompt_tokens = int(usage.get("prompt_tokens") or speed.prompt_tokens)
+                speed.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", speed.cached_tokens)
                 speed.seconds = time.perf_counter() - t0
                 finished = finished or bool(frame.get("finish_reason"))
                 await q.put((i, text, None, False, speed))

@@ -21,7 +21,8 @@ def _turns(side: Side) -> list[dict]:
         out.append({"user": msgs[k][1], "assistant": msgs[k + 1][1] or "",
                     "speed": None if sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
-                     "tokens_per_s": None if sp.tps is None else round(sp.tps, 2)}})
+                     "tokens_per_s": None if sp.tps is None else round(sp.tps, 2),
+                     "prompt_tokens": sp.prompt_tokens, "cached_tokens": sp.cached_tokens}})
     return out
 
 

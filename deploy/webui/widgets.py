@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+from pydantic import TypeAdapter, ValidationError
 
 from deploy.webui.arena import GenSettings
+from deploy.wire.fields import Seed
+
+SEED = TypeAdapter(Seed)
 
 
 @dataclass
@@ -16,16 +20,29 @@ class Controls:
     temperature: gr.Slider
     top_p: gr.Slider
     max_tokens: gr.Slider
-    seed: gr.Number
+    seed: gr.Textbox
 
     @property
     def inputs(self) -> list:
         return [self.system, self.temperature, self.top_p, self.max_tokens, self.seed]
 
 
+def seed_from(text) -> int | None:
+    """The Seed box: empty is a new random answer each time (and lets a follow-up reuse the
+    conversation's KV cache: a seeded request computes its whole prompt again, to be repeatable)."""
+    text = str(text if text is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return SEED.validate_python(int(text))
+    except (ValueError, ValidationError):
+        raise gr.Error(f"The seed '{text[:24]}' is not a whole number of at most 19 digits. Type one, e.g. 42, to "
+                       f"make answers repeatable, or leave the box empty for a different answer each time.") from None
+
+
 def settings_from(system, temperature, top_p, max_tokens, seed) -> GenSettings:
     return GenSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_tokens),
-                       seed=None if seed is None else int(seed), system_prompt=system or "")
+                       seed=seed_from(seed), system_prompt=system or "")
 
 
 def settings_dict(*params) -> dict:
@@ -44,7 +61,7 @@ def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Cont
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", elem_id=f"{prefix}_top_p")
             max_tokens = gr.Slider(16, 4096, value=max_new_tokens, step=16, label="Max new tokens",
                                    elem_id=f"{prefix}_max_tokens")
-            seed = gr.Number(label="Seed (empty: random)", precision=0, elem_id=f"{prefix}_seed")
+            seed = gr.Textbox(label="Seed (empty: random)", placeholder="random", max_lines=1, elem_id=f"{prefix}_seed")
     return Controls(system, temperature, top_p, max_tokens, seed)
 
 

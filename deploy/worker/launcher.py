@@ -21,7 +21,7 @@ from deploy.registry.host import HostInfo, is_loopback
 from deploy.wire.access import HostGuard, OnlyFrom, host_address, own_host_names
 from deploy.wire.secret import SecretError, read_secret
 from deploy.worker.app import create_worker_app
-from deploy.worker.fit import DoesNotFit, require_fit
+from deploy.backends.fit import DoesNotFit, require_fit
 from deploy.worker.limits import MemoryLimit, apply_memory_budget, pin_to_cores
 from deploy.worker.membership import Joining
 

@@ -39,17 +39,23 @@ class FitEstimate:
                 f"{fmt_size(self.overhead)}{prefill} = {fmt_size(self.total)} against a budget of {fmt_size(self.budget)}")
 
 
-def kv_cache_bytes(shape: ModelShape, tokens: int) -> int:
-    """K and V, per layer, per KV head, per head dimension, per token."""
-    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.kv_bytes_per_value * tokens
-
-
 def estimate(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
+    """A draft model for speculation counts with its weights and its own KV cache for every slot."""
     backend = backends.of(entry)
     shape = shape or backend.shape(entry)
     tokens = entry.context_length * entry.concurrency
-    return FitEstimate(shape.weight_bytes, kv_cache_bytes(shape, tokens), backend.runtime_overhead,
-                       entry.memory_budget, shape.prefill_bytes_per_token * tokens)
+    draft = shape.draft
+    return FitEstimate(shape.weight_bytes + (draft.weight_bytes if draft else 0),
+                       shape.kv_bytes(tokens) + (draft.kv_bytes(tokens) if draft else 0),
+                       backend.runtime_overhead + shape.extra_bytes, entry.memory_budget,
+                       shape.prefill_bytes_per_token * tokens)
+
+
+def spare(entry: ModelEntry, shape: ModelShape | None = None) -> int:
+    """What the budget leaves beyond the estimate: room for caches that grow with use (llama.cpp's
+    prompt cache), which must never take the worker past its budget."""
+    est = estimate(entry, shape)
+    return max(0, est.budget - est.total)
 
 
 class DoesNotFit(Exception):
