@@ -13,6 +13,8 @@ FleetPaths.resolve(Path(__file__).resolve().parent.parent / "model_paths.toml").
 from deploy.backends import load_registry  # noqa: E402
 from tests.harness import PY, REPO, Proc, Stack, free_port, wait_for, write_registry  # noqa: E402,F401 (used by tests)
 
+pytest_plugins = ["tests.browser_kit"]  # the `browser` fixture of every browser test
+
 DEFAULTS = {m.name: m for m in load_registry(REPO / "model_paths.toml").models}
 SMALL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"

@@ -82,3 +82,18 @@ def test_default_picks_put_the_one_request_at_a_time_backend_last(tmp_path):
 
     arena = Arena(Workers(), VoteLog(tmp_path))
     assert asyncio.run(arena.quick_first(sorted(backends))) == ["qwen-0.5b", "smol", "qwen-0.5b-hf"]
+
+
+def test_the_ratings_come_before_the_intervals(tmp_path):
+    """The page shows a new vote at once (ratings, counts, pairwise) and the bootstrap intervals,
+    a fit per round, when they are ready: leaderboard(wait=False) gives the first without them."""
+    log = VoteLog(tmp_path, bootstrap_rounds=20)
+    for kind, pair in [("leftvote", ("a", "b")), ("rightvote", ("a", "c")), ("tievote", ("b", "c"))] * 2:
+        log.record(kind, list(pair), states(*pair), "", anony=True)
+    quick = log.leaderboard(wait=False)
+    assert not quick.intervals and all(r["ci_low"] is None and r["ci_high"] is None for r in quick.ratings)
+    full = log.leaderboard()
+    assert full.intervals and all(r["ci_low"] <= r["rating"] <= r["ci_high"] for r in full.ratings)
+    strip = lambda lb: [{k: v for k, v in r.items() if not k.startswith("ci_")} for r in lb.ratings]  # noqa: E731
+    assert strip(quick) == strip(full) and quick.pairwise == full.pairwise and quick.n_votes == full.n_votes == 6
+    assert log.leaderboard(wait=False) is full  # once computed, the full one is what the page gets

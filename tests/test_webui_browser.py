@@ -2,24 +2,18 @@
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.browser_kit import (ARTIFACTS, CHROMIUM, LAPTOP, PHONE, ask, bubbles, export_json, gap_below,  # noqa: F401
+                         long_question, open_page, pane_text, select, set_max_tokens, status, tab)
 from conftest import QWEN, REPO, SMALL, Stack, entry, wait_for
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-# without these Chromium keeps trying to reach Google's services
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--mute-audio"]
 
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: scripts/test.sh installs Debian's chromium and fonts-noto-cjk")
     tmp = tmp_path_factory.mktemp("webui")
     s = Stack(tmp, [entry(QWEN), entry(SMALL), entry(QWEN, name="doomed"), entry(SMALL, name="latecomer")])
     try:
@@ -33,80 +27,10 @@ def ui(tmp_path_factory):
         s.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, ui, request):
-    offsite = []
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1500}, locale="zh-CN")
-    pg = ctx.new_page()
-    pg.on("request", lambda r: offsite.append(r.url)
-          if not r.url.startswith(("http://127.0.0.1", "http://localhost", "data:", "blob:")) else None)
-    pg.goto(ui.webui_url, wait_until="load")
-    pg.wait_for_selector("#named_input textarea", timeout=60_000)
-    yield pg
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"webui-{request.node.name}.png"), full_page=True)
-    ctx.close()
-    assert offsite == [], f"the page reached off the machine: {offsite}"
-
-
-def pane_text(pg, pane: str) -> str:
-    return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="bot"]'))
-                                   .map(e => e.innerText).join('\\n')""")
-
-
-def status(pg, which="named_status") -> str:
-    return pg.inner_text(f"#{which}")
-
-
-def select(pg, elem_id: str, model: str):
-    box = pg.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(model)
-    pg.locator(f"#{elem_id}").get_by_role("option", name=model, exact=True).click()
-
-
-def bubbles(pg, pane: str, who: str = "bot") -> list[str]:
-    return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="{who}"]'))
-                                   .map(e => e.innerText)""")
-
-
-def tab(pg, name: str):
-    pg.get_by_role("tab", name=name).click()
-
-
-def ask(pg, prefix: str, text: str):
-    pg.fill(f"#{prefix}_input textarea", text)
-    pg.click(f"#{prefix}_send")
-
-
-def long_question() -> str:
-    return "Write a long story about a robot who learns to cook, in at least twenty paragraphs."
-
-
-def set_max_tokens(pg, prefix: str, n: int):
-    if not pg.locator(f"#{prefix}_max_tokens").is_visible():
-        pg.click(f"#{prefix}_params")
-    pg.fill(f"#{prefix}_max_tokens input[type=number]", str(n))
-    pg.press(f"#{prefix}_max_tokens input[type=number]", "Tab")
-
-
-def export_json(pg, prefix: str) -> dict:
-    if not pg.locator(f"#{prefix}_export_json").is_visible():
-        pg.click(f"#{prefix}_export")
-    pg.click(f"#{prefix}_export_json")
-    link = pg.locator(f"#{prefix}_export_file a").first
-    link.wait_for(timeout=30_000)
-    return json.loads(pg.request.get(link.get_attribute("href")).text())
+    with open_page(browser, ui.webui_url, shot=request.node.name) as pg:
+        yield pg
 
 
 def test_page_is_ours_lists_models_and_renders_offline(page, ui):
@@ -243,7 +167,7 @@ def test_enter_then_click_sends_once(page, ui):
     select(page, "named_model_b", QWEN)
     page.fill("#named_input textarea", "你好")
     page.press("#named_input textarea", "Enter")
-    page.click("#named_send")
+    page.click("#named_send", force=True)  # Send is disabled once the answers start: force the click anyway
     wait_for(lambda: "Which answer is better?" in status(page), 120, "answers")
     time.sleep(1)
     for p in ("pane_a", "pane_b"):
@@ -357,13 +281,9 @@ def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui
     tab(page, "Side by side")
 
 
-@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+@pytest.mark.parametrize("width, height", [LAPTOP, PHONE])
 def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
-    ctx = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
-    pg = ctx.new_page()
-    try:
-        pg.goto(ui.webui_url, wait_until="load")
-        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+    with open_page(browser, ui.webui_url, (width, height)) as pg:
         wait_for(lambda: pg.input_value("#named_model_a input") != "", 30, "models listed")
         time.sleep(1)
         box = pg.locator("#named_input textarea").bounding_box()
@@ -374,29 +294,19 @@ def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
         assert pg.evaluate("() => window.scrollY") == 0
         overflow = pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 1, f"the page is {overflow}px wider than the screen"
-    finally:
-        ctx.close()
 
 
 def test_readme_screenshot_of_the_side_by_side_page(browser, ui):
     """The picture in the README, made here: a real exchange at 1280x800."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    pg = ctx.new_page()
-    try:
-        pg.goto(ui.webui_url, wait_until="load")
-        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+    with open_page(browser, ui.webui_url, LAPTOP) as pg:
         select(pg, "named_model_a", QWEN)
         select(pg, "named_model_b", SMALL)
         ask(pg, "named", "你好，请用一句话介绍一下北京。")
         wait_for(lambda: "Which answer is better?" in status(pg), 180, "answers")
         for p in ("pane_a", "pane_b"):  # each pane followed its answer down to the newest text
-            gap = pg.evaluate(f"""() => {{ const e = document.querySelector('#{p} .bubble-wrap');
-                                          return e.scrollHeight - e.clientHeight - e.scrollTop; }}""")
-            assert gap <= 5, (p, gap)
+            assert gap_below(pg, p) <= 5, p
         (REPO / "docs").mkdir(exist_ok=True)
         pg.screenshot(path=str(REPO / "docs" / "webui-side-by-side.png"))
-    finally:
-        ctx.close()
 
 
 def test_a_worker_failing_mid_answer_shows_an_honest_error_in_its_pane(page, ui):

@@ -9,7 +9,7 @@ import pytest
 import tomlkit
 
 from conftest import QWEN, SMALL, Stack, entry, wait_for
-from test_webui_browser import CHROMIUM_ARGS, ask, bubbles, pane_text, select, set_max_tokens  # noqa: F401
+from tests.browser_kit import ask, bubbles, open_page, pane_text, select, set_max_tokens  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +34,9 @@ def ui(tmp_path_factory):
 
 
 @pytest.fixture
-def page(ui):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        pg = b.new_page(viewport={"width": 1400, "height": 1500})
-        pg.goto(ui.webui_url, wait_until="load")
-        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+def page(browser, ui):
+    with open_page(browser, ui.webui_url) as pg:
         yield pg
-        b.close()
 
 
 def state_of(ui, model) -> str:

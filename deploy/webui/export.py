@@ -11,14 +11,17 @@ from deploy.webui.arena import Battle, Side
 from deploy.webui.votes import VOTES
 
 
-def _turns(side: Side) -> list[dict]:
-    """(question, answer, speed) per turn, from the conversation itself (the text the model saw)."""
+def _turns(side: Side, hidden: bool = False) -> list[dict]:
+    """(question, answer, who answered, speed) per turn, from the conversation itself (the text
+    the model saw). `hidden`: a battle before its vote, where nothing may name a model."""
     msgs = side.conv.messages[side.conv.offset:] if side.conv is not None else []
     out = []
     for k in range(0, len(msgs) - 1, 2):
         i = k // 2
         sp = side.speeds[i] if i < len(side.speeds) else None
+        model, system = side.turn_models[i] if i < len(side.turn_models) else (side.model, "")
         out.append({"user": msgs[k][1], "assistant": msgs[k + 1][1] or "",
+                    "model": None if hidden else model, "system": None if hidden else system,
                     "speed": None if sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
                      "tokens_per_s": None if sp.tps is None else round(sp.tps, 2),
@@ -26,25 +29,42 @@ def _turns(side: Side) -> list[dict]:
     return out
 
 
-def as_json(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None) -> str:
+def _system(side: Side, settings: dict, hidden: bool) -> str:
+    """The system prompt: the user's own, or (names shown) the model's template default, which
+    can name the model ("You are Qwen...")."""
+    if hidden:
+        return settings.get("system_prompt") or ""
+    return side.conv.system_message if side.conv is not None else ""
+
+
+def as_json(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None, hidden: bool = False) -> str:
     return json.dumps({"exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "vote": vote,
-                       "conversations": [{"label": lab, "model": s.model,
-                                          "system": s.conv.system_message if s.conv is not None else "",
-                                          "turns": _turns(s)} for s, lab in zip(sides, labels)]},
+                       "conversations": [{"label": lab, "model": None if hidden else s.model,
+                                          "system": _system(s, settings, hidden),
+                                          "turns": _turns(s, hidden)} for s, lab in zip(sides, labels)]},
                       ensure_ascii=False, indent=2)
 
 
-def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None) -> str:
+def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str | None = None,
+                hidden: bool = False) -> str:
     out = [f"# Conversation, exported {time.strftime('%Y-%m-%d %H:%M')}", "",
            "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if v not in (None, "")), ""]
     if vote:
         out += [f"Vote: **{vote}**", ""]
     for s, lab in zip(sides, labels):
-        out += [f"## {lab}" + (f" ({s.model})" if s.model and s.model != lab else ""), ""]
-        if s.conv is not None and s.conv.system_message:
-            out += [f"*System:* {s.conv.system_message}", ""]
-        for t in _turns(s):
-            out += [f"**User:** {t['user']}", "", f"**{lab}:** {t['assistant']}", ""]
+        models = {m for m, _ in s.turn_models}
+        named = not hidden and s.model and s.model != lab and len(models) <= 1
+        out += [f"## {lab}" + (f" ({s.model})" if named else ""), ""]
+        system = _system(s, settings, hidden)
+        if system and len(models) <= 1:
+            out += [f"*System:* {system}", ""]
+        shown_system = system
+        for t in _turns(s, hidden):
+            who = lab if hidden or named or not t["model"] else t["model"]
+            if not hidden and len(models) > 1 and t["system"] and t["system"] != shown_system:
+                out += [f"*System ({t['model']}):* {t['system']}", ""]
+                shown_system = t["system"]
+            out += [f"**User:** {t['user']}", "", f"**{who}:** {t['assistant']}", ""]
             if t["speed"]:
                 sp = t["speed"]
                 out += [f"*{sp['ttft_s']} s to first token, {sp['tokens']} tokens"

@@ -46,11 +46,13 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
         return Pickers([], [])
     labels = [f"{p.id}: {p.question[:40]}{'…' if len(p.question) > 40 else ''}" for p in puzzles]
     by_label = dict(zip(labels, puzzles))
-    gr.Markdown(f"The puzzles `python eval/ask_all.py` asks ({book.source}). Send one to both models; "
-                "the reference answer and the eval's grading appear once both have answered.", elem_classes="intro")
+    gr.Markdown("Brain-teasers with a known answer: the same set the fleet's report script puts to every model. "
+                "Pick one and ask two models; once both have answered you see the right answer and a score for "
+                "each (checked by simple rules, so read the answers too).", elem_classes="intro",
+                elem_id="puzzles_intro")
     state = gr.State(Battle)
     pickers = []
-    with gr.Row():
+    with gr.Row(elem_classes="pickers"):
         for side in ("a", "b"):
             with gr.Column(min_width=120):
                 pickers.append(picker(f"Model {side.upper()}", f"puzzle_model_{side}"))
@@ -59,8 +61,11 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
         send = gr.Button("Ask both", variant="primary", scale=1, min_width=90, elem_id="puzzle_send")
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id="puzzle_stop")
     question = gr.Markdown(puzzles[0].question, elem_id="puzzle_question")
-    with gr.Row():
-        bots = [pane(f"Model {s}", f"puzzle_pane_{s.lower()}") for s in ("A", "B")]
+    with gr.Row(elem_classes="panes"):
+        bots = []
+        for s in ("A", "B"):
+            with gr.Column(min_width=120):
+                bots.append(pane(f"Model {s}", f"puzzle_pane_{s.lower()}"))
     status = gr.Markdown(elem_id="puzzle_status")
     reference = gr.Markdown(elem_id="puzzle_reference")
     ctl = controls("puzzles", max_new_tokens, temperature=0.0)  # the eval asks at temperature 0
@@ -80,7 +85,10 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
             if battle.abandoned:
                 return
             yield battle, battle.sides[0].history, battle.sides[1].history, gr.update(), gr.update()
-        yield battle, battle.sides[0].history, battle.sides[1].history, "Both answered.", _grading(book, p, battle)
+        failed = [lab for lab, sd in zip("AB", battle.sides) if sd.error or not sd.answers]
+        done = ("Both answered." if not failed else "Both models failed: their panes say why." if len(failed) == 2
+                else f"Model {failed[0]} failed (its pane says why); the other answer is graded.")
+        yield battle, battle.sides[0].history, battle.sides[1].history, done, _grading(book, p, battle)
 
     choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
     send.click(ask, [state, *[s for s, _ in pickers], choose, *ctl.inputs],

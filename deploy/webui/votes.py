@@ -37,6 +37,7 @@ class Leaderboard:
     pairwise: list[list]      # header row + one row per model: "share (wins/decided battles)" of row vs column
     n_votes: int              # anonymous battle votes: the only ones ranked
     n_named: int = 0          # side-by-side votes (names shown): kept in the log, not ranked
+    intervals: bool = True    # False: the bootstrap intervals are still being computed (ci_* None)
 
 
 class VoteLog:
@@ -45,6 +46,7 @@ class VoteLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rounds = bootstrap_rounds
         self._lock = threading.Lock()
+        self._computing = threading.Lock()
         self._cache: tuple[tuple, Leaderboard] | None = None
 
     def _file(self) -> Path:
@@ -81,16 +83,37 @@ class VoteLog:
                             "anony": row["models"][0] == "", "tstamp": row["tstamp"]})
         return out
 
-    def leaderboard(self) -> Leaderboard:
-        """Recomputed only when a log file changed."""
-        sig = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.files())
+    def _signature(self) -> tuple:
+        return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.files())
+
+    def leaderboard(self, wait: bool = True) -> Leaderboard:
+        """Recomputed only when a log file changed. The bootstrap intervals take seconds (a fit per
+        round); with wait=False a changed log gives at once the ratings, counts and pairwise table
+        with `intervals` False, so a new vote shows the moment the tab opens."""
+        sig = self._signature()
         if self._cache and self._cache[0] == sig:
             return self._cache[1]
-        lb = self._compute(self.battles())
-        self._cache = (sig, lb)
-        return lb
+        if not wait:
+            return self._compute(self.battles(), rounds=0)
+        with self._computing:  # one bootstrap at a time; a second caller finds it cached
+            sig = self._signature()
+            if self._cache and self._cache[0] == sig:
+                return self._cache[1]
+            lb = self._compute(self.battles(), self.rounds)
+            self._cache = (sig, lb)
+            return lb
 
-    def _compute(self, battles: list[dict]) -> Leaderboard:
+    def warm(self) -> None:
+        """Start computing the leaderboard now (at start, after a vote), so the tab finds it ready.
+        FastChat's rating code takes seconds to import (pandas, plotly, scikit-learn): that was the
+        first vote's wait for the leaderboard."""
+        def run():
+            from fastchat.serve.monitor.elo_analysis import compute_elo  # noqa: F401
+            from sklearn.linear_model import LogisticRegression  # noqa: F401  (imported by FastChat's BT fit)
+            self.leaderboard()
+        threading.Thread(target=run, daemon=True, name="leaderboard").start()
+
+    def _compute(self, battles: list[dict], rounds: int) -> Leaderboard:
         import numpy as np
         import pandas as pd
         from fastchat.serve.monitor.elo_analysis import compute_elo, compute_elo_mle_with_tie
@@ -105,24 +128,24 @@ class VoteLog:
         bt = _safe_bt(compute_elo_mle_with_tie, df, models)
         rng = np.random.default_rng(0)
         samples = []
-        for _ in range(self.rounds):
+        for _ in range(rounds):
             sample = df.iloc[rng.integers(0, len(df), len(df))].reset_index(drop=True)
             samples.append(_safe_bt(compute_elo_mle_with_tie, sample, models))
-        boot = pd.DataFrame(samples)[models]
+        boot = pd.DataFrame(samples)[models] if samples else None
         elo = compute_elo(df)
         ratings = []
         for m in models:
             mine = df[(df.model_a == m) | (df.model_b == m)]
             wins = int(((df.model_a == m) & (df.winner == "model_a")).sum() + ((df.model_b == m) & (df.winner == "model_b")).sum())
             ratings.append({"model": m, "rating": round(float(bt[m]), 1),
-                            "ci_low": round(float(boot[m].quantile(0.025)), 1),
-                            "ci_high": round(float(boot[m].quantile(0.975)), 1),
+                            "ci_low": None if boot is None else round(float(boot[m].quantile(0.025)), 1),
+                            "ci_high": None if boot is None else round(float(boot[m].quantile(0.975)), 1),
                             "elo": round(float(elo.get(m, 1000)), 1), "battles": int(len(mine)), "wins": wins,
                             "preliminary": len(mine) < PRELIMINARY_BATTLES})
         ratings.sort(key=lambda r: -r["rating"])
         order = [r["model"] for r in ratings]
         pairwise = [["model \\ beat →"] + order] + [[a] + [_pairwise_cell(battles, a, b) for b in order] for a in order]
-        return Leaderboard(ratings, pairwise, len(df), n_named)
+        return Leaderboard(ratings, pairwise, len(df), n_named, intervals=boot is not None)
 
 
 def _pairwise_cell(battles: list[dict], a: str, b: str) -> str:

@@ -77,7 +77,7 @@ def picker(label: str, elem_id: str) -> tuple[gr.Dropdown, gr.Markdown]:
 
 
 def input_row(prefix: str, placeholder: str) -> tuple[gr.Textbox, gr.Button, gr.Button]:
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes="input-row"):
         box = gr.Textbox(placeholder=placeholder, show_label=False, scale=8, lines=1, max_lines=6,
                          elem_id=f"{prefix}_input")
         send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id=f"{prefix}_send")

@@ -1,0 +1,144 @@
+"""What every browser test of the web page shares: Debian's Chromium driven by Playwright, a page
+that must stay on this machine and log no error, and the helpers that drive the page's widgets.
+
+A page opened here fails its test at close when it reached off the machine, threw a page error,
+logged a console error, or logged the Gradio warning the page holds back (deploy/webui/head.html):
+"no page error and no console error during the whole browser suite" is asserted this way."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, wait_for
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+# without these Chromium keeps trying to reach Google's services
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--mute-audio"]
+PHONE = (390, 844)
+LAPTOP = (1280, 800)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: scripts/test.sh installs Debian's chromium and fonts-noto-cjk")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@contextmanager
+def open_page(browser, url: str, size: tuple[int, int] = (1400, 1500), shot: str | None = None,
+              init_script: str | None = None, **context):
+    """A page of the web UI, loaded; on leaving, its screenshot (if named) and the checks above."""
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, locale="zh-CN", **context)
+    if init_script:
+        ctx.add_init_script(init_script)
+    pg = ctx.new_page()
+    offsite, problems = [], []
+    pg.on("request", lambda r: offsite.append(r.url)
+          if not r.url.startswith(("http://127.0.0.1", "http://localhost", "data:", "blob:")) else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+          if m.type == "error" or "Too many arguments" in m.text else None)
+    try:
+        pg.goto(url, wait_until="load")
+        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+        yield pg
+        if shot:
+            ARTIFACTS.mkdir(exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / f"webui-{shot}.png"), full_page=True)
+    finally:
+        ctx.close()
+    assert offsite == [], f"the page reached off the machine: {offsite}"
+    assert problems == [], f"the page logged errors: {problems}"
+
+
+def pane_text(pg, pane: str) -> str:
+    return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="bot"]'))
+                                   .map(e => e.innerText).join('\\n')""")
+
+
+def status(pg, which="named_status") -> str:
+    return pg.inner_text(f"#{which}")
+
+
+def select(pg, elem_id: str, model: str):
+    box = pg.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(model)
+    pg.locator(f"#{elem_id}").get_by_role("option", name=model, exact=True).click()
+
+
+def bubbles(pg, pane: str, who: str = "bot") -> list[str]:
+    return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="{who}"]'))
+                                   .map(e => e.innerText)""")
+
+
+def tab(pg, name: str):
+    pg.get_by_role("tab", name=name).click()
+
+
+def ask(pg, prefix: str, text: str):
+    pg.fill(f"#{prefix}_input textarea", text)
+    pg.click(f"#{prefix}_send")
+
+
+def long_question() -> str:
+    return "Write a long story about a robot who learns to cook, in at least twenty paragraphs."
+
+
+def set_max_tokens(pg, prefix: str, n: int):
+    if not pg.locator(f"#{prefix}_max_tokens").is_visible():
+        pg.click(f"#{prefix}_params")
+    pg.fill(f"#{prefix}_max_tokens input[type=number]", str(n))
+    pg.press(f"#{prefix}_max_tokens input[type=number]", "Tab")
+
+
+def export(pg, prefix: str, fmt: str = "json"):
+    """The conversation as the Export button gives it: a dict (JSON) or the Markdown text."""
+    if not pg.locator(f"#{prefix}_export_{fmt}").is_visible():
+        pg.click(f"#{prefix}_export")
+    link = pg.locator(f"#{prefix}_export_file a").first
+    old = link.get_attribute("href") if link.count() else None
+    pg.click(f"#{prefix}_export_{fmt}")
+    suffix = ".json" if fmt == "json" else ".md"
+    href = lambda: link.get_attribute("href") if link.count() else None  # noqa: E731
+    wait_for(lambda: (href() or "").endswith(suffix) and href() != old, 30, f"the {fmt} export", every=0.1)
+    text = pg.request.get(href()).text()
+    return json.loads(text) if fmt == "json" else text
+
+
+def export_json(pg, prefix: str) -> dict:
+    return export(pg, prefix, "json")
+
+
+def gap_below(pg, pane: str) -> float:
+    """How far the pane's newest text is below what the pane shows (0: it follows)."""
+    return pg.evaluate(f"""() => {{ const e = document.querySelector('#{pane} .bubble-wrap');
+                                    return e.scrollHeight - e.clientHeight - e.scrollTop; }}""")
+
+
+# Everything the page's scripts receive over fetch (Gradio's event stream included), as text in
+# window.__received; a test empties it before the part it searches.
+RECORD_RESPONSES = """
+window.__received = [];
+const fetched = window.fetch;
+window.fetch = async (...args) => {
+  const r = await fetched(...args);
+  try {
+    const reader = r.clone().body.getReader(), dec = new TextDecoder();
+    (async () => { for (;;) { const {done, value} = await reader.read(); if (done) break;
+                              window.__received.push(dec.decode(value, {stream: true})); } })().catch(() => {});
+  } catch (e) {}
+  return r;
+};
+"""
