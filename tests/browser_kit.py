@@ -62,6 +62,15 @@ def open_page(browser, url: str, size: tuple[int, int] = (1400, 1500), shot: str
     assert problems == [], f"the page logged errors: {problems}"
 
 
+def panes(pg, n: int):
+    """Side by side with n panes; after the page has set its own default (a pane per model)."""
+    wait_for(lambda: pg.input_value("#named_model_b input") != "", 30, "the models listed")
+    radio = pg.locator(f"#named_count input[value='{n}']")
+    if not radio.is_checked():
+        radio.check()
+        wait_for(lambda: pg.locator("#pane_c").is_visible() == (n > 2), 10, f"{n} panes")
+
+
 def pane_text(pg, pane: str) -> str:
     return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="bot"]'))
                                    .map(e => e.innerText).join('\\n')""")

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.browser_kit import (ARTIFACTS, CHROMIUM, LAPTOP, PHONE, ask, bubbles, export_json, gap_below,  # noqa: F401
-                         long_question, open_page, pane_text, select, set_max_tokens, status, tab)
+                         long_question, open_page, pane_text, panes, select, set_max_tokens, status, tab)
 from conftest import QWEN, REPO, SMALL, Stack, entry, wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,9 @@ def ui(tmp_path_factory):
 
 @pytest.fixture
 def page(browser, ui, request):
+    """Side by side with two panes (the page's default here is three: one per model)."""
     with open_page(browser, ui.webui_url, shot=request.node.name) as pg:
+        panes(pg, 2)
         yield pg
 
 
@@ -296,17 +298,40 @@ def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
         assert overflow <= 1, f"the page is {overflow}px wider than the screen"
 
 
-def test_readme_screenshot_of_the_side_by_side_page(browser, ui):
-    """The picture in the README, made here: a real exchange at 1280x800."""
+def test_every_model_side_by_side_with_best_of_n_votes(browser, ui):
+    """Three registered models: three panes by default, each with its own model, all asked at once;
+    "C is best" is logged as C beating A and C beating B. The README's picture is taken here."""
     with open_page(browser, ui.webui_url, LAPTOP) as pg:
-        select(pg, "named_model_a", QWEN)
-        select(pg, "named_model_b", SMALL)
+        wait_for(lambda: pg.input_value("#named_model_c input") != "", 30, "three pickers filled")
+        assert pg.locator("#named_count input[value='3']").is_checked()
+        models = [pg.input_value(f"#named_model_{c} input") for c in "abc"]
+        assert sorted(models) == sorted([QWEN, SMALL, "doomed"]), models
+        assert not pg.locator("#pane_d").is_visible() and not pg.locator("#named_leftvote").is_visible()
+        set_max_tokens(pg, "named", 48)
+        pg.click("#named_params")  # closed again, for the picture
         ask(pg, "named", "你好，请用一句话介绍一下北京。")
-        wait_for(lambda: "Which answer is better?" in status(pg), 180, "answers")
-        for p in ("pane_a", "pane_b"):  # each pane followed its answer down to the newest text
-            assert gap_below(pg, p) <= 5, p
+        wait_for(lambda: "Which answer is best?" in status(pg), 180, "three answers")
+        pg.evaluate("() => window.scrollTo(0, 0)")
+        time.sleep(0.5)
+        for p in ("pane_a", "pane_b", "pane_c"):
+            assert "tok/s" in pane_text(pg, p) and "Error" not in pane_text(pg, p), p
+            assert gap_below(pg, p) <= 5, p  # each pane followed its answer down to the newest text
         (REPO / "docs").mkdir(exist_ok=True)
         pg.screenshot(path=str(REPO / "docs" / "webui-side-by-side.png"))
+        pg.click("#named_best_c")
+        wait_for(lambda: "C is best" in status(pg), 30, "the vote")
+        rows = [json.loads(line) for f in sorted((ui.tmp / "logs" / "votes").glob("*-conv.json"))
+                for line in f.read_text().splitlines()][-2:]
+        assert [r["best_of"] for r in rows] == [3, 3] and [r["models"] for r in rows] == [
+            [models[0], models[2]], [models[1], models[2]]]
+        assert [r["type"] for r in rows] == ["rightvote", "rightvote"]  # the right-hand model, C, won each pair
+        ask(pg, "named", "再说一句。")  # a follow-up goes to all three
+        wait_for(lambda: "Which answer is best?" in status(pg), 180, "three follow-ups")
+        assert all(bubbles(pg, p, "user") == ["你好，请用一句话介绍一下北京。", "再说一句。"] for p in ("pane_a", "pane_b", "pane_c"))
+    with open_page(browser, ui.webui_url, PHONE) as pg:  # on a phone: one above the other
+        wait_for(lambda: pg.locator("#pane_c").is_visible(), 30, "three panes")
+        boxes = [pg.locator(f"#pane_{c}").bounding_box() for c in "abc"]
+        assert all(b2["y"] >= b1["y"] + b1["height"] for b1, b2 in zip(boxes, boxes[1:])), boxes
 
 
 def test_a_worker_failing_mid_answer_shows_an_honest_error_in_its_pane(page, ui):

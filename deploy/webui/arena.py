@@ -289,6 +289,21 @@ class Arena:
         side.conv.update_last_message(text)
         side.history[-1][1] = render(side, len(side.answers) - 1) + (f"\n\n{STOPPED}" if stopped else "")
 
+    def vote_best(self, battle: Battle, best: int | str, ip: str) -> int:
+        """Best of N panes (names shown), as pairwise outcomes in FastChat's format: `best` (a
+        pane's index) beat each other pane; or "tievote" / "bothbad_vote" for every pair. Returns
+        how many were recorded."""
+        sides, n = battle.sides, len(battle.sides)
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        if isinstance(best, int):
+            pairs = [(i, j) for i, j in pairs if best in (i, j)]
+        for i, j in pairs:
+            kind = best if isinstance(best, str) else ("leftvote" if best == i else "rightvote")
+            states = [state_dict(s.conv, s.conv_id, s.model) for s in (sides[i], sides[j])]
+            self.votes.record(kind, [sides[i].model, sides[j].model], states, ip, anony=False, best_of=n)
+        battle.voted = True
+        return len(pairs)
+
     def vote(self, battle: Battle, vote_type: str, anony: bool, ip: str) -> None:
         states = [state_dict(s.conv, s.conv_id, s.model) for s in battle.sides]
         self.votes.record(vote_type, [s.model for s in battle.sides], states, ip, anony)

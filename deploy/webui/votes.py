@@ -52,11 +52,16 @@ class VoteLog:
     def _file(self) -> Path:
         return self.folder / f"{datetime.date.today():%Y-%m-%d}-conv.json"
 
-    def record(self, vote_type: str, models: list[str], states: list[dict], ip: str, anony: bool) -> dict:
+    def record(self, vote_type: str, models: list[str], states: list[dict], ip: str, anony: bool,
+               best_of: int | None = None) -> dict:
+        """One line of FastChat's log; `best_of`: one of the pairwise outcomes a vote among that
+        many panes was recorded as (a field FastChat's readers leave alone)."""
         if vote_type not in VOTES:
             raise ValueError(f"unknown vote {vote_type}")
         row = {"tstamp": round(datetime.datetime.now().timestamp(), 4), "type": vote_type,
                "models": ["", ""] if anony else list(models), "states": states, "ip": ip}
+        if best_of:
+            row["best_of"] = best_of
         with self._lock, open(self._file(), "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()

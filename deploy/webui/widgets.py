@@ -11,6 +11,8 @@ from deploy.webui.arena import GenSettings
 from deploy.wire.fields import Seed
 
 SEED = TypeAdapter(Seed)
+NO_CHANGE = gr.update()
+OFF, ON = gr.update(interactive=False), gr.update(interactive=True)
 
 
 @dataclass

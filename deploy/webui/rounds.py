@@ -1,0 +1,253 @@
+"""A round: one question asked of several panes at once (2 to 4 in side by side, 2 in a battle),
+with the widgets every such tab shares, the frames its stream sends to them, and their wiring:
+Stop per pane and for all, Regenerate, New round, votes, export.
+
+Per-user state is the `Battle` in the tab's gr.State; Stop, New round and a change of the number
+of panes set flags on it, which the running stream reads (see deploy/webui/app.py's docstring)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from deploy.webui.arena import Arena, Battle, GenSettings, Side
+from deploy.webui.export import as_json, as_markdown, share_text, write_file
+from deploy.webui.votes import VOTES
+from deploy.webui.widgets import NO_CHANGE, OFF, ON, Controls, input_row, pane, picker, settings_dict, settings_from
+
+LETTERS = "ABCD"
+MAX_PANES = len(LETTERS)
+NEW_ROUND = "New round: ask a question."
+PAIR_VOTES = ("leftvote", "rightvote")  # shown with two panes; with more, "best" buttons instead
+BEST = [f"best_{c.lower()}" for c in LETTERS]
+
+
+@dataclass
+class Round:
+    state: gr.State
+    bots: list[gr.Chatbot]
+    box: gr.Textbox
+    status: gr.Markdown
+    votes: list[gr.Button]  # FastChat's four (A better, B better, tie, both bad), then "best" per pane
+    regen: gr.Button
+    send: gr.Button
+    pane_columns: list[gr.Column]
+    pick_columns: list[gr.Column]
+    count: gr.Radio | None  # how many panes, where there can be more than two
+
+    def outputs(self) -> list:
+        return [self.state, *self.bots, self.box, self.status, *self.votes, self.regen, self.send]
+
+    def frame(self, battle: Battle, box=NO_CHANGE, status=NO_CHANGE, votes=NO_CHANGE, regen=NO_CHANGE,
+              send=NO_CHANGE) -> tuple:
+        """Every pane of the round (an unused one emptied), then the controls."""
+        panes = [s.history if battle.titles is None else gr.update(value=s.history, label=t)
+                 for s, t in zip(battle.sides, battle.titles or [None] * len(battle.sides))]
+        panes += [[]] * (len(self.bots) - len(panes))
+        return (battle, *panes, box, status, *[votes] * len(self.votes), regen, send)
+
+    def refuse(self, battle: Battle, message: str) -> tuple:
+        return (battle, *[NO_CHANGE] * len(self.bots), NO_CHANGE, message, *[NO_CHANGE] * len(self.votes), NO_CHANGE, ON)
+
+    def abandoned(self, battle: Battle) -> tuple:
+        """The last update of a stream whose round was replaced: the new round, as New round drew
+        it. Gradio sends each update of a stream one step late (when the next is ready, or the
+        stream ends), so a stream that just stopped would otherwise repaint its old text over the
+        cleared panes."""
+        return self.frame(battle.replaced_by, NO_CHANGE, NEW_ROUND, OFF, OFF, ON)
+
+
+def outcome(sides: list[Side], vote_prompt: str) -> tuple[str, bool]:
+    """(status, whether votes and Regenerate make sense) once every pane has finished."""
+    failed = [s for s in sides if s.conv is None or s.error]
+    if not failed:
+        return vote_prompt, True
+    if len(failed) == len(sides):
+        every = "Both models" if len(sides) == 2 else f"All {len(sides)} models"
+        return (f"{every} failed: their panes say why and what to do. Votes and Regenerate need answers; "
+                f"ask again (or start over)."), False
+    some = "One model" if len(failed) == 1 else f"{len(failed)} models"
+    return f"{some} failed (its pane says why); votes need every answer.", False
+
+
+async def stream(rnd: Round, arena: Arena, battle: Battle, settings: GenSettings, labels: list[str], note: str,
+                 vote_prompt: str):
+    """Stream every side of the round into its pane; ends with votes open when all answered."""
+    yield rnd.frame(battle, "", note + "Answering… (**Stop** ends it; what was said so far stays)", OFF, OFF, OFF)
+    async for _ in arena.stream_sides(battle.sides, settings, labels):
+        if battle.abandoned:
+            yield rnd.abandoned(battle)
+            return
+        yield rnd.frame(battle)
+    if battle.abandoned:
+        yield rnd.abandoned(battle)
+        return
+    text, ok = outcome(battle.sides, vote_prompt)
+    yield rnd.frame(battle, NO_CHANGE, text, ON if ok else OFF, ON if ok else OFF, ON)
+
+
+async def play(rnd: Round, arena: Arena, battle: Battle, models: list[str], text: str, settings: GenSettings,
+               labels: list[str], note: str, vote_prompt: str):
+    battle.question = text
+    for side, model, label in zip(battle.sides, models, labels):
+        await arena.begin_turn(side, model, text, label, settings.system_prompt)
+    async for out in stream(rnd, arena, battle, settings, labels, note, vote_prompt):
+        yield out
+
+
+def round_ui(prefix: str, placeholder: str, names: bool, panes: int = 2) -> tuple[Round, gr.Button, list]:
+    """`panes` columns (each a picker when `names`, a pane, its Stop); those beyond the round's
+    count are hidden until the count grows. Side by side on a wide screen, stacked on a phone (CSS)."""
+    state = gr.State(Battle)
+    pickers, pick_columns = [], []
+    if names:
+        with gr.Row(elem_classes="pickers"):
+            for i in range(panes):
+                with gr.Column(min_width=120, visible=i < 2) as col:
+                    pickers.append(picker(f"Model {LETTERS[i]}", f"{prefix}_model_{LETTERS[i].lower()}"))
+                pick_columns.append(col)
+    bots, stops, pane_columns = [], [], []
+    with gr.Row(elem_classes="panes"):
+        for i in range(panes):
+            c = LETTERS[i].lower()
+            with gr.Column(min_width=120, visible=i < 2) as col:
+                bots.append(pane(f"Model {LETTERS[i]}", f"pane_{c}" if prefix == "named" else f"{prefix}_pane_{c}"))
+                stops.append(gr.Button(f"Stop {LETTERS[i]}", size="sm", elem_id=f"{prefix}_stop_{c}"))
+            pane_columns.append(col)
+    box, send, stop = input_row(prefix, placeholder)
+    with gr.Row(elem_classes="vote-row"):
+        votes = [gr.Button(label, interactive=False, size="sm", elem_id=f"{prefix}_{kind}")
+                 for kind, (label, _) in VOTES.items()]
+        if panes > 2:
+            votes += [gr.Button(f"{LETTERS[i]} is best", interactive=False, visible=False, size="sm",
+                                elem_id=f"{prefix}_{BEST[i]}") for i in range(panes)]
+        regen = gr.Button("Regenerate", size="sm", interactive=False, elem_id=f"{prefix}_regen")
+        new = gr.Button("New round" if names else "New battle", size="sm", elem_id=f"{prefix}_new")
+        count = gr.Radio(list(range(2, panes + 1)), value=2, label="Panes", show_label=True, min_width=160,
+                         elem_id=f"{prefix}_count", elem_classes="pane-count") if panes > 2 else None
+    status = gr.Markdown(elem_id=f"{prefix}_status")
+    rnd = Round(state, bots, box, status, votes, regen, send, pane_columns, pick_columns, count)
+    for i, b in enumerate(stops):
+        b.click(stop_sides(i), state, None, queue=False)
+    stop.click(stop_sides(None), state, None, queue=False)
+    return rnd, new, pickers
+
+
+def stop_sides(index: int | None):
+    """Stop one pane (its index) or all (None): what each said so far stays."""
+    def fn(battle: Battle):
+        for i, s in enumerate(battle.sides):
+            if index is None or i == index:
+                s.stop = True
+    return fn
+
+
+def replace_round(battle: Battle, panes: int, titles: list[str] | None) -> Battle:
+    """New round: the running stream ends at its next look, writing nothing more."""
+    battle.abandoned = True
+    for s in battle.sides:
+        s.stop = True
+    battle.replaced_by = Battle(sides=[Side() for _ in range(panes)], titles=titles)
+    return battle
+
+
+def wire_round(rnd: Round, new: gr.Button, send_fn, send_inputs: list, regen_fn, regen_inputs: list,
+               titles: list[str] | None = None) -> None:
+    """`titles`: the pane headings a new round starts with (a battle's "Model A", "Model B")."""
+    for event in (gr.on([rnd.box.submit, rnd.send.click], send_fn, send_inputs, rnd.outputs(), trigger_mode="once",
+                        concurrency_limit=None),
+                  rnd.regen.click(regen_fn, regen_inputs, rnd.outputs(), trigger_mode="once", concurrency_limit=None)):
+        event.then(lambda: ON, None, rnd.send, queue=False)  # Send comes back however the round ended
+    new.click(lambda b: rnd.abandoned(replace_round(b, len(b.sides), titles)), rnd.state, rnd.outputs())
+
+
+def wire_pane_count(rnd: Round) -> None:
+    """A new number of panes starts a new round with that many, shown with their pickers and the
+    votes that fit: A/B/tie/both bad for two, "best" per pane (and tie, all bad) for more."""
+    def fn(battle: Battle, n):
+        n = max(2, min(int(n or 2), len(rnd.bots)))
+        asked = any(s.conv is not None for s in battle.sides)
+        frame = list(rnd.abandoned(replace_round(battle, n, None)))
+        if not asked:  # the page setting its default count: nothing to call a new round
+            frame[2 + len(rnd.bots)] = NO_CHANGE
+        first_vote = 3 + len(rnd.bots)  # after the state, the panes, the box and the status
+        for k, kind in enumerate(list(VOTES) + BEST[:len(rnd.votes) - len(VOTES)]):
+            shown = (n == 2) if kind in PAIR_VOTES else (kind not in BEST or BEST.index(kind) < n and n > 2)
+            frame[first_vote + k] = gr.update(visible=shown, interactive=False,
+                                              **_tie_labels(kind, n))
+        return (*frame, *[gr.update(visible=i < n) for i in range(len(rnd.bots))] * 2)
+    rnd.count.change(fn, [rnd.state, rnd.count], [*rnd.outputs(), *rnd.pane_columns, *rnd.pick_columns])
+
+
+def _tie_labels(kind: str, n: int) -> dict:
+    if kind == "tievote":
+        return {"value": "Tie" if n == 2 else "All tie"}
+    if kind == "bothbad_vote":
+        return {"value": "Both are bad" if n == 2 else "All are bad"}
+    return {}
+
+
+def regen_fn(rnd: Round, arena: Arena, labels_of, vote_prompt, allow_after_vote: bool):
+    """`vote_prompt(battle)`: what the status says when every pane has answered."""
+    async def fn(battle: Battle, *params):
+        if battle.voted and not allow_after_vote:
+            yield rnd.refuse(battle, "This battle is over; ask a new question to start the next one.")
+            return
+        if not all([arena.retract(s) for s in battle.sides]):
+            yield rnd.refuse(battle, "Nothing to regenerate yet.")
+            return
+        battle.voted = False
+        async for out in stream(rnd, arena, battle, settings_from(*params), labels_of(battle), "Regenerating. ",
+                                vote_prompt(battle)):
+            yield out
+    return fn
+
+
+def wire_votes(arena: Arena, rnd: Round, anony: bool, share: gr.Textbox | None) -> None:
+    """A vote. In a battle it ends the battle: the panes are relabelled with the models' names,
+    Regenerate is off, and the share box offers the result. With more than two panes, "X is
+    best" is recorded as X beating each of the others, "all tie" and "all bad" for every pair:
+    pairwise outcomes in FastChat's log format."""
+    outs = [rnd.state, rnd.status, *rnd.votes, rnd.regen, *rnd.bots] + ([share] if share else [])
+    keep = [NO_CHANGE] * (1 + len(rnd.bots) + (1 if share else 0))
+    ip_of = lambda request: request.client.host if request and request.client else ""  # noqa: E731
+
+    def handler(kind: str):
+        def fn(battle: Battle, request: gr.Request):
+            if battle.voted or any(s.conv is None or s.error for s in battle.sides):
+                return battle, "Nothing to vote on.", *[OFF] * len(rnd.votes), *keep
+            if len(battle.sides) > 2:
+                pairs = arena.vote_best(battle, BEST.index(kind) if kind in BEST else kind, ip_of(request))
+                what = f"{LETTERS[BEST.index(kind)]} is best" if kind in BEST else _tie_labels(kind, 3)["value"]
+                return (battle, f"Vote recorded: {what} ({pairs} pairwise outcomes). Ask a follow-up: every "
+                                f"conversation goes on (or **New round** to start over).", *[OFF] * len(rnd.votes), *keep)
+            arena.vote(battle, kind, anony, ip_of(request))
+            if anony:
+                a, b = battle.sides
+                battle.titles = [f"Model A: {a.model}", f"Model B: {b.model}"]
+                msg = (f"Vote recorded: {VOTES[kind][0]}. Model A was **{a.model}**, Model B was **{b.model}**. "
+                       f"This battle is over: your next question starts a new one with two models drawn again.")
+                return (battle, msg, *[OFF] * len(rnd.votes), OFF, *[gr.update(label=t) for t in battle.titles],
+                        gr.update(value=share_text(battle, kind), visible=True))
+            return (battle, f"Vote recorded: {VOTES[kind][0]}. Ask a follow-up: both conversations go on "
+                            f"(or **New round** to start over).", *[OFF] * len(rnd.votes), *keep)
+        return fn
+
+    for btn, kind in zip(rnd.votes, list(VOTES) + BEST):
+        btn.click(handler(kind), [rnd.state], outs)
+
+
+def wire_export(md: gr.Button, js: gr.Button, file: gr.File, state: gr.State, ctl: Controls, sides_of) -> None:
+    """sides_of(state) -> (sides, labels, hidden): hidden is a battle before its vote, whose
+    export names no model and carries no template's system prompt (which can name one)."""
+    def make(fmt):
+        def fn(st, *params):
+            sides, labels, hidden = sides_of(st)
+            if not any(s.conv is not None for s in sides):
+                return gr.update(visible=False)
+            render = as_markdown if fmt == "md" else as_json
+            text = render(sides, labels, settings_dict(*params), None, hidden)
+            return gr.update(value=write_file(text, "conversation", ".md" if fmt == "md" else ".json"), visible=True)
+        return fn
+    md.click(make("md"), [state, *ctl.inputs], file)
+    js.click(make("json"), [state, *ctl.inputs], file)
