@@ -66,9 +66,12 @@ def panes(pg, n: int):
     """Side by side with n panes; after the page has set its own default (a pane per model)."""
     wait_for(lambda: pg.input_value("#named_model_b input") != "", 30, "the models listed")
     radio = pg.locator(f"#named_count input[value='{n}']")
-    if not radio.is_checked():
-        radio.check()
-        wait_for(lambda: pg.locator("#pane_c").is_visible() == (n > 2), 10, f"{n} panes")
+
+    def set_and_shown() -> bool:  # checked again if the page's own default landed after the click
+        if not radio.is_checked():
+            radio.check()
+        return radio.is_checked() and pg.locator("#pane_c").is_visible() == (n > 2)
+    wait_for(set_and_shown, 20, f"{n} panes", every=0.3)
 
 
 def pane_text(pg, pane: str) -> str:

@@ -98,7 +98,7 @@ def test_anonymous_battle_reveals_names_after_the_vote(page, ui):
     page.get_by_role("tab", name="Leaderboard").click()  # the anonymous vote is ranked
     wait_for(lambda: all(m in page.inner_text("#leaderboard_table") for m in fought), 60, "leaderboard rows")
     assert "1 anonymous battle vote(s)" in page.inner_text("#leaderboard_note")
-    assert "(preliminary)" in page.inner_text("#leaderboard_table")
+    wait_for(lambda: "(preliminary)" in page.inner_text("#leaderboard_table"), 60, "the intervals")
     assert fought[0] in page.inner_text("#leaderboard_pairs")
 
 
@@ -280,6 +280,8 @@ def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui
     ref = page.inner_text("#puzzle_reference")
     assert "白白喜欢明明" in ref and f"Model A ({SMALL})" in ref and f"Model B ({QWEN})" in ref and " / 1" in ref
     assert bubbles(page, "puzzle_pane_a", "user")[0].startswith("明明明明明白白白喜欢他")
+    for p in ("puzzle_pane_a", "puzzle_pane_b"):  # the puzzle panes follow their answers too
+        assert gap_below(page, p) <= 5, p
     tab(page, "Side by side")
 
 

@@ -14,6 +14,8 @@ from tests.browser_kit import (LAPTOP, PHONE, RECORD_RESPONSES, ask, bubbles, ex
                                pane_text, select, set_max_tokens, status, tab)
 
 pytestmark = pytest.mark.slow
+# "Every item holds at 1280x800 and at 390x844" (#22): each test below runs at both
+SIZES = pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
 # what would name a model: its name, and its template's default system prompt (deploy/registry/templates.py)
 GIVEAWAYS = [QWEN, SMALL, "You are Qwen", "named SmolLM"]
 
@@ -47,10 +49,11 @@ def received(pg) -> str:
     return "".join(pg.evaluate("() => window.__received"))
 
 
-def test_the_first_vote_shows_on_the_leaderboard_at_once(browser, ui):
+@SIZES
+def test_the_first_vote_shows_on_the_leaderboard_at_once(browser, ui, size):
     """First in this module: the web UI's first vote, when FastChat's rating code (pandas, plotly,
     scikit-learn: seconds to import) has never run in it."""
-    with open_page(browser, ui.webui_url, LAPTOP) as pg:
+    with open_page(browser, ui.webui_url, size) as pg:
         tab(pg, "Battle (anonymous)")
         n = sum(line.count('"models": ["", ""]') for f in (ui.tmp / "logs" / "votes").glob("*-conv.json")
                 for line in f.read_text().splitlines())
@@ -67,14 +70,17 @@ def test_the_first_vote_shows_on_the_leaderboard_at_once(browser, ui):
         assert re.search(r"\d+\.\d – \d+\.\d", pg.inner_text("#leaderboard_table"))
 
 
-def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP, shot="battle-anonymity", init_script=RECORD_RESPONSES) as pg:
+@SIZES
+def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(browser, ui, size):
+    with open_page(browser, ui.webui_url, size, shot=f"battle-anonymity-{size[0]}", init_script=RECORD_RESPONSES) as pg:
         settle(pg)  # what the page loads (every model's name, for the pickers) comes before the battle
         tab(pg, "Battle (anonymous)")
         pg.evaluate("() => { window.__received.length = 0; }")
         set_max_tokens(pg, "anony", 16)
         ask(pg, "anony", "1+1等于几？只回答数字。")
         wait_for(lambda: "Which answer is better?" in status(pg, "anony_status"), 180, "battle answers")
+        for p in ("anony_pane_a", "anony_pane_b"):  # each pane followed its answer
+            assert gap_below(pg, p) <= 5, p
         md, js = export(pg, "anony", "md"), export(pg, "anony", "json")
         seen = received(pg)
         assert "to first token" in seen  # the recording holds the answers' frames: the search below means something
@@ -119,8 +125,9 @@ def test_on_a_phone_the_panes_stack_labelled_and_every_tab_is_in_reach(browser, 
         assert pg.locator("#leaderboard_note").is_visible()
 
 
-def test_direct_chat_follows_its_answers_and_credits_each_turn_to_its_model(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP, shot="direct-credits") as pg:
+@SIZES
+def test_direct_chat_follows_its_answers_and_credits_each_turn_to_its_model(browser, ui, size):
+    with open_page(browser, ui.webui_url, size, shot=f"direct-credits-{size[0]}") as pg:
         tab(pg, "Direct chat")
         select(pg, "direct_model", SMALL)
         set_max_tokens(pg, "direct", 96)
@@ -139,8 +146,9 @@ def test_direct_chat_follows_its_answers_and_credits_each_turn_to_its_model(brow
         assert md.count(f"**{SMALL}:**") == 2 and md.count(f"**{QWEN}:**") == 1, md
 
 
-def test_copy_takes_the_answer_without_its_speed_line(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP, permissions=["clipboard-read", "clipboard-write"]) as pg:
+@SIZES
+def test_copy_takes_the_answer_without_its_speed_line(browser, ui, size):
+    with open_page(browser, ui.webui_url, size, permissions=["clipboard-read", "clipboard-write"]) as pg:
         tab(pg, "Direct chat")
         select(pg, "direct_model", SMALL)
         set_max_tokens(pg, "direct", 32)
@@ -156,8 +164,9 @@ def test_copy_takes_the_answer_without_its_speed_line(browser, ui):
         assert "&lt;" not in copied and "&amp;" not in copied
 
 
-def test_errors_say_what_to_do_and_both_failing_is_called_so(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP, shot="errors") as pg:
+@SIZES
+def test_errors_say_what_to_do_and_both_failing_is_called_so(browser, ui, size):
+    with open_page(browser, ui.webui_url, size, shot=f"errors-{size[0]}") as pg:
         select(pg, "named_model_a", QWEN)
         select(pg, "named_model_b", SMALL)
         long = "请把这段话翻译成英文：" + "明天天气很好我们去公园散步然后吃午饭" * 1100  # 20,000+ characters
@@ -177,8 +186,9 @@ def test_errors_say_what_to_do_and_both_failing_is_called_so(browser, ui):
             assert over <= 0, (pane, over)
 
 
-def test_a_message_sent_while_answers_stream_is_kept_and_said_so(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP) as pg:
+@SIZES
+def test_a_message_sent_while_answers_stream_is_kept_and_said_so(browser, ui, size):
+    with open_page(browser, ui.webui_url, size) as pg:
         select(pg, "named_model_a", SMALL)
         select(pg, "named_model_b", QWEN)
         set_max_tokens(pg, "named", 256)
@@ -197,8 +207,9 @@ def test_a_message_sent_while_answers_stream_is_kept_and_said_so(browser, ui):
         pg.click("#named_stop")
 
 
-def test_model_info_and_intros_read_plainly(browser, ui):
-    with open_page(browser, ui.webui_url, LAPTOP) as pg:
+@SIZES
+def test_model_info_and_intros_read_plainly(browser, ui, size):
+    with open_page(browser, ui.webui_url, size) as pg:
         select(pg, "named_model_a", QWEN)
         wait_for(lambda: "llama.cpp" in pg.inner_text("#named_model_a_info"), 30, "model info")
         info = pg.inner_text("#named_model_a_info")

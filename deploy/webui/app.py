@@ -52,7 +52,6 @@ footer {display: none !important}
   .panes > .column, .pickers > .column {width: 100% !important; min-width: 0 !important}
   .pane {height: 34vh !important}
   .pane .message {font-size: 14px !important; padding: 6px !important}
-  .model-info {display: none}
   .tab-nav {flex-wrap: wrap !important}
   .tab-nav button {flex: 0 0 auto; padding: 4px 8px !important}
   .vote-row {flex-wrap: wrap !important; flex-direction: row !important; gap: 6px !important}
@@ -65,7 +64,7 @@ footer {display: none !important}
   .gradio-container {padding-bottom: 96px !important}
   .table-wrap, .model-table {overflow-x: auto}
   h1 {font-size: 1.2em !important; margin: 0 !important}
-  .intro {display: none}
+  .intro p {font-size: 13px}
 }
 """
 THEME_FONTS = ["Noto Sans CJK SC", "Noto Sans", "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", "sans-serif"]
