@@ -66,6 +66,4 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def client(stack):
-    from openai import OpenAI
-
-    return OpenAI(base_url=stack.api_base, api_key="unused", timeout=120)
+    return stack.openai(max_retries=2)

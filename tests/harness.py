@@ -202,6 +202,14 @@ class Stack:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/v1"
 
+    def openai(self, timeout: float = 120, key: str | None = None, max_retries: int = 0):
+        """The official client on this stack's API, with its key when it has one; no retries
+        unless asked (a test sees each answer, refusals included)."""
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.api_base, api_key=key or self.api_key or "unused", max_retries=max_retries,
+                      timeout=timeout)
+
     def start(self, key: str, args: list[str], env: dict | None = None) -> Proc:
         p = Proc(args, self.tmp / f"{key}.log", {**self.env, **(env or {})})
         self.procs[key] = p

@@ -8,7 +8,6 @@ import json
 import anthropic
 import httpx
 import pytest
-from openai import OpenAI
 
 from conftest import QWEN, QWEN_HF, SMALL, Stack, entry
 
@@ -32,7 +31,7 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture
 def oai(fleet):
-    return OpenAI(base_url=fleet.api_base, api_key=fleet.api_key, max_retries=0, timeout=120)
+    return fleet.openai()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture
 def client(fleet):
-    return OpenAI(base_url=fleet.api_base, api_key=fleet.api_key, max_retries=0, timeout=120)
+    return fleet.openai()
 
 
 def api_root(fleet) -> str:

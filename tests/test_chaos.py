@@ -190,7 +190,7 @@ def test_a_replica_takes_over_when_its_twin_dies(tmp_path):
     try:
         stack.start_fleet()
         wait_for(lambda: len([w for w in stack.fleet.workers() if w["healthy"]]) == 2, 120, "both replicas")
-        client = openai.OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=60)
+        client = stack.openai(timeout=60)
         assert [m.id for m in client.models.list().data] == [SMALL]
         ask = lambda: client.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": "hi"}],  # noqa: E731
                                                      max_tokens=4)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import tomlkit
-from openai import APIStatusError, OpenAI
+from openai import APIStatusError
 
 from conftest import QWEN, SMALL, Stack, entry
 from tests.netns import VethPair, namespaces_work, sh
@@ -73,7 +73,7 @@ def test_a_worker_host_renders_workers_only(two_hosts):
 def test_the_remote_model_is_served_through_the_one_api(two_hosts):
     main, net, _, remote = two_hosts
     assert main.worker_address(QWEN) == f"http://{net.worker_ip}:{remote['port']}"
-    client = OpenAI(base_url=main.api_base, api_key="unused", max_retries=0, timeout=120)
+    client = main.openai()
     for model in (QWEN, SMALL):
         r = client.chat.completions.create(model=model, messages=HI, max_tokens=8, temperature=0)
         assert r.choices[0].message.content.strip()
@@ -95,7 +95,7 @@ def test_other_machines_cannot_use_the_fleet_directly(two_hosts):
 
 def test_cutting_the_link_takes_the_model_out_and_restoring_brings_it_back(two_hosts):
     main, net, _, _ = two_hosts
-    client = OpenAI(base_url=main.api_base, api_key="unused", max_retries=0, timeout=30)
+    client = main.openai(timeout=30)
     net.link(False)
     try:
         t0 = time.monotonic()

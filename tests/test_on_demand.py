@@ -49,7 +49,7 @@ def fleet(tmp_path_factory):
 
 
 def client(stack) -> OpenAI:
-    return OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=120)
+    return stack.openai()
 
 
 def pool(stack) -> dict:

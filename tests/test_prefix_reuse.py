@@ -32,7 +32,7 @@ def ask(c: OpenAI, messages: list[dict], **kw):
 
 
 def test_a_follow_up_reuses_the_conversation_and_says_so(fleet):
-    c = OpenAI(base_url=fleet.api_base, api_key="unused", max_retries=0, timeout=300)
+    c = fleet.openai(timeout=300)
     talk = [{"role": "user", "content": "Explain in two sentences what a hash map is. " * 8}]
     first = ask(c, talk)
     talk += [{"role": "assistant", "content": first.choices[0].message.content},
@@ -51,7 +51,7 @@ def test_a_follow_up_reuses_the_conversation_and_says_so(fleet):
 def test_the_kv_cache_type_is_the_engines_and_the_estimates(fleet):
     """q8_0 beside f16, the same model and slots: the engine holds the cache in q8_0 (its worker is
     smaller by what the fit estimate says the cache saves) and answers."""
-    c = OpenAI(base_url=fleet.api_base, api_key="unused", max_retries=0, timeout=300)
+    c = fleet.openai(timeout=300)
     for model in (SMALL, "smol-q8"):
         assert c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi!"}],
                                          max_tokens=8).choices[0].message.content

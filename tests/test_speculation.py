@@ -7,7 +7,6 @@ import sys
 
 import httpx
 import pytest
-from openai import OpenAI
 
 from conftest import DEFAULTS, QWEN, REPO, Stack, entry, free_port, write_registry
 from deploy.backends import parse_registry
@@ -39,7 +38,7 @@ def counters(stack: Stack, model: str) -> dict:
 
 @pytest.mark.parametrize("model", ["ngram", "drafted"])
 def test_a_speculating_worker_drafts_and_the_model_accepts(fleet, model):
-    c = OpenAI(base_url=fleet.api_base, api_key="unused", max_retries=0, timeout=300)
+    c = fleet.openai(timeout=300)
     r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": EDIT}], max_tokens=160,
                                   temperature=0)
     assert "logprobs_per_token" in r.choices[0].message.content

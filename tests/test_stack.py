@@ -206,9 +206,9 @@ def test_a_killed_worker_leaves_routing_within_seconds(stack):
     down = [w for w in stack.fleet.workers() if "victim" in w["models"]]
     assert down and down[0]["healthy"] is False
     # a request for it says it is restarting, and when to retry, instead of a 500 or "no such model"
-    from openai import APIStatusError, OpenAI
+    from openai import APIStatusError
 
-    quick = OpenAI(base_url=stack.api_base, api_key="unused", max_retries=0, timeout=30)
+    quick = stack.openai(timeout=30)
     with pytest.raises(APIStatusError) as e:
         quick.chat.completions.create(model="victim", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert e.value.status_code == 503 and e.value.response.headers["Retry-After"] == "5"

@@ -92,7 +92,7 @@ def fleet(tmp_path_factory, upstream):
 
 
 def client(stack, key="unused") -> OpenAI:
-    return OpenAI(base_url=stack.api_base, api_key=key, max_retries=0, timeout=120)
+    return stack.openai(key=key)
 
 
 def test_chat_completions_and_embeddings_through_the_upstream(fleet):

@@ -60,3 +60,15 @@ def test_html_a_model_writes_is_shown_as_text_but_code_and_markdown_stay():
     code = "```html\n<b>hi</b>\n```\nand `a<b` then <i>x</i>"
     assert safe_markdown(code) == "```html\n<b>hi</b>\n```\nand `a<b` then &lt;i&gt;x&lt;/i&gt;"
     assert safe_markdown("```\nunfinished <b>") == "```\nunfinished <b>"  # a code block still streaming
+
+
+def test_a_conversation_two_models_answered_credits_each_turn():
+    s = side("qwen", [("q1", "a1"), ("q2", "a2")])
+    s.turn_models = [("smol", "You are SmolLM."), ("qwen", "You are Qwen.")]
+    md = as_markdown([s], ["qwen"], {})
+    assert "## smol → qwen" in md and "**smol:** a1" in md and "**qwen:** a2" in md
+    assert "*System (qwen):* You are Qwen." in md
+    turns = json.loads(as_json([s], ["qwen"], {}))["conversations"][0]["turns"]
+    assert [(t["model"], t["system"]) for t in turns] == [("smol", "You are SmolLM."), ("qwen", "You are Qwen.")]
+    hidden = json.loads(as_json([s], ["Model A"], {"system_prompt": ""}, hidden=True))["conversations"][0]
+    assert hidden["model"] is None and hidden["system"] == "" and {t["model"] for t in hidden["turns"]} == {None}

@@ -52,9 +52,10 @@ def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str 
     if vote:
         out += [f"Vote: **{vote}**", ""]
     for s, lab in zip(sides, labels):
-        models = {m for m, _ in s.turn_models}
+        models = list(dict.fromkeys(m for m, _ in s.turn_models))  # in the order they answered
         named = not hidden and s.model and s.model != lab and len(models) <= 1
-        out += [f"## {lab}" + (f" ({s.model})" if named else ""), ""]
+        title = " → ".join(models) if len(models) > 1 and not hidden else lab + (f" ({s.model})" if named else "")
+        out += [f"## {title}", ""]
         system = _system(s, settings, hidden)
         if system and len(models) <= 1:
             out += [f"*System:* {system}", ""]
