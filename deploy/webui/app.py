@@ -27,7 +27,7 @@ from deploy.webui.arena import Arena, Battle, GenSettings, Side
 from deploy.webui.puzzles_tab import PuzzleBook, puzzles_tab
 from deploy.webui.rounds import (MAX_PANES, play, regen_fn, round_ui, wire_export, wire_pane_count, wire_round,
                                  wire_votes)
-from deploy.webui.votes import PRELIMINARY_BATTLES, VoteLog
+from deploy.webui.votes import PAIRS_CORNER, PRELIMINARY_BATTLES, VoteLog
 from deploy.webui.widgets import NO_CHANGE, OFF, ON, Pickers, controls, export_row, input_row, pane, picker, settings_from
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
@@ -41,7 +41,7 @@ footer {display: none !important}
 .pane .message pre {white-space: pre-wrap}
 .model-table table {font-size: 13px}
 .pane {height: min(46vh, 400px) !important}
-.model-info {min-height: 1.2em; margin-top: -6px}
+.model-info {min-height: 1.2em; margin-top: -6px; overflow: hidden; max-width: 100%; min-width: 0}
 .pane-count {flex: 0 1 auto !important; min-width: 150px !important; padding: 2px 8px !important}
 .pane-count label {padding: 2px 8px !important}
 .model-info p {margin: 0; color: #555; white-space: nowrap; overflow: hidden; text-overflow: ellipsis}
@@ -49,7 +49,7 @@ footer {display: none !important}
   /* a phone: the panes one above the other, each under its own label; the pickers too; every tab
      in view (wrapped, not scrolled off the side); the question box is fixed at the bottom of the screen */
   .panes, .pickers {flex-direction: column !important; gap: 8px !important}
-  .panes > .column, .pickers > .column {width: 100% !important; min-width: 0 !important}
+  .panes > *, .pickers > * {width: 100% !important; max-width: 100% !important; min-width: 0 !important}
   .pane {height: 34vh !important}
   .pane .message {font-size: 14px !important; padding: 6px !important}
   .tab-nav {flex-wrap: wrap !important}
@@ -220,7 +220,7 @@ def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
     note = gr.Markdown(elem_id="leaderboard_note")
     ratings = gr.Dataframe(headers=["model", "rating (BT)", "95% CI", "Elo (online)", "battles", "wins"],
                          interactive=False, elem_id="leaderboard_table", label="Ratings")
-    pairs = gr.Dataframe(interactive=False, elem_id="leaderboard_pairs",
+    pairs = gr.Dataframe(headers=[PAIRS_CORNER], interactive=False, elem_id="leaderboard_pairs",
                          label="Pairwise: share of decided battles (ties left out) the row model won "
                                "against the column model, with the counts")
     refresh = gr.Button("Refresh", elem_id="leaderboard_refresh")
@@ -229,7 +229,7 @@ def _leaderboard_tab(votes: VoteLog, demo: gr.Blocks, tab: gr.Tab) -> None:
         named = (f" {lb.n_named} side-by-side vote(s), cast with the names shown, are kept in the log but "
                  f"not ranked (as on Chatbot Arena, to keep brand bias out).") if lb.n_named else ""
         if not lb.ratings:
-            return "No battle votes yet: vote in *Battle (anonymous)*." + named, [], []
+            return "No battle votes yet: vote in *Battle (anonymous)*." + named, [], gr.update(value=[], headers=[PAIRS_CORNER])
 
         def interval(r):
             if r["ci_low"] is None:

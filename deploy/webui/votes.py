@@ -28,6 +28,7 @@ def state_dict(conv, conv_id: str, model_name: str) -> dict:
     return d
 
 
+PAIRS_CORNER = "model \\ beat →"  # the pairwise table's top-left cell
 PRELIMINARY_BATTLES = 10  # fewer battles than this: the interval is shown, and called preliminary
 
 
@@ -149,7 +150,7 @@ class VoteLog:
                             "preliminary": len(mine) < PRELIMINARY_BATTLES})
         ratings.sort(key=lambda r: -r["rating"])
         order = [r["model"] for r in ratings]
-        pairwise = [["model \\ beat →"] + order] + [[a] + [_pairwise_cell(battles, a, b) for b in order] for a in order]
+        pairwise = [[PAIRS_CORNER] + order] + [[a] + [_pairwise_cell(battles, a, b) for b in order] for a in order]
         return Leaderboard(ratings, pairwise, len(df), n_named, intervals=boot is not None)
 
 
