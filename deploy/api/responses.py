@@ -14,9 +14,10 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.chat import answer_in_shape
 from deploy.api.protocol import ModelName, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Notes, StreamFailed, cached_tokens, new_id, text_deltas
+from deploy.api.streaming import Notes, StreamFailed, new_id, text_deltas
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, TopP
+from deploy.wire.frames import cached_tokens
 from deploy.wire.generation import Sampling
 
 router = APIRouter()

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from deploy.wire.frames import ENGINE_ERROR
+from deploy.wire.frames import ENGINE_ERROR, cached_tokens
 
 
 @dataclass
@@ -70,12 +70,6 @@ class Usage:
         if self.cached is not None:
             out["prompt_tokens_details"] = {"cached_tokens": self.cached}
         return out
-
-
-def cached_tokens(usage: dict) -> int | None:
-    """OpenAI's usage.prompt_tokens_details.cached_tokens from a worker's usage, if it says."""
-    n = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    return None if n is None else int(n)
 
 
 def new_id(prefix: str) -> str:

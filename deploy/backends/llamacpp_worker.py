@@ -21,7 +21,7 @@ from deploy.backends.fit import spare
 from deploy.backends.llamacpp import DRAFT_MAX
 from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_frame
 from deploy.registry.templates import text_for_tokenizer
-from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, frame
+from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, cached_tokens, frame
 
 log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
@@ -236,16 +236,16 @@ class LlamaCppWorker(BaseModelWorker):
                 if "usage" in item:
                     u = item["usage"]
                     usage = {k: u[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-                    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
+                    cached = cached_tokens(u)
                     if cached is not None:  # the prompt's tokens the slot's KV cache already held
-                        usage["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+                        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+                elif choice.get("text"):
+                    usage["completion_tokens"] += 1
+                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 timings = item.get("timings") or {}
                 if timings.get("draft_n"):  # speculation: what was drafted and how much the model kept
                     self.drafted += int(timings["draft_n"])
                     self.accepted += int(timings.get("draft_n_accepted") or 0)
-                elif choice.get("text"):
-                    usage["completion_tokens"] += 1
-                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 finish = choice.get("finish_reason")
                 now = loop.time()
                 # Coalesce tokens into frames at most every stream_interval_ms: every frame costs

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from deploy.webui.votes import VoteLog, state_dict
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
+from deploy.wire.frames import cached_tokens
 from deploy.wire.generation import Sampling, chat_params
 
 WAITING = "*… waiting for the first token*"
@@ -230,7 +231,8 @@ class Arena:
                 usage = frame.get("usage") or {}
                 speed.tokens = int(usage.get("completion_tokens") or speed.tokens)
                 speed.prompt_tokens = int(usage.get("prompt_tokens") or speed.prompt_tokens)
-                speed.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", speed.cached_tokens)
+                cached = cached_tokens(usage)
+                speed.cached_tokens = speed.cached_tokens if cached is None else cached
                 speed.seconds = time.perf_counter() - t0
                 finished = finished or bool(frame.get("finish_reason"))
                 await q.put((i, text, None, False, speed))

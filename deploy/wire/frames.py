@@ -18,6 +18,13 @@ def frame(obj: dict) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode() + b"\0"
 
 
+def cached_tokens(usage: dict) -> int | None:
+    """How many of the prompt's tokens a worker's KV cache already held, where its frame's usage
+    says (OpenAI's usage.prompt_tokens_details.cached_tokens), else None."""
+    n = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return None if n is None else int(n)
+
+
 def error_frame(message: str, code: int = VALIDATION_ERROR) -> bytes:
     return frame({"text": message, "error_code": code})
 
