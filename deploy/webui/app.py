@@ -3,8 +3,9 @@ and a leaderboard, on FastChat's controller and workers. Built by a factory, one
 per-user state lives in gr.State, shared state on the `Arena` object, nothing on module globals.
 
 Side by side asks 2 to 4 models at once (every registered model by default, when they are 4 or
-fewer), a battle two drawn at random. Every tab has the same controls (system prompt, temperature, top_p, max tokens, seed), Stop
-(each pane and both) and Regenerate, speed under every answer, and export. Gradio details this
+fewer), a battle two drawn at random. Every tab has the same controls (system prompt, temperature,
+top_p, max tokens, seed), Stop (each pane and all) and Regenerate, speed under every answer, and
+export (the round's pieces: deploy/webui/rounds.py). Gradio details this
 relies on, and how: Enter and a click on Send are one listener (`gr.on`, trigger_mode "once"), so
 a quick Enter-then-click sends once; Stop, New round and New chat set flags on the session's state
 object, which the running stream reads (Gradio passes every event of a session the same State

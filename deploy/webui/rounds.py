@@ -35,16 +35,23 @@ class Round:
     pick_columns: list[gr.Column]
     count: gr.Radio | None  # how many panes, where there can be more than two
 
+    @property
+    def kinds(self) -> list[str]:
+        """The vote each button casts, in the buttons' order."""
+        return (list(VOTES) + BEST)[:len(self.votes)]
+
     def outputs(self) -> list:
         return [self.state, *self.bots, self.box, self.status, *self.votes, self.regen, self.send]
 
     def frame(self, battle: Battle, box=NO_CHANGE, status=NO_CHANGE, votes=NO_CHANGE, regen=NO_CHANGE,
               send=NO_CHANGE) -> tuple:
-        """Every pane of the round (an unused one emptied), then the controls."""
+        """Every pane of the round (an unused one emptied), then the controls; `votes` is one
+        update for every vote button, or a list of one per button."""
         panes = [s.history if battle.titles is None else gr.update(value=s.history, label=t)
                  for s, t in zip(battle.sides, battle.titles or [None] * len(battle.sides))]
         panes += [[]] * (len(self.bots) - len(panes))
-        return (battle, *panes, box, status, *[votes] * len(self.votes), regen, send)
+        votes = votes if isinstance(votes, list) else [votes] * len(self.votes)
+        return (battle, *panes, box, status, *votes, regen, send)
 
     def refuse(self, battle: Battle, message: str) -> tuple:
         return (battle, *[NO_CHANGE] * len(self.bots), NO_CHANGE, message, *[NO_CHANGE] * len(self.votes), NO_CHANGE, ON)
@@ -116,11 +123,8 @@ def round_ui(prefix: str, placeholder: str, names: bool, panes: int = 2) -> tupl
             pane_columns.append(col)
     box, send, stop = input_row(prefix, placeholder)
     with gr.Row(elem_classes="vote-row"):
-        votes = [gr.Button(label, interactive=False, size="sm", elem_id=f"{prefix}_{kind}")
-                 for kind, (label, _) in VOTES.items()]
-        if panes > 2:
-            votes += [gr.Button(f"{LETTERS[i]} is best", interactive=False, visible=False, size="sm",
-                                elem_id=f"{prefix}_{BEST[i]}") for i in range(panes)]
+        votes = [gr.Button(vote_label(kind, 2), interactive=False, visible=_shown(kind, 2), size="sm",
+                           elem_id=f"{prefix}_{kind}") for kind in (list(VOTES) + BEST[:panes] if panes > 2 else VOTES)]
         regen = gr.Button("Regenerate", size="sm", interactive=False, elem_id=f"{prefix}_regen")
         new = gr.Button("New round" if names else "New battle", size="sm", elem_id=f"{prefix}_new")
         count = gr.Radio(list(range(2, panes + 1)), value=2, label="Panes", show_label=True, min_width=160,
@@ -166,25 +170,28 @@ def wire_pane_count(rnd: Round) -> None:
     votes that fit: A/B/tie/both bad for two, "best" per pane (and tie, all bad) for more."""
     def fn(battle: Battle, n):
         n = max(2, min(int(n or 2), len(rnd.bots)))
-        asked = any(s.conv is not None for s in battle.sides)
-        frame = list(rnd.abandoned(replace_round(battle, n, None)))
-        if not asked:  # the page setting its default count: nothing to call a new round
-            frame[2 + len(rnd.bots)] = NO_CHANGE
-        first_vote = 3 + len(rnd.bots)  # after the state, the panes, the box and the status
-        for k, kind in enumerate(list(VOTES) + BEST[:len(rnd.votes) - len(VOTES)]):
-            shown = (n == 2) if kind in PAIR_VOTES else (kind not in BEST or BEST.index(kind) < n and n > 2)
-            frame[first_vote + k] = gr.update(visible=shown, interactive=False,
-                                              **_tie_labels(kind, n))
+        asked = any(s.conv is not None for s in battle.sides)  # else the page setting its default count
+        new = replace_round(battle, n, None).replaced_by
+        votes = [gr.update(visible=_shown(kind, n), interactive=False, value=vote_label(kind, n)) for kind in rnd.kinds]
+        frame = rnd.frame(new, NO_CHANGE, NEW_ROUND if asked else NO_CHANGE, votes, OFF, ON)
         return (*frame, *[gr.update(visible=i < n) for i in range(len(rnd.bots))] * 2)
     rnd.count.change(fn, [rnd.state, rnd.count], [*rnd.outputs(), *rnd.pane_columns, *rnd.pick_columns])
 
 
-def _tie_labels(kind: str, n: int) -> dict:
-    if kind == "tievote":
-        return {"value": "Tie" if n == 2 else "All tie"}
-    if kind == "bothbad_vote":
-        return {"value": "Both are bad" if n == 2 else "All are bad"}
-    return {}
+def _shown(kind: str, n: int) -> bool:
+    """A/B better for two panes, "X is best" for each of more; tie and all bad always."""
+    if kind in PAIR_VOTES:
+        return n == 2
+    return kind not in BEST or (n > 2 and BEST.index(kind) < n)
+
+
+def vote_label(kind: str, n: int) -> str:
+    """A vote button's words with n panes."""
+    if kind in BEST:
+        return f"{LETTERS[BEST.index(kind)]} is best"
+    if n > 2 and kind in ("tievote", "bothbad_vote"):
+        return {"tievote": "All tie", "bothbad_vote": "All are bad"}[kind]
+    return VOTES[kind][0]
 
 
 def regen_fn(rnd: Round, arena: Arena, labels_of, vote_prompt, allow_after_vote: bool):
@@ -218,8 +225,7 @@ def wire_votes(arena: Arena, rnd: Round, anony: bool, share: gr.Textbox | None) 
                 return battle, "Nothing to vote on.", *[OFF] * len(rnd.votes), *keep
             if len(battle.sides) > 2:
                 pairs = arena.vote_best(battle, BEST.index(kind) if kind in BEST else kind, ip_of(request))
-                what = f"{LETTERS[BEST.index(kind)]} is best" if kind in BEST else _tie_labels(kind, 3)["value"]
-                return (battle, f"Vote recorded: {what} ({pairs} pairwise outcomes). Ask a follow-up: every "
+                return (battle, f"Vote recorded: {vote_label(kind, len(battle.sides))} ({pairs} pairwise outcomes). Ask a follow-up: every "
                                 f"conversation goes on (or **New round** to start over).", *[OFF] * len(rnd.votes), *keep)
             arena.vote(battle, kind, anony, ip_of(request))
             if anony:
@@ -233,7 +239,7 @@ def wire_votes(arena: Arena, rnd: Round, anony: bool, share: gr.Textbox | None) 
                             f"(or **New round** to start over).", *[OFF] * len(rnd.votes), *keep)
         return fn
 
-    for btn, kind in zip(rnd.votes, list(VOTES) + BEST):
+    for btn, kind in zip(rnd.votes, rnd.kinds):
         btn.click(handler(kind), [rnd.state], outs)
 
 
