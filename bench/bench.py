@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Performance, side by side in one run: the llama.cpp engine called directly, the same model
 through our FastChat worker, and through FastChat's OpenAI API server, on the same cores;
-plus the transformers backend on the same model, cold start of the default fleet, and
-eval/ask_all.py's parallelism. Every figure is also a ratio to the memory-bandwidth bound
+plus the transformers backend on the same model, cold start of the default fleet,
+eval/ask_all.py's parallelism, and what tool calling adds to time to first token. Every figure is also a ratio to the memory-bandwidth bound
 (tokens/s <= bandwidth / model bytes), with the bandwidth measured on the spot.
 
     .venv/bin/python bench/bench.py            # about five minutes on 2 cores
@@ -145,6 +145,53 @@ def via_api(client: httpx.Client, api: str, model: str, n_predict: int) -> dict:
             if ev.get("usage"):
                 t.tokens = ev["usage"]["completion_tokens"]
     return t.result()
+
+
+def _schema(**props: str) -> dict:
+    return {"type": "object", "properties": {k: {"type": v} for k, v in props.items()}, "required": list(props)}
+
+
+FIVE_TOOLS = [{"type": "function", "function": {"name": n, "description": d, "parameters": p}} for n, d, p in (
+    ("get_weather", "Get the current weather in a city", _schema(city="string")),
+    ("add", "Add two integers", _schema(a="integer", b="integer")),
+    ("search_web", "Search the web and return the top results", _schema(query="string", max_results="integer")),
+    ("send_email", "Send an email", _schema(to="string", subject="string", body="string")),
+    ("get_time", "The current time in a time zone", _schema(timezone="string")))]
+
+
+def first_chunk(client: httpx.Client, api: str, model: str, tools: bool, seed: int | None) -> tuple[float, int]:
+    """(seconds to the first chunk that carries text or a tool call, prompt tokens) for one chat
+    request, with the five tools (tool_choice auto) or none. A seed makes the worker compute the
+    whole prompt (no KV cache reuse); without one a repeat reuses the cached prompt."""
+    body = {"model": model, "messages": [{"role": "user", "content": "What is the capital of France? One word."}],
+            "temperature": 0, "max_tokens": 16, "stream": True, "stream_options": {"include_usage": True}}
+    body.update({"tools": FIVE_TOOLS} if tools else {})
+    body.update({"seed": seed} if seed is not None else {})
+    t0, first, prompt = time.monotonic(), None, 0
+    with client.stream("POST", api + "/chat/completions", json=body, timeout=600) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            ev = json.loads(line[6:])
+            delta = ((ev.get("choices") or [{}])[0].get("delta") or {})
+            if first is None and (delta.get("content") or delta.get("tool_calls")):
+                first = time.monotonic() - t0
+            prompt = (ev.get("usage") or {}).get("prompt_tokens", prompt)
+    return first, prompt
+
+
+def tool_overhead(client: httpx.Client, api: str, model: str, repeats: int) -> dict:
+    """Time to first token with five tools against without, interleaved: with the prompt computed
+    each time (cold) and with it reused from the KV cache (warm: an agent's next call)."""
+    out = {}
+    for kind, seed in (("cold", 1), ("warm", None)):
+        runs = {True: [], False: []}
+        for _ in range(repeats + 1):  # the first of each is a warm-up
+            for tools in (False, True):
+                runs[tools].append(first_chunk(client, api, model, tools, seed))
+        out[kind] = {("with_tools" if t else "without"): {"ttft_s": statistics.median(x[0] for x in v[1:]),
+                                                         "prompt_tokens": v[-1][1]} for t, v in runs.items()}
+    return out
 
 
 def _median_decode(runs: list[dict]) -> float:
@@ -313,6 +360,8 @@ def main(argv=None) -> int:
                                                "rss": resident_bytes(stack.procs[f"worker-{name}"].pid)}
             res.setdefault("api", {})[t] = {"single": single(a, repeats),
                                             "aggregate": {k: aggregate(a, k) for k in (1, 2, 4)}}
+        print("tool calling: time to first token with five tools and without ...", flush=True)
+        res["tools"] = tool_overhead(client, stack.api_base, "bench-2t", repeats)
         print("transformers backend, fp32 and bf16 ...", flush=True)
         for dt in ("fp32", "bf16"):
             name = f"bench-hf-{dt}"
@@ -378,6 +427,11 @@ def report(r: dict, bound: dict) -> None:
         goals.append((f"API decode with the request gate no lower than without it, within 3% noise "
                        f"({t} thread(s), interleaved runs)", g["with_gate"] / g["without_gate"], 0.97,
                       f"{g['with_gate']:.1f} vs {g['without_gate']:.1f} tok/s"))
+    for kind, x in r.get("tools", {}).items():
+        w, wo = x["with_tools"], x["without"]
+        print(f"  [info] tool calling, 5 tools, {kind} prompt: time to first token {w['ttft_s']:.2f} s vs "
+              f"{wo['ttft_s']:.2f} s without (x{w['ttft_s'] / wo['ttft_s']:.2f}; prompt {w['prompt_tokens']} vs "
+              f"{wo['prompt_tokens']} tokens)")
     if "cold_start_s" in r:
         goals.append(("cold start to all registered < 30 s", 30 / r["cold_start_s"], 1.0, f"{r['cold_start_s']:.1f} s"))
     if "ask_all" in r:

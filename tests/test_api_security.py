@@ -13,10 +13,12 @@ from openai import APIStatusError, BadRequestError, OpenAI
 from conftest import QWEN_HF, SMALL, Stack, entry
 from deploy.api.protocol import MAX_N
 from test_api_gate import BAD
+from test_tool_format import CHAT_BAD, MESSAGES_BAD, RESPONSES_BAD
 
 pytestmark = pytest.mark.slow
 ORIGIN = "http://localhost:3000"
 HI = [{"role": "user", "content": "Say hi."}]
+TOOL = {"type": "function", "function": {"name": "now", "description": "The time", "parameters": {"type": "object"}}}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +97,8 @@ def test_images_and_tools_are_refused_clearly(client):
     with pytest.raises(BadRequestError, match="take no images"):
         client.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": [
             {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}])
-    with pytest.raises(BadRequestError, match="tool calling"):
-        client.chat.completions.create(model=SMALL, messages=HI, tools=[
+    with pytest.raises(BadRequestError, match="does not support tool calling"):
+        client.chat.completions.create(model=QWEN_HF, messages=HI, tools=[
             {"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}])
 
 
@@ -229,6 +231,12 @@ def hostile_requests(fleet) -> list[tuple[str, str, str, dict, bytes | None]]:
         {"messages": HI, "logit_bias": {}},
         {"messages": HI, "max_completion_tokens": 2},
         {"messages": HI, "temperature": None, "top_p": None, "stop": None, "seed": None},
+        {"messages": HI, "tools": [TOOL], "tool_choice": "none"},
+        {"messages": HI, "tools": [TOOL], "tool_choice": "required", "stream": True},
+        {"messages": HI, "tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "now"}}, "n": 2},
+        {"messages": HI + [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
+            "name": "now", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c", "content": "noon"}],
+         "tools": [TOOL], "max_tokens": 2},  # cut mid-answer: its text comes back as it is
     ]
     # The transformers worker (one fp32 core) takes a few of them: a queue of real answers there
     # takes longer than the 10 s this test allows, for no fault of the gate.
@@ -307,7 +315,7 @@ def new_route_requests(fleet, root: str, auth: dict, big: bytes) -> list[tuple[s
                      {"model": SMALL, "input": "hi", "max_output_tokens": "many"},
                      {"model": SMALL, "input": "hi", "temperature": 9}, {"model": SMALL, "input": "hi", "top_p": -1},
                      {"model": SMALL, "input": "hi", "instructions": 5},
-                     {"model": SMALL, "input": "hi", "tools": [{"type": "function", "name": "f"}]},
+                     {"model": SMALL, "input": "hi", "tools": [{"type": "function", "name": "f", "parameters": 5}]},
                      {"model": SMALL, "input": "hi", "previous_response_id": "resp_1"},
                      {"model": "no-such-model", "input": "hi"}, {"model": 7, "input": "hi"}]
     messages_bad = [{}, {"model": SMALL, "max_tokens": 8}, {"model": SMALL, "messages": [{"role": "user", "content": "x"}]},
@@ -323,7 +331,7 @@ def new_route_requests(fleet, root: str, auth: dict, big: bytes) -> list[tuple[s
                     {"model": SMALL, "max_tokens": 8, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
                     {"model": SMALL, "max_tokens": 8, "stop_sequences": 5, "messages": [{"role": "user", "content": "x"}]},
                     {"model": SMALL, "max_tokens": 8, "system": 5, "messages": [{"role": "user", "content": "x"}]},
-                    {"model": SMALL, "max_tokens": 8, "tools": [{"name": "f", "input_schema": {}}],
+                    {"model": SMALL, "max_tokens": 8, "tools": [{"name": "f", "input_schema": {"type": "array"}}],
                      "messages": [{"role": "user", "content": "x"}]},
                     {"model": "no-such-model", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}]
     rerank_bad = [{}, {"model": SMALL}, {"model": SMALL, "query": "q"}, {"model": SMALL, "query": "q", "documents": []},
@@ -334,6 +342,12 @@ def new_route_requests(fleet, root: str, auth: dict, big: bytes) -> list[tuple[s
                   {"model": "no-such-model", "query": "q", "documents": ["a"]},
                   {"model": QWEN_HF, "query": "q", "documents": ["a"], "top_n": "two"}]
     raw_bad = [b"", b"{", b"[1]", b"null", b'{"model": NaN}', b"\xff", b'{"model": "\\ud800"}', big]
+    for model in (SMALL, QWEN_HF):  # malformed tool requests, each API (tests/test_tool_format.py)
+        for path, extra, bad in (("/v1/chat/completions", {}, CHAT_BAD), ("/v1/responses", {"input": "hi"}, RESPONSES_BAD),
+                                 ("/v1/messages", {"max_tokens": 8, "messages": HI}, MESSAGES_BAD)):
+            for what, body, _ in bad:
+                body = {"model": model, **extra, **body}
+                reqs.append((f"{path} {what} ({model})", "POST", root + path, auth, json.dumps(body).encode()))
     for model in (SMALL, QWEN_HF):
         for i, body in enumerate(responses_bad + messages_bad):
             path = "/v1/responses" if i < len(responses_bad) else "/v1/messages"

@@ -10,20 +10,27 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deploy.api.protocol import ChatCompletionRequest
-from deploy.api.streaming import Usage, chat_stream, new_id, notes_of
+from deploy.api.streaming import Usage, chat_stream, chat_tool_calls, new_id, notes_of
+from deploy.api.tool_format import BadToolCall, ToolCall, ToolUse
 from deploy.api.workers import Workers
+from deploy.wire.errors import ClientError
 from deploy.wire.generation import Sampling, chat_params, conversation_from_messages
 
 router = APIRouter()
 
 
 async def prepare_chat(workers: Workers, model: str, messages: list[dict], sampling: Sampling,
-                       needs: set[str]) -> tuple[str, dict]:
+                       needs: set[str], tools: ToolUse | None = None) -> tuple[str, dict]:
     """(worker address, worker params) for a conversation (system first, then user and assistant
-    turns as text) in the model's own template, its answer held to what the context leaves. The
-    chat, Responses and Anthropic Messages routes all come through here."""
-    addr = await workers.route(model, needs)
-    conv = conversation_from_messages(await workers.template(addr, model), messages)
+    turns as text; with `tools`, their calls and results too) in the model's own template, its
+    answer held to what the context leaves. The chat, Responses and Anthropic Messages routes all
+    come through here."""
+    addr = await workers.route(model, needs | ({"tools"} if tools else set()))
+    template = await workers.template(addr, model)
+    if tools:
+        messages = tools.conversation(messages, template)
+        sampling.json_schema = tools.schema()
+    conv = conversation_from_messages(template, messages)
     params = chat_params(model, conv, sampling)
     params["messages"] = messages  # for an upstream reached through its own chat route (backend = "openai")
     params["max_new_tokens"] = await workers.max_new_tokens(addr, model, params["prompt"], params["max_new_tokens"])
@@ -31,14 +38,25 @@ async def prepare_chat(workers: Workers, model: str, messages: list[dict], sampl
 
 
 async def answer_in_shape(request: Request, model: str, messages: list[dict], sampling: Sampling, stream: bool,
-                          events: Callable, whole: Callable[[dict], dict]):
+                          events: Callable, whole: Callable[[dict], dict], tools: ToolUse | None = None):
     """One chat turn for a route of another API (Responses, Anthropic Messages): its stream as
     `events(workers, addr, params, notes)` gives it, or its whole answer shaped by `whole(frame)`."""
     workers: Workers = request.app.state.workers
-    addr, params = await prepare_chat(workers, model, messages, sampling, set())
+    addr, params = await prepare_chat(workers, model, messages, sampling, set(), tools)
     if stream:
         return StreamingResponse(events(workers, addr, params, notes_of(request)), media_type="text/event-stream")
     return JSONResponse(whole(await workers.generate(addr, params)))
+
+
+def read_answer(text: str, tools: ToolUse | None) -> tuple[str | None, list[ToolCall]]:
+    """A whole answer's text and tool calls; a call the grammar should have ruled out is a 502."""
+    if tools is None:
+        return text, []
+    try:
+        return tools.read(text)
+    except BadToolCall as e:
+        raise ClientError(502, f"{e}. Retry, or simplify the tool's schema.", code="tool_call_invalid",
+                          kind="server_error") from None
 
 
 @router.post("/v1/chat/completions")
@@ -46,17 +64,22 @@ async def answer_in_shape(request: Request, model: str, messages: list[dict], sa
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     workers: Workers = request.app.state.workers
     notes = notes_of(request)
-    addr, params = await prepare_chat(workers, body.model, body.openai_messages(), body.sampling(), body.needs)
+    tools = body.tool_use()
+    addr, params = await prepare_chat(workers, body.model, body.openai_messages(), body.sampling(), body.needs, tools)
     if body.stream:
         streams = [lambda: workers.stream(addr, params)] * body.choices
-        return StreamingResponse(chat_stream(streams, body.model, notes, body.include_usage),
+        return StreamingResponse(chat_stream(streams, body.model, notes, body.include_usage, tools),
                                  media_type="text/event-stream")
     # a worker that goes away raises here; the gate answers that with a 503 and Retry-After
     answers = await asyncio.gather(*(workers.generate(addr, params) for _ in range(body.choices)))
     choices, usage = [], Usage()
     for i, frame in enumerate(answers):
-        choice = {"index": i, "message": {"role": "assistant", "content": frame["text"]},
-                  "finish_reason": frame.get("finish_reason") or "stop"}
+        content, calls = read_answer(frame["text"], tools)
+        message = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = chat_tool_calls(calls, streamed=False)
+        choice = {"index": i, "message": message,
+                  "finish_reason": "tool_calls" if calls else frame.get("finish_reason") or "stop"}
         if body.logprobs:
             choice["logprobs"] = frame.get("chat_logprobs") or {"content": []}
         choices.append(choice)

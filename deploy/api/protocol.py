@@ -9,12 +9,16 @@ send fields of newer API versions.
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
+                                    tool_use)
+from deploy.api.tool_format import Tool, ToolCall, ToolUse
 from deploy.wire.fields import (MAX_STOP, Boolean, Integer, MaxTokens, Penalty, RepetitionPenalty, Seed, Temperature,
                                 Text, TopK, TopLogprobs, TopP)
 from deploy.wire.generation import Sampling
@@ -231,19 +235,79 @@ def _content(v: Any) -> Any:
     return "\n".join(p.content for p in _PARTS.validate_python(v))
 
 
+# ---- tools (request fields: deploy/api/tool_fields.py; the format: deploy/api/tool_format.py) ------
+
+class FunctionSpec(StrictModel):
+    name: ToolName
+    description: Description = ""
+    parameters: ArgumentsSchema = None
+    strict: Boolean | None = None  # every call matches the schema anyway (a grammar holds the model to it)
+
+
+class ChatTool(StrictModel):
+    type: Literal["function"]
+    function: FunctionSpec
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _kind(cls, v):
+        if v != "function":
+            raise PydanticCustomError("tool_type", "must be 'function': the only kind of tool a model here can call")
+        return v
+
+
+class NamedFunction(StrictModel):
+    name: ToolName
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class FunctionCall(StrictModel):
+    name: ToolName
+    arguments: Text
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, v):
+        try:
+            args = json.loads(v)
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            raise PydanticCustomError("arguments", "must be a JSON object, as a string")
+        return v
+
+    def call(self, call_id: str) -> ToolCall:
+        return ToolCall(self.name, json.loads(self.arguments), call_id)
+
+
+class ChatToolCall(StrictModel):
+    id: CallId
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def call(self) -> ToolCall:
+        return self.function.call(self.id)
+
+
 class ChatMessage(StrictModel):
     role: str
     content: Annotated[str | None, BeforeValidator(_content)] = None
     name: Any = None
+    tool_calls: Annotated[list[ChatToolCall], Field(min_length=1)] | None = None
+    tool_call_id: CallId | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _no_tools(cls, data: Any) -> Any:
+    def _shape(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise PydanticCustomError("message_type", "must be an object with 'role' and 'content'")
-        if data.get("role") in ("tool", "function") or data.get("tool_calls") or data.get("function_call"):
-            raise unsupported("tool and function calls", "No model here calls tools. Fix: send user, assistant and "
-                                                         "system messages only.")
+        if data.get("role") == "function" or data.get("function_call"):
+            raise unsupported("function calls (the older 'functions' API)", "Fix: send 'tools', assistant "
+                                                                            "'tool_calls' and 'tool' messages.")
         if data.get("content") is None and data.get("role") != "assistant":
             raise ValidationError.from_exception_data("ChatMessage", [{"type": "missing", "loc": ("content",),
                                                                        "input": data}])
@@ -252,19 +316,39 @@ class ChatMessage(StrictModel):
     @field_validator("role", mode="before")
     @classmethod
     def _role(cls, v):
-        if v not in ("system", "developer", "user", "assistant"):
-            raise PydanticCustomError("role", "must be 'system', 'developer', 'user' or 'assistant', not {v}",
+        if v not in ("system", "developer", "user", "assistant", "tool"):
+            raise PydanticCustomError("role", "must be 'system', 'developer', 'user', 'assistant' or 'tool', not {v}",
                                       {"v": repr(v)})
         return "system" if v == "developer" else v  # developer is the newer name for system
 
+    @model_validator(mode="after")
+    def _tool_fields(self):
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise PydanticCustomError("tool_call_id", "a 'tool' message needs 'tool_call_id' (the id of the call it "
+                                                      "answers), and only a tool message has one")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise PydanticCustomError("tool_calls", "only an assistant message has 'tool_calls'")
+        return self
+
 
 class ChatCompletionRequest(GenerationRequest):
+    _tool_use: ToolUse | None = PrivateAttr(default=None)
     messages: Annotated[list[ChatMessage], Messages]
     logprobs: Boolean | None = None
     top_logprobs: TopLogprobs | None = None
-    tools: Annotated[Any, refused("'tools' (tool calling)", "No model here calls tools. Fix: leave 'tools' out.")] = None
-    functions: Annotated[Any, refused("'functions' (tool calling)",
-                                      "No model here calls tools. Fix: leave 'functions' out.")] = None
+    tools: Annotated[list[ChatTool], Field(min_length=1, max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: Boolean | None = None
+    functions: Annotated[Any, refused("'functions' (the older function-calling API)",
+                                      "Fix: send them as 'tools'.")] = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice(cls, v):
+        if isinstance(v, str) and v not in ("auto", "none", "required"):
+            raise PydanticCustomError("tool_choice", "must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+                                                     "\"function\": {\"name\": ...}}")
+        return v
 
     @model_validator(mode="after")
     def _chat_rules(self):
@@ -273,16 +357,48 @@ class ChatCompletionRequest(GenerationRequest):
                                                   "\"content\": ...}")
         if self.top_logprobs and not self.logprobs:
             raise PydanticCustomError("top_logprobs", "'top_logprobs' needs 'logprobs': true")
+        if not self.tools:
+            if self.tool_choice not in (None, "auto", "none"):  # those two say nothing without tools
+                raise PydanticCustomError("tool_choice", "'tool_choice' needs 'tools'")
+            if any(m.role == "tool" or m.tool_calls for m in self.messages):
+                raise PydanticCustomError("tools", "'messages' hold tool calls or results, but the request has no "
+                                                   "'tools'. Fix: send the tools the conversation uses")
+            return self
+        if self.response_format is not None and self.response_format.type != "text":
+            raise PydanticCustomError("response_format", "'response_format' and 'tools' cannot go together: an answer "
+                                                         "is either a tool call or JSON of your format")
+        if self.logprobs:
+            raise unsupported("'logprobs' with 'tools'", "Fix: leave out one of them.")
+        self._tool_use = tool_use(
+            [Tool(t.function.name, t.function.description, t.function.parameters) for t in self.tools],
+            self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else
+            self.tool_choice or "auto", self.parallel_tool_calls)
+        named_results(self._messages())
         return self
+
+    def tool_use(self) -> ToolUse | None:
+        return self._tool_use
 
     def logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    def _messages(self) -> list[dict]:
+        out = []
+        for m in self.messages:
+            if m.role == "tool":
+                out.append({"role": "tool", "call_id": m.tool_call_id, "content": m.content})
+            elif m.tool_calls:
+                out.append({"role": "assistant", "content": m.content, "tool_calls": [c.call() for c in m.tool_calls]})
+            elif m.role != "system":
+                out.append({"role": m.role, "content": m.content or ""})
+        return out
+
     def openai_messages(self) -> list[dict]:
         """The messages as FastChat's templates take them: one system prompt first (several are
-        joined: the templates hold one), then user and assistant turns as text."""
+        joined: the templates hold one), then the turns (tool calls and results as
+        deploy/api/tool_format.py writes them)."""
         system = [m.content for m in self.messages if m.role == "system"]
-        turns = [{"role": m.role, "content": m.content or ""} for m in self.messages if m.role != "system"]
+        turns = named_results(self._messages()) if self.tools else self._messages()
         return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + turns
 
 

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from deploy.api.tool_format import BadToolCall, ToolUse, answer_parts
 from deploy.wire.frames import ENGINE_ERROR, cached_tokens
 
 
@@ -47,6 +48,11 @@ def error_event(message: str, code, kind: str = "worker_error") -> str:
 class StreamFailed(Exception):
     def __init__(self, event: str):
         self.event = event
+
+    @property
+    def message(self) -> str:
+        """The error event's message, for an API that words its own error events."""
+        return json.loads(self.event[len("data: "):])["error"]["message"]
 
 
 class Usage:
@@ -118,15 +124,28 @@ def _closing(finish: list[dict], usage: Usage, notes: Notes, include_usage: bool
     yield DONE
 
 
-async def chat_stream(streams, model: str, notes: Notes, include_usage: bool) -> AsyncIterator[str]:
-    """`streams`: one async iterator of worker frames per choice, started lazily in order."""
+def chat_tool_calls(calls, streamed: bool) -> list[dict]:
+    """Tool calls in a chat answer's shape (a stream sends each whole, with its index)."""
+    return [{**({"index": k} if streamed else {}), "id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments_json}} for k, c in enumerate(calls)]
+
+
+async def chat_stream(streams, model: str, notes: Notes, include_usage: bool,
+                      tools: ToolUse | None = None) -> AsyncIterator[str]:
+    """`streams`: one async iterator of worker frames per choice, started lazily in order. With
+    `tools`, the answer's text is read from the generic format as it grows, and its calls sent whole."""
     head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     finish, usage = [], Usage()
     for i, frames in enumerate(streams):
         yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
-        frame, sent = {}, 0
+        frame, sent, reason = {}, 0, None
         try:
-            async for delta, frame in text_deltas(frames(), model):
+            async for kind, delta, frame in answer_parts(text_deltas(frames(), model), tools):
+                if kind == "calls":
+                    reason = "tool_calls"
+                    yield sse({**head, "choices": [{"index": i, "delta": {"tool_calls": chat_tool_calls(delta, True)},
+                                                    "finish_reason": None}]})
+                    continue
                 logprobs, sent = logprobs_delta(frame, "chat_logprobs", sent)
                 if delta or logprobs:
                     choice = {"index": i, "delta": {"content": delta}, "finish_reason": None}
@@ -137,9 +156,13 @@ async def chat_stream(streams, model: str, notes: Notes, include_usage: bool) ->
             yield f.event
             yield DONE
             return
+        except BadToolCall as e:
+            yield error_event(str(e), ENGINE_ERROR, "tool_call_invalid")
+            yield DONE
+            return
         usage.add(frame)
         finish.append({**head, "choices": [{"index": i, "delta": {},
-                                            "finish_reason": frame.get("finish_reason") or "stop"}]})
+                                            "finish_reason": reason or frame.get("finish_reason") or "stop"}]})
     for event in _closing(finish, usage, notes, include_usage, head):
         yield event
 

@@ -127,7 +127,7 @@ def gguf_shape(path: Path, kv_bytes: float, draft: ModelShape | None = None) -> 
 
 class LlamaCpp(Backend):
     options = LlamaCppOptions
-    features = frozenset({"json", "logprobs", "embeddings", "batching"})
+    features = frozenset({"json", "tools", "logprobs", "embeddings", "batching"})
     runtime_overhead = 300 * 1024**2
     # VSZ - RSS of a loaded idle worker is ~1.0 GB; 3 GiB leaves room for load-time mappings
     address_space_headroom = 3 * 1024**3

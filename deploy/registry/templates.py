@@ -82,3 +82,10 @@ def text_for_tokenizer(prompt: str, template: str, added: str) -> str:
     body = prompt.removeprefix(prefix) if prefix else prompt
     body = body.removeprefix(added) if added else body
     return prefix.removeprefix(added) + body
+
+
+# ---- tool results ------------------------------------------------------------------------------
+# The turn a template's model reads tool results in, where it has one of its own: ChatGLM3's chat
+# code puts them in an <|observation|> turn (and stops generating at that token). Other templates
+# take them as a user turn that names the tool (deploy/api/tool_format.py).
+TOOL_RESULT_ROLES = {"chatglm3": "<|observation|>"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.registry.templates import exact_prompt
+from deploy.registry.templates import TOOL_RESULT_ROLES, exact_prompt
 
 
 @dataclass
@@ -40,13 +40,15 @@ def conversation_from_dict(d: dict):
 
 def conversation_from_messages(conv_dict: dict, messages: list[dict]):
     """The worker's conversation with OpenAI-style messages ({role, content} with text content,
-    system first) appended, and the empty assistant turn at the end."""
+    system first) appended, and the empty assistant turn at the end. A "tool" turn (tool results)
+    goes in the template's own tool-result role (deploy/api/tool_format.py writes the others')."""
     conv = conversation_from_dict(conv_dict)
+    roles = {"user": conv.roles[0], "assistant": conv.roles[1], "tool": TOOL_RESULT_ROLES.get(conv.name)}
     for m in messages:
         if m["role"] == "system":
             conv.set_system_message(m["content"])
         else:
-            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], m["content"])
+            conv.append_message(roles[m["role"]], m["content"])
     conv.append_message(conv.roles[1], None)
     return conv
 
