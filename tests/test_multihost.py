@@ -18,6 +18,8 @@ from tests.harness import REPO, free_port, shutdown_supervisord, wait_for
 
 pytestmark = pytest.mark.slow
 HI = [{"role": "user", "content": "Say hi."}]
+NEIGHBOUR = "smollm2-on-the-worker-host"
+REMOTE_LIMIT = "2.5GiB"  # the worker host's pool: its Qwen (2 GiB budget) or its SmolLM2 (1 GiB), not both
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,16 @@ def two_hosts(tmp_path_factory):
         host.mkdir()
         (host / ".venv").symlink_to(REPO / ".venv")
         (host / "deploy").symlink_to(REPO / "deploy")
-        remote = entry(QWEN, port=free_port())
+        remote = entry(QWEN, port=free_port(), memory_budget="2GiB")
+        neighbour = entry(SMALL, name=NEIGHBOUR, port=free_port(), memory_budget="1GiB")
         wdoc = tomlkit.document()
         wdoc["deployment"] = {"role": "workers", "host": net.worker_ip, "log_dir": "logs",
                               "controller_address": f"http://{net.main_ip}:{main.controller_port}",
-                              "fleet_secret_file": str(tmp / "main" / "fleet.secret")}  # the same secret, copied
+                              "fleet_secret_file": str(tmp / "main" / "fleet.secret"),  # the same secret, copied
+                              "memory_limit": REMOTE_LIMIT, "load_wait": "60s"}  # this host's own pool
         aot = tomlkit.aot()
         aot.append(tomlkit.item(remote))
+        aot.append(tomlkit.item(neighbour))
         wdoc["models"] = aot
         (host / "model_paths.toml").write_text(tomlkit.dumps(wdoc))
         r = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "deploy", "--registry", str(host / "model_paths.toml"),
@@ -55,7 +60,7 @@ def two_hosts(tmp_path_factory):
             main.start_api()
             (host / "logs").mkdir()
             sh("ip", "netns", "exec", net.ns, str(REPO / ".venv/bin/supervisord"), "-c", str(host / "supervisord.conf"))
-            main.wait_registered([SMALL, QWEN], timeout=240)
+            main.wait_registered([SMALL, QWEN, NEIGHBOUR], timeout=240)
             yield main, net, host, remote
         finally:
             shutdown_supervisord(host)
@@ -91,6 +96,37 @@ def test_other_machines_cannot_use_the_fleet_directly(two_hosts):
     assert r.status_code == 401, r.text
     ok = httpx.post(f"http://{net.worker_ip}:{remote['port']}/model_details", json={}, timeout=10)  # from main_ip
     assert ok.status_code == 200
+
+
+def test_each_host_has_its_own_pool(two_hosts):
+    """The worker host's two models share its 2.5 GiB pool and take turns in it; the main host's
+    model, in the main host's own pool, stays loaded throughout."""
+    main, net, _, _ = two_hosts
+    client = main.openai(timeout=120)
+
+    def pools() -> dict[str, dict]:
+        listed = httpx.get(main.controller + "/fleet_pools", timeout=10).json()["pools"]
+        return {p["host"]: p for p in listed}
+
+    def states() -> dict[str, str]:
+        return {m["model"]: m["state"] for p in pools().values() for m in p["members"]}
+
+    remote = pools()[net.worker_ip]
+    assert remote["limit"] == int(2.5 * 1024**3) and {m["model"] for m in remote["members"]} == {QWEN, NEIGHBOUR}
+    [local] = [p for host, p in pools().items() if host != net.worker_ip]
+    assert {m["model"] for m in local["members"]} == {SMALL} and local["limit"] > remote["limit"]
+    before, qwen_was_loaded = dict(remote["evictions"]), states()[QWEN] == "loaded"
+    for model in (QWEN, NEIGHBOUR, QWEN):
+        r = client.chat.completions.create(model=model, messages=HI, max_tokens=4, temperature=0)
+        assert r.choices[0].message.content is not None
+        now = states()
+        assert now[model] == "loaded" and now[SMALL] == "loaded", now
+        assert now[NEIGHBOUR if model == QWEN else QWEN] == "asleep", now  # unloaded to make room, on its host
+        remote = pools()[net.worker_ip]
+        assert remote["used"] <= remote["limit"]
+    after = pools()[net.worker_ip]["evictions"]
+    evicted = {m: after.get(m, 0) - before.get(m, 0) for m in (QWEN, NEIGHBOUR)}
+    assert evicted == {QWEN: 1, NEIGHBOUR: 1 if qwen_was_loaded else 2}, (before, after)
 
 
 def test_cutting_the_link_takes_the_model_out_and_restoring_brings_it_back(two_hosts):

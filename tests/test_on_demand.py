@@ -82,6 +82,21 @@ def test_two_models_answer_in_turn_within_the_pool(fleet):
     assert pool(fleet)["evictions"].get(SMALL, 0) >= 1 and pool(fleet)["evictions"].get(QWEN, 0) >= 1
 
 
+def test_a_conversation_that_comes_back_after_a_swap_finds_its_prompt_computed(fleet):
+    """keep_conversations (on by default): the 0.5B's conversation is saved to disk when the model is
+    unloaded to make room, and restored when it loads again, so the follow-up after the swap finds
+    the whole earlier conversation in the KV cache instead of processing it again."""
+    first_turn = [{"role": "user", "content": "Summarise: " + " ".join(f"item {i}" for i in range(250))}]
+    first = ask(fleet, QWEN, messages=first_turn)
+    ask(fleet, SMALL)  # QWEN is unloaded to make room
+    assert states(fleet)[QWEN] == "asleep"
+    follow_up = first_turn + [{"role": "assistant", "content": first.choices[0].message.content},
+                              {"role": "user", "content": "Shorter."}]
+    again = ask(fleet, QWEN, messages=follow_up)
+    assert states(fleet)[QWEN] == "loaded" and first.usage.prompt_tokens > 700
+    assert again.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, again.usage
+
+
 def test_a_streaming_answer_is_never_cut_to_make_room(fleet):
     ask(fleet, SMALL)  # SMALL loaded, QWEN asleep
     got = {}

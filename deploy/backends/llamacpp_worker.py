@@ -20,6 +20,7 @@ from deploy.backends.base import return_memory_to_the_system
 from deploy.backends.fit import spare
 from deploy.backends.llamacpp import DRAFT_MAX
 from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_frame
+from deploy.backends.slot_store import SlotStore
 from deploy.registry.templates import text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, cached_tokens, frame
 
@@ -100,6 +101,7 @@ class LlamaCppWorker(BaseModelWorker):
         self.engine_added = ""
         self._token_texts: dict[int, str] = {}
         self.drafted = self.accepted = 0  # speculation: tokens drafted and accepted, since start
+        self.slots = SlotStore() if opts.keep_conversations else None  # conversations kept across an unload
 
     def engine_params(self):
         import xllamacpp
@@ -138,7 +140,10 @@ class LlamaCppWorker(BaseModelWorker):
         params.cache_ram_mib = spare(entry) // 2 // 2**20
         params.n_threads_http = 1
         params.api_keys = [self._engine_key]
-        params.endpoint_props = params.endpoint_slots = params.endpoint_metrics = False
+        params.endpoint_props = params.endpoint_metrics = False
+        params.endpoint_slots = self.slots is not None  # behind the per-load key, for save and restore
+        if self.slots is not None:
+            params.slot_save_path = self.slots.engine_path
         return params
 
     def load(self) -> None:
@@ -148,9 +153,17 @@ class LlamaCppWorker(BaseModelWorker):
         self.engine = xllamacpp.Server(self.engine_params())
         self._engine_url = self.engine.listening_address
         self.engine_added = engine_added_prefix(self._engine_url, self._engine_key)
+        if self.slots is not None:
+            n = self.slots.restore(self._engine_url, self._engine_key)
+            if n:
+                log.info("restored %d tokens of conversations saved when %s was unloaded", n, self.model_names[0])
 
     def unload(self) -> None:
-        """Stop the engine (its destructor ends its loop and frees the weights and the KV cache)."""
+        """Stop the engine (its destructor ends its loop and frees the weights and the KV cache),
+        first saving the conversations its slots hold, with keep_conversations."""
+        if self.slots is not None and self.engine is not None:
+            n = self.slots.save(self._engine_url, self._engine_key)
+            log.info("saved %d tokens of conversations before unloading %s", n, self.model_names[0])
         self.engine, self._engine_url = None, ""
         return_memory_to_the_system()
 
@@ -187,6 +200,8 @@ class LlamaCppWorker(BaseModelWorker):
     async def close(self) -> None:
         await self._engine_http.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.slots is not None:
+            self.slots.close()
 
     async def count_token(self, params: dict) -> dict:
         # as the engine tokenises a completion prompt: its own BOS added, special tokens parsed
