@@ -9,6 +9,7 @@ supervisord as a user runs them, in one run:
 - the peak anonymous RSS of all workers, sampled every 200 ms, against the limit;
 - a rotation over the three models: its throughput against the same rotation with all three
   resident (the default pool, which holds them);
+- the switch alone, per load setting (read and repacked, the default; mmap; mmap not repacked);
 - the bf16 case the seed reports wanted: the DeepSeek-shaped bf16 folder on transformers with two
   Q4_K_M models beside it, under a limit that cannot hold all three;
 - failed requests (goal: none).
@@ -95,6 +96,34 @@ def measure_pool(files: dict, limit: int | None, rounds: int, n: int, tmp: Path,
     return out
 
 
+LOAD_SETTINGS = {"read, repacked (the default)": {}, "mmap, repacked": {"mmap": True},
+                 "mmap, not repacked": {"mmap": True, "repack": False}}
+
+
+def measure_switch(files: dict, tmp: Path, n: int, switches: int = 4) -> dict:
+    """The switch alone, per load setting: two of the models (2 threads each) in a pool that holds
+    one, asked in turn, so every request finds its model asleep (page cache warm after the first
+    round): seconds from the request to the first token, and the decode rate once loaded."""
+    two = dict(list(files.items())[:2])
+    out = {}
+    for label, setting in LOAD_SETTINGS.items():
+        entries = [{**e, **setting} for e in gguf_entries(two, [[0, 1]] * 2, 2)]
+        fleet = Fleet(tmp / f"switch-{len(out)}", entries)
+        fleet = pooled(fleet, max(m.memory_budget for m in fleet.reg.models) + 2 * IDLE_SHARE)
+        try:
+            fleet.start()
+            for m in fleet.names:  # each loaded once: its file in the page cache
+                first_token(fleet, m, 2)
+            runs = [first_token(fleet, fleet.names[i % 2], n) for i in range(switches)]
+        finally:
+            fleet.stop()
+        ok = [r for r in runs if r["ok"]]
+        out[label] = {"ttft_s": sorted(r["ttft_s"] for r in ok), "decode_tps": [r["decode_tps"] for r in ok],
+                      "failed": len(runs) - len(ok)}
+        print(f"  {label}: first token after a switch {[round(t, 1) for t in out[label]['ttft_s']]} s", flush=True)
+    return out
+
+
 def measure_bf16(files: dict, limit: int, rounds: int, n: int, tmp: Path) -> dict:
     """The DeepSeek-shaped bf16 folder on transformers beside two Q4_K_M models, in a pool that
     holds the bf16 model alone or the two Q4_K_M together, never all three."""
@@ -133,6 +162,8 @@ def main(argv=None) -> int:
     res["pooled"] = measure_pool(files, two, args.rounds, args.tokens, tmp, "pooled")
     print("all three resident (the default pool) ...", flush=True)
     res["resident"] = measure_pool(files, None, args.rounds, args.tokens, tmp, "resident")
+    print("the switch alone, per load setting (2 threads, page cache warm) ...", flush=True)
+    res["switch"] = measure_switch(files, tmp, args.tokens)
     if args.bf16:
         print("bf16 beside two Q4_K_M ...", flush=True)
         res["bf16"] = measure_bf16(files, 20 * GiB, args.rounds, args.tokens, tmp)
@@ -154,6 +185,12 @@ def report(r: dict) -> None:
           f"failed requests {pr['failed']} / {ar['failed']}")
     print("  first-token times in the pool: " + ", ".join(f"{x['model'][10:]} {x.get('ttft_s', 0):.1f}s"
                                                            for x in pr["requests"]))
+    if "switch" in r:
+        print("the switch alone (two models, a pool that holds one, 2 threads, page cache warm), per load setting:")
+        for label, x in r["switch"].items():
+            t, d = x["ttft_s"], [v for v in x["decode_tps"] if v]
+            print(f"  {label:30} request to first token: median {t[len(t) // 2]:.2f} s (min {t[0]:.2f}, max {t[-1]:.2f});"
+                  f" decode {min(d):.2f}-{max(d):.2f} tok/s; failed {x['failed']}")
     if "bf16" in r:
         b = r["bf16"]
         br = b["rotation"]

@@ -14,14 +14,16 @@ from deploy.registry.host import memory_of
 
 pytestmark = pytest.mark.slow
 MiB = 2**20
+UNPACKED = "qwen-mapped-not-repacked"
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("reuse"), [entry(QWEN), entry(SMALL), entry(SMALL, name="smol-q8", kv_cache_type="q8_0")])
+    s = Stack(tmp_path_factory.mktemp("reuse"), [entry(QWEN), entry(SMALL), entry(SMALL, name="smol-q8", kv_cache_type="q8_0"),
+                                                 entry(QWEN, name=UNPACKED, mmap=True, repack=False)])
     try:
         s.start_fleet()
-        s.wait_registered([QWEN, SMALL, "smol-q8"])
+        s.wait_registered([QWEN, SMALL, "smol-q8", UNPACKED])
         yield s
     finally:
         s.stop()
@@ -63,6 +65,21 @@ def test_the_kv_cache_type_is_the_engines_and_the_estimates(fleet):
     assert saved == pytest.approx(f16 - q8, rel=0.25), (anon, f16 - q8)
 
 
+def test_a_mapped_model_not_repacked_keeps_its_weights_in_the_page_cache(fleet):
+    """mmap = true, repack = false (the fast switch): the worker answers, its weights the mapped
+    file's pages (RssFile), not a copy in its own memory. (This 0.5B's tensors are mostly q5_0, which
+    llama.cpp does not repack: that repack = false reaches the engine is test_worker_runtime's.)"""
+    c = fleet.openai(timeout=300)
+    hi = [{"role": "user", "content": "What is 2 + 2?"}]
+    answers = [c.chat.completions.create(model=m, messages=hi, max_tokens=8, temperature=0, seed=1)
+               .choices[0].message.content for m in (QWEN, UNPACKED)]
+    assert answers[0] and answers[1]
+    weights = load_registry(fleet.registry).get(QWEN).resolved_path.stat().st_size
+    read, mapped = (memory_of(fleet.procs[f"worker-{n}"].p.pid) for n in (QWEN, UNPACKED))
+    assert read["anon"] - mapped["anon"] > 0.8 * weights, (read, mapped, weights)  # no copy of its own
+    assert mapped["file"] > 0.8 * weights > read["file"], (read, mapped, weights)
+
+
 def test_the_prompt_cache_gets_only_what_the_budget_leaves(tmp_path):
     """llama.cpp keeps conversations that leave their slot in RAM, up to 8 GiB by default: the
     engine is given the budget's room beyond the estimate, and none when the budget is tight."""
@@ -70,7 +87,9 @@ def test_the_prompt_cache_gets_only_what_the_budget_leaves(tmp_path):
     for budget, room in (("2GiB", True), (None, False)):
         est = estimate(parse_registry({"models": [{**raw, "memory_budget": "8GiB"}]}).models[0])
         e = parse_registry({"models": [{**raw, "memory_budget": budget or est.total}]}).models[0]
-        params = LlamaCppWorker(e, "http://127.0.0.1:1", "http://127.0.0.1:2").engine_params()
+        worker = LlamaCppWorker(e, "http://127.0.0.1:1", "http://127.0.0.1:2")
+        params = worker.engine_params()
+        worker.slots.close()
         if room:
             assert 0 < params.cache_ram_mib * MiB <= e.memory_budget - est.total
         else:

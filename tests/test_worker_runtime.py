@@ -197,6 +197,28 @@ def test_flash_attention_setting():
     assert entry(flash_attention="off").options.flash_attention_on is False
 
 
+def test_load_settings_reach_the_engine():
+    """repack = false asks the engine for no repacked copy (llama.cpp's --no-repack); no load runs a
+    warm-up pass (3 s of a 7B's load); keep_conversations gives the engine a private folder for
+    its slots' files, and false none (bench/on_demand.py and bench/slot_restore.py measure them)."""
+    from conftest import QWEN, entry
+    from deploy.backends import parse_registry
+
+    def params(**over):
+        worker = LlamaCppWorker(parse_registry({"models": [entry(QWEN, **over)]}).models[0], "http://127.0.0.1:1",
+                                "http://127.0.0.1:2")
+        try:
+            return worker.engine_params()
+        finally:
+            asyncio.run(worker.close())  # its slots' folder, if it made one
+
+    default, unpacked, forgetful = params(), params(mmap=True, repack=False), params(keep_conversations=False)
+    assert (default.no_extra_bufts, unpacked.no_extra_bufts) == (False, True)
+    assert default.warmup is False and unpacked.warmup is False
+    assert default.endpoint_slots and default.slot_save_path.endswith("/")
+    assert (forgetful.endpoint_slots, forgetful.slot_save_path) == (False, "")
+
+
 @pytest.mark.parametrize("ids", [["x"], [-1], [True], [1.5]])
 def test_stop_token_ids_must_be_token_ids(ids):
     """The llama.cpp worker asks its engine for each id's text; only ids from 0 get there."""

@@ -51,6 +51,11 @@ class LlamaCppOptions(BackendOptions):
                        "the mapped file both count in RSS (1.79 vs 1.21 GiB for the 1.5B default), and decode was no "
                        "faster (reading: 1.03 and 1.15 times mmap's speed in two runs of bench/llamacpp_memory.py). "
                        "mmap lets replicas of one file share its pages.")
+    repack: bool = Field(default=True, description="Repack the weights for this CPU's kernels as they load (llama.cpp's "
+                         "default). false loads much faster and decodes slower: with mmap = true, a 7B Q4_K_M (DeepSeek "
+                         "shape, 2 threads, page cache warm) loaded in 1.5 s instead of 4.3 s (7.8 s read, the default), "
+                         "decoding 6.4-7.0 instead of 7.7-8.4 tok/s: for models that are swapped in and out of a small "
+                         "memory pool often (bench/on_demand.py measures the switch per setting).")
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="How hard waiting compute threads spin (0-100, llama.cpp's default 50); "
                                          "lower it for models that share cores.")

@@ -17,7 +17,13 @@ log = logging.getLogger("deploy.backends.slot_store")
 
 class SlotStore:
     def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="fleet-slots-"))
+        self._dir: Path | None = None  # made when an engine first needs it
+
+    @property
+    def dir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="fleet-slots-"))
+        return self._dir
 
     @property
     def engine_path(self) -> str:
@@ -61,4 +67,6 @@ class SlotStore:
         return restored
 
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
