@@ -177,26 +177,33 @@ def test_enter_then_click_sends_once(page, ui):
         assert len(bubbles(page, p)) == 1 and bubbles(page, p)[0].strip()
 
 
+REMEMBER = ("请记住下面这段话，稍后我会问你。" + "数据库索引就像书的目录：它让查询不必逐行扫描整张表，"
+            "但每次写入都要同时更新索引，所以索引越多，写入越慢。" * 12)  # a first turn of ~700 tokens
+
+
 def test_a_follow_up_after_a_vote_keeps_the_conversation(page, ui):
     page.click("#named_new")
     page.click("#named_params")
     assert page.locator("#named_seed").locator("input, textarea").input_value() == ""  # random: no seed sent
     select(page, "named_model_a", SMALL)
     select(page, "named_model_b", QWEN)
-    ask(page, "named", "我叫小明。")
+    ask(page, "named", "我叫小明。" + REMEMBER)
     wait_for(lambda: "Which answer is better?" in status(page), 120, "first answers")
     page.click("#named_tievote")
     wait_for(lambda: "Ask a follow-up" in status(page), 30, "vote recorded")
     ask(page, "named", "我叫什么名字？")
     wait_for(lambda: "Which answer is better?" in status(page), 120, "follow-up answers")
-    assert bubbles(page, "pane_a", "user") == ["我叫小明。", "我叫什么名字？"]  # the panes were not wiped
+    first = "我叫小明。" + REMEMBER
+    assert bubbles(page, "pane_a", "user") == [first, "我叫什么名字？"]  # the panes were not wiped
     exported = export_json(page, "named")
     for conv in exported["conversations"]:  # what the models were sent: both turns, in order
-        assert [t["user"] for t in conv["turns"]] == ["我叫小明。", "我叫什么名字？"] and conv["turns"][0]["assistant"]
+        assert [t["user"] for t in conv["turns"]] == [first, "我叫什么名字？"] and conv["turns"][0]["assistant"]
         assert conv["turns"][1]["speed"]["tokens"] > 0
         # the follow-up did not compute the first turn again: the worker's KV cache held it
-        speed = conv["turns"][1]["speed"]
-        assert speed["cached_tokens"] >= conv["turns"][0]["speed"]["prompt_tokens"], conv["turns"]
+        one, two = conv["turns"][0]["speed"], conv["turns"][1]["speed"]
+        assert two["cached_tokens"] >= one["prompt_tokens"], conv["turns"]
+        print(f"arena follow-up, {conv['model']}: turn 1 {one['prompt_tokens']} prompt tokens, first token "
+              f"{one['ttft_s']} s; turn 2 {two['prompt_tokens']} ({two['cached_tokens']} reused), {two['ttft_s']} s")
     assert "prompt tokens reused" in bubbles(page, "pane_b")[-1]
 
 
