@@ -35,7 +35,8 @@ class Workers:
             if "cannot reach the controller" in str(e):
                 raise unavailable(f"{e}; retry in a few seconds.", "controller_unreachable") from None
             raise await self.unavailable(model) from None
-        missing = sorted(set(needs) - set((await self.info(addr)).get("features") or []))
+        # a worker reading its model answers nothing until it has: wait for its facts, as for its template
+        missing = sorted(set(needs) - set((await self.info(addr, WORKER_TIMEOUT)).get("features") or []))
         if missing:
             raise await self.lacking(model, missing)
         return addr
@@ -64,12 +65,17 @@ class Workers:
         return ClientError(400, f"model '{model}' does not support {what}. Fix: leave it out, or {fix}.",
                            param="model", code="unsupported_feature")
 
-    async def info(self, addr: str) -> dict:
-        """The worker's /fleet_info (backend, features, ...), cached for `info_ttl` seconds."""
+    async def info(self, addr: str, timeout: float | None = None) -> dict:
+        """The worker's /fleet_info (backend, features, ...), cached for `info_ttl` seconds; a worker
+        that did not answer in `timeout` gives {} and is asked again next time (its silence is no
+        list of features: caching it refused a loading model's features for seconds)."""
         now = time.monotonic()
         cached = self._info.get(addr)
         if cached is None or now - cached[0] > self.info_ttl:
-            cached = self._info[addr] = (now, await self.client.worker_info(addr))
+            got = await self.client.worker_info(addr, timeout=timeout)
+            if not got:
+                return {}
+            cached = self._info[addr] = (now, got)
         return cached[1]
 
     async def template(self, addr: str, model: str) -> dict:

@@ -91,10 +91,10 @@ class _Calls:
             raise ModelUnavailable(f"'{model}' has no registered worker now (it may have stopped)")
         return addr
 
-    def worker_info(self, addr: str) -> Call:
+    def worker_info(self, addr: str, timeout: float | None = None) -> Call:
         """/fleet_info of one of our workers; {} for a worker that is not ours or does not answer."""
         try:
-            info = (yield Http("GET", addr + routes.FLEET_INFO)).json()
+            info = (yield Http("GET", addr + routes.FLEET_INFO, timeout=timeout)).json()
         except _ERRORS:
             return {}
         return info if isinstance(info, dict) else {}
