@@ -151,6 +151,45 @@ def test_direct_chat_follows_its_answers_and_credits_each_turn_to_its_model(brow
         assert md.count(f"**{SMALL}:**") == 2 and md.count(f"**{QWEN}:**") == 1, md
 
 
+# Text landing in a pane the way Gradio's updates land: a block added to the pane's messages
+GROW = """(px) => { const d = document.createElement('div'); d.style.cssText = `flex: none; height: ${px}px`;
+                     document.querySelector('#direct_pane .bubble-wrap').firstElementChild.appendChild(d); }"""
+TOP = "() => document.querySelector('#direct_pane .bubble-wrap').scrollTop"
+# a scroll event comes in the frame after its scroll: text added between them (a timer after the
+# frame the pane scrolled in) is there when the event is read
+RACE = """async (px) => { const grow = %s;
+                        await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+                        grow(px);
+                        for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r)); }""" % GROW
+
+
+def test_only_the_reader_scrolling_up_stops_a_pane_following(browser, ui):
+    """CI saw a phone's direct pane stop 476 px above its second answer: the pane's scroll to the
+    bottom and more text had both happened before that scroll's event, which then read as the reader
+    leaving the bottom. Such text is followed; a reader's scroll up is kept; sending follows again."""
+    with open_page(browser, ui.webui_url, PHONE) as pg:
+        tab(pg, "Direct chat")
+        select(pg, "direct_model", SMALL)
+        pg.evaluate(GROW, 900)
+        wait_for(lambda: gap_below(pg, "direct_pane") <= 5, 10, "the pane at its newest text")
+        for _ in range(3):
+            pg.evaluate(GROW, 300)
+            pg.evaluate(RACE, 500)
+            assert gap_below(pg, "direct_pane") <= 5
+        pg.hover("#direct_pane .bubble-wrap")
+        pg.mouse.wheel(0, -400)
+        wait_for(lambda: gap_below(pg, "direct_pane") >= 300, 10, "the reader's scroll up")
+        top, below = pg.evaluate(TOP), gap_below(pg, "direct_pane")
+        pg.evaluate(GROW, 500)
+        time.sleep(0.3)
+        assert pg.evaluate(TOP) == top and gap_below(pg, "direct_pane") >= below + 200  # left where the reader put it
+        set_max_tokens(pg, "direct", 16)
+        ask(pg, "direct", "Say hi.")
+        wait_for(lambda: pane_text(pg, "direct_pane").count("tok/s") == 1, 120, "the answer")
+        time.sleep(0.5)
+        assert gap_below(pg, "direct_pane") <= 5  # the question sent, the pane follows its answer
+
+
 @SIZES
 def test_copy_takes_the_answer_without_its_speed_line(browser, ui, size):
     with open_page(browser, ui.webui_url, size, permissions=["clipboard-read", "clipboard-write"]) as pg:
