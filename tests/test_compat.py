@@ -134,3 +134,83 @@ def test_what_a_request_asks_reaches_the_worker_params():
     assert p["seed"] == 7 and p["json_schema"] == {"type": "object"} and p["logprobs"] == 2 and "你好" in p["prompt"]
     p = params()
     assert "seed" not in p and "json_schema" not in p and p["logprobs"] is None
+
+
+class DyingWorkers:
+    """Where an API's stream reads its worker's frames (Workers.stream): these frames, an Exception
+    among them being the worker gone at that point."""
+    def __init__(self, frames):
+        self.frames = frames
+
+    async def stream(self, addr, params):
+        for f in self.frames:
+            if isinstance(f, Exception):
+                raise f
+            yield f
+
+
+def api_events(module, body: dict, frames) -> list[tuple[str, dict]]:
+    """(event name, data) of /v1/messages' or /v1/responses' stream (module: deploy.api.messages
+    or deploy.api.responses) over these worker frames."""
+    request = (module.MessagesRequest if hasattr(module, "MessagesRequest") else module.ResponsesRequest)
+    parsed = request.model_validate(body)
+
+    async def collect():
+        return [e async for e in module._events(DyingWorkers(frames), "addr", {}, parsed, Notes())]
+
+    out = []
+    for e in asyncio.run(collect()):
+        name, data = e.split("\n", 2)[:2]
+        out.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return out
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+MESSAGES = {"model": "m", "max_tokens": 16, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+RESPONSES = {"model": "m", "stream": True, "input": "hi"}
+TOOLS = {"messages": {"tools": [{"name": "weather", "description": "The weather in a city",
+                                 "input_schema": CITY}], "tool_choice": {"type": "any"}},
+         "responses": {"tools": [{"type": "function", "name": "weather", "parameters": CITY}],
+                       "tool_choice": "required"}}
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_a_worker_failing_mid_answer_ends_each_apis_stream_with_its_own_error_event(api):
+    import importlib
+
+    module = importlib.import_module(f"deploy.api.{api}")
+    body = MESSAGES if api == "messages" else RESPONSES
+    gone = api_events(module, body, [{"text": "北", "error_code": 0}, ConnectionError("worker gone")])
+    engine = api_events(module, body, [{"text": "llama.cpp engine error: boom", "error_code": 50001}])
+    # a tool call the answer could not make: a call of no given tool
+    bad_call = api_events(module, {**body, **TOOLS[api]},
+                          [{"text": '{"tool_calls": [{"name": "nothing", "arguments": {}}]}', "error_code": 0,
+                            "finish_reason": "stop"}])
+    for events, said in ((gone, "worker gone"), (engine, "boom"), (bad_call, "nothing")):
+        name, data = events[-1]
+        assert name == "error" and data["type"] == "error", events[-1]
+        if api == "messages":  # Anthropic's error event
+            assert data["error"]["type"] == "api_error" and said in data["error"]["message"], data
+        else:  # the Responses API's
+            assert said in data["message"] and data["code"] == (
+                "tool_call_invalid" if said == "nothing" else "worker_error"), data
+        assert [n for n, _ in events].count("error") == 1
+    if api == "messages":
+        assert ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": "北"}}) in gone
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_an_answer_is_one_text_block_even_empty_and_calls_alone_are_none(api):
+    import importlib
+
+    module = importlib.import_module(f"deploy.api.{api}")
+    body = MESSAGES if api == "messages" else RESPONSES
+    opens = "content_block_start" if api == "messages" else "response.output_item.added"
+    empty = api_events(module, body, [{"text": "", "error_code": 0, "finish_reason": "stop"}])
+    call = '{"tool_calls": [{"name": "weather", "arguments": {"city": "北京"}}]}'
+    calls = api_events(module, {**body, **TOOLS[api]}, [{"text": call, "error_code": 0, "finish_reason": "stop"}])
+    kinds = lambda events: [d.get("content_block", d.get("item", {})).get("type") for n, d in events if n == opens]  # noqa: E731
+    text = api_events(module, body, FRAMES)  # 北, then 京: one block
+    assert kinds(empty) == kinds(text) == (["text"] if api == "messages" else ["message"])
+    assert kinds(calls) == (["tool_use"] if api == "messages" else ["function_call"])

@@ -13,10 +13,10 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.chat import answer_in_shape, read_answer
 from deploy.api.protocol import Messages, ModelName, Stop, StrictModel, joined_text, sampling
-from deploy.api.streaming import Notes, StreamFailed, new_id, text_deltas
+from deploy.api.streaming import Notes, answer_blocks, new_id
 from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
                                     tool_use)
-from deploy.api.tool_format import BadToolCall, Tool, ToolCall, ToolUse, answer_parts
+from deploy.api.tool_format import Tool, ToolCall, ToolUse
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, Text, TopK, TopP
 from deploy.wire.frames import cached_tokens
@@ -219,25 +219,18 @@ async def _events(workers: Workers, addr: str, params: dict, body: MessagesReque
     mid = new_id("msg")
     yield event("message_start", message=_message(mid, body, [], {}))
     yield event("ping")
-    frame, calls, opened = {}, [], False
-    try:
-        async for kind, delta, frame in answer_parts(text_deltas(workers.stream(addr, params), body.model),
-                                                     body.tool_use()):
-            if kind == "calls":
-                calls = delta
-            elif delta:
-                if not opened:
-                    opened = True
-                    yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
-                yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": delta})
-    except (StreamFailed, BadToolCall) as f:
-        message = f.message if isinstance(f, StreamFailed) else str(f)
-        yield event("error", error={"type": "api_error", "message": message})
-        return
+    calls, frame, opened = [], {}, False
+    async for kind, x in answer_blocks(workers.stream(addr, params), body.model, body.tool_use()):
+        if kind == "failed":
+            yield event("error", error={"type": "api_error", "message": x.message})
+            return
+        if kind == "open":
+            yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        elif kind == "text":
+            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": x})
+        else:
+            calls, frame, opened = x
     notes.completion_tokens = _usage(frame)["output_tokens"]
-    if not opened and not calls:  # an empty answer is still a text block
-        opened = True
-        yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
     if opened:
         yield event("content_block_stop", index=0)
     for k, c in enumerate(calls, start=int(opened)):

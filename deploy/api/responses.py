@@ -14,10 +14,10 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.chat import answer_in_shape, read_answer
 from deploy.api.protocol import FunctionCall, ModelName, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Notes, StreamFailed, new_id, text_deltas
+from deploy.api.streaming import Notes, answer_blocks, new_id
 from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
                                     tool_use)
-from deploy.api.tool_format import BadToolCall, Tool, ToolCall, ToolUse, answer_parts
+from deploy.api.tool_format import Tool, ToolCall, ToolUse
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, Text, TopP
 from deploy.wire.frames import cached_tokens
@@ -204,38 +204,26 @@ async def _events(workers: Workers, addr: str, params: dict, body: ResponsesRequ
         seq += 1
         return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': seq, **data}, ensure_ascii=False)}\n\n"
 
-    def opening():
-        yield event("response.output_item.added", output_index=0, item={
-            "type": "message", "id": item, "status": "in_progress", "role": "assistant", "content": []})
-        yield event("response.content_part.added", item_id=item, output_index=0, content_index=0,
-                    part={"type": "output_text", "text": "", "annotations": []})
-
     yield event("response.created", response=_response(body, rid, "in_progress", None, None))
     yield event("response.in_progress", response=_response(body, rid, "in_progress", None, None))
-    text, frame, calls, opened = "", {}, [], False
-    try:
-        async for kind, delta, frame in answer_parts(text_deltas(workers.stream(addr, params), body.model),
-                                                     body.tool_use()):
-            if kind == "calls":
-                calls = delta
-            elif delta:
-                if not opened:
-                    opened = True
-                    for e in opening():
-                        yield e
-                text += delta
-                yield event("response.output_text.delta", item_id=item, output_index=0, content_index=0, delta=delta,
-                            logprobs=[])
-    except (StreamFailed, BadToolCall) as f:
-        message = f.message if isinstance(f, StreamFailed) else str(f)
-        yield event("error", code="tool_call_invalid" if isinstance(f, BadToolCall) else "worker_error",
-                    message=message, param=None)
-        return
+    text, calls, frame, opened = "", [], {}, False
+    async for kind, x in answer_blocks(workers.stream(addr, params), body.model, body.tool_use()):
+        if kind == "failed":
+            yield event("error", code="tool_call_invalid" if x.kind == "tool_call_invalid" else "worker_error",
+                        message=x.message, param=None)
+            return
+        if kind == "open":
+            yield event("response.output_item.added", output_index=0, item={
+                "type": "message", "id": item, "status": "in_progress", "role": "assistant", "content": []})
+            yield event("response.content_part.added", item_id=item, output_index=0, content_index=0,
+                        part={"type": "output_text", "text": "", "annotations": []})
+        elif kind == "text":
+            text += x
+            yield event("response.output_text.delta", item_id=item, output_index=0, content_index=0, delta=x,
+                        logprobs=[])
+        else:
+            calls, frame, opened = x
     notes.completion_tokens = (frame.get("usage") or {}).get("completion_tokens", 0)
-    if not opened and not calls:  # an empty answer is still a message
-        opened = True
-        for e in opening():
-            yield e
     if opened:
         yield event("response.output_text.done", item_id=item, output_index=0, content_index=0, text=text, logprobs=[])
         part = {"type": "output_text", "text": text, "annotations": []}

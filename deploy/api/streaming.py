@@ -45,14 +45,23 @@ def error_event(message: str, code, kind: str = "worker_error") -> str:
     return sse({"error": {"message": message, "code": int(code), "type": kind}})
 
 
-class StreamFailed(Exception):
-    def __init__(self, event: str):
-        self.event = event
+@dataclass(frozen=True)
+class Failed:
+    """Why an answer stopped short: kind is worker_error, worker_unavailable (see error_event) or
+    tool_call_invalid (the answer called no tool it could). Each API words it in its own error
+    shape; `event` is OpenAI's."""
+    message: str
+    code: int
+    kind: str
 
     @property
-    def message(self) -> str:
-        """The error event's message, for an API that words its own error events."""
-        return json.loads(self.event[len("data: "):])["error"]["message"]
+    def event(self) -> str:
+        return error_event(self.message, self.code, self.kind)
+
+
+class StreamFailed(Exception):
+    def __init__(self, failed: Failed):
+        self.failed = failed
 
 
 class Usage:
@@ -101,7 +110,7 @@ async def text_deltas(frames: AsyncIterator[dict], model: str):
     try:
         async for frame in frames:
             if frame.get("error_code", 0) != 0:
-                raise StreamFailed(error_event(frame.get("text", ""), frame["error_code"]))
+                raise StreamFailed(Failed(frame.get("text", ""), int(frame["error_code"]), "worker_error"))
             decoded = frame["text"].replace("\ufffd", "")
             delta = decoded[len(previous):]
             previous = decoded if len(decoded) > len(previous) else previous
@@ -109,8 +118,43 @@ async def text_deltas(frames: AsyncIterator[dict], model: str):
     except StreamFailed:
         raise
     except Exception as e:
-        raise StreamFailed(error_event(f"worker for '{model}' failed mid-answer: {type(e).__name__}: {e}",
-                                       ENGINE_ERROR, "worker_unavailable")) from None
+        raise StreamFailed(Failed(f"worker for '{model}' failed mid-answer: {type(e).__name__}: {e}",
+                                  ENGINE_ERROR, "worker_unavailable")) from None
+
+
+async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse | None):
+    """tool_format.answer_parts over one worker's frames, ending, if the answer failed, with one
+    ("failed", Failed, {}) part: the caller words it in its API's error shape and stops."""
+    try:
+        async for part in answer_parts(text_deltas(frames, model), tools):
+            yield part
+    except StreamFailed as f:
+        yield "failed", f.failed, {}
+    except BadToolCall as e:
+        yield "failed", Failed(str(e), ENGINE_ERROR, "tool_call_invalid"), {}
+
+
+async def answer_blocks(frames: AsyncIterator[dict], model: str, tools: ToolUse | None):
+    """An answer told as the Responses and Messages APIs stream it: ("open", None) before its first
+    text (or at the end, for an answer with neither text nor calls: still one text block), ("text",
+    new text) as it grows, then ("end", (calls, last frame, whether text was opened)); a failure
+    ends it as ("failed", Failed) instead."""
+    opened, calls, frame = False, [], {}
+    async for kind, delta, frame in answer_stream(frames, model, tools):
+        if kind == "failed":
+            yield "failed", delta
+            return
+        if kind == "calls":
+            calls = delta
+        elif delta:
+            if not opened:
+                opened = True
+                yield "open", None
+            yield "text", delta
+    if not opened and not calls:
+        opened = True
+        yield "open", None
+    yield "end", (calls, frame, opened)
 
 
 def _closing(finish: list[dict], usage: Usage, notes: Notes, include_usage: bool, last: dict):
@@ -139,27 +183,22 @@ async def chat_stream(streams, model: str, notes: Notes, include_usage: bool,
     for i, frames in enumerate(streams):
         yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
         frame, sent, reason = {}, 0, None
-        try:
-            async for kind, delta, frame in answer_parts(text_deltas(frames(), model), tools):
-                if kind == "calls":
-                    reason = "tool_calls"
-                    yield sse({**head, "choices": [{"index": i, "delta": {"tool_calls": chat_tool_calls(delta, True)},
-                                                    "finish_reason": None}]})
-                    continue
-                logprobs, sent = logprobs_delta(frame, "chat_logprobs", sent)
-                if delta or logprobs:
-                    choice = {"index": i, "delta": {"content": delta}, "finish_reason": None}
-                    if logprobs:
-                        choice["logprobs"] = logprobs
-                    yield sse({**head, "choices": [choice]})
-        except StreamFailed as f:
-            yield f.event
-            yield DONE
-            return
-        except BadToolCall as e:
-            yield error_event(str(e), ENGINE_ERROR, "tool_call_invalid")
-            yield DONE
-            return
+        async for kind, delta, frame in answer_stream(frames(), model, tools):
+            if kind == "failed":
+                yield delta.event
+                yield DONE
+                return
+            if kind == "calls":
+                reason = "tool_calls"
+                yield sse({**head, "choices": [{"index": i, "delta": {"tool_calls": chat_tool_calls(delta, True)},
+                                                "finish_reason": None}]})
+                continue
+            logprobs, sent = logprobs_delta(frame, "chat_logprobs", sent)
+            if delta or logprobs:
+                choice = {"index": i, "delta": {"content": delta}, "finish_reason": None}
+                if logprobs:
+                    choice["logprobs"] = logprobs
+                yield sse({**head, "choices": [choice]})
         usage.add(frame)
         finish.append({**head, "choices": [{"index": i, "delta": {},
                                             "finish_reason": reason or frame.get("finish_reason") or "stop"}]})
@@ -180,7 +219,7 @@ async def completion_stream(streams, model: str, notes: Notes, include_usage: bo
                     yield sse({**head, "choices": [{"index": i, "text": delta, "logprobs": logprobs,
                                                     "finish_reason": None}]})
         except StreamFailed as f:
-            yield f.event
+            yield f.failed.event
             yield DONE
             return
         usage.add(frame)
