@@ -23,6 +23,7 @@ from pathlib import Path
 import tomlkit
 from openai import OpenAI
 
+from deploy.backends.slot_store import LOGGED
 from deploy.provision.default_models import default_entries
 from prefix_reuse import passages  # bench/prefix_reuse.py (this file runs as a script)
 from seed_scale import finish
@@ -61,6 +62,13 @@ def conversation_back(client: OpenAI, model: str, text: str, swap: bool) -> dict
     return {"turn1_ttft_s": ttft1, "back_ttft_s": ttft2, "prompt_tokens": prompt, "cached_tokens": cached}
 
 
+def moves(worker_log: str) -> list[dict]:
+    """The worker's own account of each save (on unload) and restore (on load): tokens, bytes, the
+    engine's milliseconds (deploy/backends/slot_store.py)."""
+    return [{"what": m[1], "tokens": int(m[2]), "mb": float(m[3]), "ms": float(m[4])}
+            for m in LOGGED.finditer(worker_log) if int(m[2])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=2)
@@ -87,6 +95,7 @@ def main(argv=None) -> int:
                     print(f"  run {r + 1}, {v}, {'swapped' if swap else 'stayed loaded'}: back in "
                           f"{row['back_ttft_s']:.2f} s ({row['cached_tokens']} of {row['prompt_tokens']} cached)",
                           flush=True)
+        res["moves"] = moves(stack.procs["worker-talker-keep"].output())
     finally:
         stack.stop()
     res["median"] = {k: {f: statistics.median(x[f] for x in rows) for f in rows[0]} for k, rows in res["runs"].items()}
@@ -102,6 +111,13 @@ def report(r: dict) -> None:
         print(f"{k:34} {x['prompt_tokens']:>10.0f} {x['cached_tokens']:>7.0f} {x['back_ttft_s']:>7.2f}")
     keep, again = m["keep, swapped"]["back_ttft_s"], m["recompute, swapped"]["back_ttft_s"]
     print(f"after a swap: {keep:.2f} s with keep_conversations, {again:.2f} s without ({again / keep:.1f}x)")
+    for what in ("saved", "restored"):
+        done = [x for x in r.get("moves", []) if x["what"] == what]
+        if done:
+            print(f"{what} on {'unload' if what == 'saved' else 'load'}, {len(done)} times: median "
+                  f"{statistics.median(x['ms'] for x in done):.0f} ms for "
+                  f"{statistics.median(x['tokens'] for x in done):.0f} tokens, "
+                  f"{statistics.median(x['mb'] * 1000 / x['tokens'] for x in done):.1f} MB per 1,000 tokens on disk")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from openai import APIStatusError, OpenAI
 
 from conftest import QWEN, QWEN_HF, SMALL, Stack, entry, wait_for
 from tests.harness import MemorySampler
+from deploy.backends.slot_store import LOGGED
 from deploy.registry.host import memory_of
 from deploy.wire.routes import SECRET_HEADER
 
@@ -95,6 +96,9 @@ def test_a_conversation_that_comes_back_after_a_swap_finds_its_prompt_computed(f
     again = ask(fleet, QWEN, messages=follow_up)
     assert states(fleet)[QWEN] == "loaded" and first.usage.prompt_tokens > 700
     assert again.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1, again.usage
+    moved = [(m[1], int(m[2]), float(m[3])) for m in LOGGED.finditer(fleet.procs[f"worker-{QWEN}"].output())]
+    assert moved[-2][0] == "saved" and moved[-1][0] == "restored", moved  # the worker says what it kept, in figures
+    assert moved[-1][1] >= first.usage.prompt_tokens - 1 and moved[-1][2] > 1, moved
 
 
 def test_a_streaming_answer_is_never_cut_to_make_room(fleet):

@@ -52,10 +52,11 @@ class LlamaCppOptions(BackendOptions):
                        "faster (reading: 1.03 and 1.15 times mmap's speed in two runs of bench/llamacpp_memory.py). "
                        "mmap lets replicas of one file share its pages.")
     repack: bool = Field(default=True, description="Repack the weights for this CPU's kernels as they load (llama.cpp's "
-                         "default). false loads much faster and decodes slower: with mmap = true, a 7B Q4_K_M (DeepSeek "
-                         "shape, 2 threads, page cache warm) loaded in 1.5 s instead of 4.3 s (7.8 s read, the default), "
-                         "decoding 6.4-7.0 instead of 7.7-8.4 tok/s: for models that are swapped in and out of a small "
-                         "memory pool often (bench/on_demand.py measures the switch per setting).")
+                         "default). false loads much faster and may decode slower: with mmap = true, a 7B Q4_K_M "
+                         "(DeepSeek shape, page cache warm, engine alone) loaded in 1.4 s instead of 4.6 s (6.3 s read, "
+                         "the default) and decoded at 0.97 times the default's speed with 2 threads, 0.81 with one "
+                         "(bench/llamacpp_memory.py): for models that are swapped in and out of a small memory pool "
+                         "often (bench/on_demand.py measures the switch per setting).")
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="How hard waiting compute threads spin (0-100, llama.cpp's default 50); "
                                          "lower it for models that share cores.")
@@ -74,7 +75,7 @@ class LlamaCppOptions(BackendOptions):
         "(their KV cache, to a private temporary folder) and restore them when it loads again: a conversation that "
         "comes back after the swap does not process its prompt again (its next turn's first token 3.65 vs 31.6 s, "
         "1,915 tokens on the 1.5B, load included; bench/slot_restore.py). Costs disk while unloaded: the KV cache of "
-        "each slot in use (28 MB per 2,300 tokens on the 0.5B).")
+        "each slot in use (28.7 MB per 1,000 tokens on the 1.5B, saved in 16 ms and restored in 8 ms for 1,900).")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         default="f16", description="The KV cache's number format (K and V): q8_0 holds it in 53 percent of "
         "f16's memory, q4_0 in 28 percent, which the fit estimate counts; quantised V needs flash attention "

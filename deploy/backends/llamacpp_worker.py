@@ -158,16 +158,16 @@ class LlamaCppWorker(BaseModelWorker):
         self._engine_url = self.engine.listening_address
         self.engine_added = engine_added_prefix(self._engine_url, self._engine_key)
         if self.slots is not None:
-            n = self.slots.restore(self._engine_url, self._engine_key)
-            if n:
-                log.info("restored %d tokens of conversations saved when %s was unloaded", n, self.model_names[0])
+            moved = self.slots.restore(self._engine_url, self._engine_key)
+            if moved.tokens:
+                log.info("restored %s, saved when %s was unloaded", moved.describe(), self.model_names[0])
 
     def unload(self) -> None:
         """Stop the engine (its destructor ends its loop and frees the weights and the KV cache),
         first saving the conversations its slots hold, with keep_conversations."""
         if self.slots is not None and self.engine is not None:
-            n = self.slots.save(self._engine_url, self._engine_key)
-            log.info("saved %d tokens of conversations before unloading %s", n, self.model_names[0])
+            moved = self.slots.save(self._engine_url, self._engine_key)
+            log.info("saved %s before unloading %s", moved.describe(), self.model_names[0])
         self.engine, self._engine_url = None, ""
         return_memory_to_the_system()
 

@@ -6,13 +6,35 @@ private temporary folder (mode 700) and are deleted once restored, and when the 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 log = logging.getLogger("deploy.backends.slot_store")
+
+
+@dataclass
+class Moved:
+    """What one save or restore moved, summed over the slots, in the engine's own figures."""
+    tokens: int = 0
+    bytes: int = 0
+    ms: float = 0.0
+
+    def add(self, reply: dict, tokens_key: str, bytes_key: str, ms_key: str) -> None:
+        self.tokens += int(reply.get(tokens_key) or 0)
+        self.bytes += int(reply.get(bytes_key) or 0)
+        self.ms += float((reply.get("timings") or {}).get(ms_key) or 0)
+
+    def describe(self) -> str:
+        return f"{self.tokens} tokens of conversations ({self.bytes / 1e6:.1f} MB) in {self.ms:.0f} ms"
+
+
+# how a worker logs a save or a restore (describe()), for what reads its log: bench/slot_restore.py
+LOGGED = re.compile(r"(saved|restored) (\d+) tokens of conversations \(([\d.]+) MB\) in (\d+) ms")
 
 
 class SlotStore:
@@ -37,29 +59,29 @@ class SlotStore:
         r.raise_for_status()
         return r.json()
 
-    def save(self, url: str, key: str) -> int:
-        """Write every slot that holds a conversation; returns the tokens saved. A failure only
-        costs the next request its cached prompt: it is logged, never raised (the unload goes on)."""
-        saved = 0
+    def save(self, url: str, key: str) -> Moved:
+        """Write every slot that holds a conversation. A failure only costs the next request its
+        cached prompt: it is logged, never raised (the unload goes on)."""
+        saved = Moved()
         try:
             slots = httpx.get(f"{url}/slots", headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
             for slot in slots:
                 name = f"slot{int(slot['id'])}.bin"
-                n = int(self._post(url, key, int(slot["id"]), "save", name).get("n_saved") or 0)
-                if n == 0:
+                reply = self._post(url, key, int(slot["id"]), "save", name)
+                if not reply.get("n_saved"):
                     (self.dir / name).unlink(missing_ok=True)
-                saved += n
+                saved.add(reply, "n_saved", "n_written", "save_ms")
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             log.warning("could not save the slots' conversations before unloading: %s", e)
         return saved
 
-    def restore(self, url: str, key: str) -> int:
-        """Read back what `save` wrote, each file into its slot, and delete the files; returns the
-        tokens restored."""
-        restored = 0
+    def restore(self, url: str, key: str) -> Moved:
+        """Read back what `save` wrote, each file into its slot, and delete the files."""
+        restored = Moved()
         for f in sorted(self.dir.glob("slot*.bin")):
             try:
-                restored += int(self._post(url, key, int(f.stem[4:]), "restore", f.name).get("n_restored") or 0)
+                restored.add(self._post(url, key, int(f.stem[4:]), "restore", f.name), "n_restored", "n_read",
+                             "restore_ms")
             except (httpx.HTTPError, ValueError) as e:
                 log.warning("could not restore %s: %s", f.name, e)
             finally:
