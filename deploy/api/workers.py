@@ -35,6 +35,8 @@ class Workers:
             if "cannot reach the controller" in str(e):
                 raise unavailable(f"{e}; retry in a few seconds.", "controller_unreachable") from None
             raise await self.unavailable(model) from None
+        if not needs:
+            return addr
         # a worker reading its model answers nothing until it has: wait for its facts, as for its template
         missing = sorted(set(needs) - set((await self.info(addr, WORKER_TIMEOUT)).get("features") or []))
         if missing:

@@ -114,8 +114,8 @@ class LlamaCppWorker(BaseModelWorker):
         if not opts.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
             params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.no_extra_bufts = not opts.repack
-        # No warm-up pass after loading: it cost 3 s of every load of a 7B (10.9 vs 7.8 s) and spared
-        # the first request under 0.1 s of its prompt (1.84 vs 1.92 s); on-demand loads wait for it.
+        # No warm-up pass after loading: on-demand loads wait for it, and it spared the first request
+        # under 0.1 s of its prompt (1.84 vs 1.92 s); bench/llamacpp_memory.py prints what it costs.
         params.warmup = False
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
