@@ -8,8 +8,8 @@ llama.cpp on a CPU repacks most quantised tensors into an anonymous copy at load
 buffer), so with mmap the file pages of those tensors stay resident but are never touched again.
 This script loads one GGUF in fresh processes, each way the fleet can (read or mapped; repacked or
 not: the `mmap` and `repack` fields of a registry entry) and with the warm-up pass the fleet no
-longer makes, decodes with each, and prints the load time, anonymous and file RSS and the decode
-speed. The seed-shaped 7B GGUFs (bench/seed_scale.py) give the figures a 7B switch is made of:
+longer makes, decodes with each, and prints the load time, the first request's prompt time,
+anonymous and file RSS and the decode speed. The seed-shaped 7B GGUFs (bench/seed_scale.py) give the figures a 7B switch is made of:
 
     .venv/bin/python bench/llamacpp_memory.py [GGUF] [--threads 2] [--tokens 64]
     .venv/bin/python bench/llamacpp_memory.py ~/.cache/fastchat-fleet/synthetic/synthetic-deepseek-llm-7b-chat-q4_k_m.gguf
@@ -53,13 +53,14 @@ def child(gguf: str, option: dict, threads: int, tokens: int) -> dict:
     server = xllamacpp.Server(p)
     load_s = time.perf_counter() - t0
     loaded = memory_of()
-    speeds = []
+    timings = []
     with httpx.Client(base_url=server.listening_address, timeout=600) as http:
-        for _ in range(2):  # the first warms up
+        for _ in range(2):  # the first is the first request after the load (what a warm-up pass would spare)
             r = http.post("/completion", json={"prompt": PROMPT, "n_predict": tokens, "temperature": 0,
                                                "cache_prompt": False}).json()
-            speeds.append(r["timings"]["predicted_per_second"])
-    return {"load_s": load_s, "loaded": loaded, "after": memory_of(), "decode_tps": speeds[-1]}
+            timings.append(r["timings"])
+    return {"load_s": load_s, "loaded": loaded, "after": memory_of(), "decode_tps": timings[-1]["predicted_per_second"],
+            "first_prompt_s": timings[0]["prompt_ms"] / 1000}
 
 
 def main(argv=None) -> int:
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     kind = "SEED-SHAPED SYNTHETIC weights" if Path(a.gguf).name.startswith("synthetic-") else "REAL weights"
     print(f"{Path(a.gguf).name} ({kind}): {size / gib:.2f} GiB file, {a.threads} threads, {a.tokens} tokens, "
           f"engine alone, page cache warm\n")
-    print(f"{'load option':26} {'load s':>7} {'anon GiB':>9} {'file GiB':>9} {'RSS GiB':>8} {'tok/s':>7}")
+    print(f"{'load option':30} {'load s':>7} {'1st prompt s':>12} {'anon GiB':>9} {'file GiB':>9} {'RSS GiB':>8} "
+          f"{'tok/s':>7}")
     with open(a.gguf, "rb") as f:  # every load from a warm page cache, the first as the others
         while f.read(1 << 24):
             pass
@@ -87,11 +89,11 @@ def main(argv=None) -> int:
         out = subprocess.run([sys.executable, __file__, a.gguf, "--threads", str(a.threads), "--tokens",
                               str(a.tokens), "--child", json.dumps(opt)], capture_output=True, text=True)
         if out.returncode:
-            print(f"{name:26} failed: {out.stderr.strip().splitlines()[-1:]}")
+            print(f"{name:30} failed: {out.stderr.strip().splitlines()[-1:]}")
             continue
         r = results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         m = r["after"]
-        print(f"{name:26} {r['load_s']:7.1f} {m['anon'] / gib:9.2f} {m['file'] / gib:9.2f} "
+        print(f"{name:30} {r['load_s']:7.1f} {r['first_prompt_s']:12.2f} {m['anon'] / gib:9.2f} {m['file'] / gib:9.2f} "
               f"{m['rss'] / gib:8.2f} {r['decode_tps']:7.1f}")
     base = results.get(BASE)
     if base:

@@ -199,7 +199,7 @@ def test_flash_attention_setting():
 
 def test_load_settings_reach_the_engine():
     """repack = false asks the engine for no repacked copy (llama.cpp's --no-repack); no load runs a
-    warm-up pass (1.7 s of a 7B's load on one thread: bench/llamacpp_memory.py); keep_conversations
+    warm-up pass (it did not make the first request faster: bench/llamacpp_memory.py); keep_conversations
     gives the engine a private folder for its slots' files, and false none (bench/on_demand.py and
     bench/slot_restore.py measure them)."""
     from conftest import QWEN, entry

@@ -114,8 +114,8 @@ class LlamaCppWorker(BaseModelWorker):
         if not opts.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
             params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.no_extra_bufts = not opts.repack
-        # No warm-up pass after loading: on-demand loads wait for it, and it spared the first request
-        # under 0.1 s of its prompt (1.84 vs 1.92 s); bench/llamacpp_memory.py prints what it costs.
+        # No warm-up pass after loading: on-demand loads would wait for it, and it did not make the first
+        # request faster (bench/llamacpp_memory.py prints both, with and without it).
         params.warmup = False
         params.cpuparams.n_threads = entry.n_threads
         params.cpuparams_batch.n_threads = entry.n_threads
