@@ -315,6 +315,9 @@ def test_every_model_side_by_side_with_best_of_n_votes(browser, ui):
         assert pg.locator("#named_count input[value='3']").is_checked()
         models = [pg.input_value(f"#named_model_{c} input") for c in "abc"]
         assert sorted(models) == sorted([QWEN, SMALL, "doomed"]), models
+        # the pickers are filled first; the count's change then shows the third pane and its votes
+        wait_for(lambda: pg.locator("#pane_c").is_visible() and pg.locator("#named_best_c").is_visible(), 30,
+                 "three panes with a 'best' vote each")
         assert not pg.locator("#pane_d").is_visible() and not pg.locator("#named_leftvote").is_visible()
         set_max_tokens(pg, "named", 48)
         pg.click("#named_params")  # closed again, for the picture
