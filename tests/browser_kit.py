@@ -49,10 +49,15 @@ def open_page(browser, url: str, size: tuple[int, int] = (1400, 1500), shot: str
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
           if m.type == "error" or "Too many arguments" in m.text else None)
+    pg.logged = problems  # read by the report of a test that fails on this page
     try:
         pg.goto(url, wait_until="load")
         pg.wait_for_selector("#named_input textarea", timeout=60_000)
-        yield pg
+        try:
+            yield pg
+        except Exception as e:  # a test holding the page itself: its failure says what the page showed
+            e.add_note(what_the_page_showed(pg, shot or "open-page"))
+            raise
         if shot:
             ARTIFACTS.mkdir(exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / f"webui-{shot}.png"), full_page=True)
@@ -77,6 +82,29 @@ def panes(pg, n: int):
 def pane_text(pg, pane: str) -> str:
     return pg.evaluate(f"""() => Array.from(document.querySelectorAll('#{pane} [data-testid="bot"]'))
                                    .map(e => e.innerText).join('\\n')""")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that fails on the `page` fixture's page says what the page showed and logged (the
+    fixture is still open here; its own checks run only after)."""
+    rep = (yield).get_result()
+    pg = getattr(item, "funcargs", {}).get("page")
+    if rep.when == "call" and rep.failed and pg is not None:
+        rep.sections.append(("what the page showed", what_the_page_showed(pg, item.name)))
+
+
+def what_the_page_showed(pg, name: str) -> str:
+    """The page's status lines, the end of each pane and what it logged, with a screenshot in
+    test-artifacts/, for a test that failed on it."""
+    try:
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / f"webui-{name}-FAILED.png"), full_page=True)
+        shown = pg.evaluate("""() => Array.from(document.querySelectorAll('[id$=_status], [id^=pane_], [id$=_pane]'))
+            .filter(e => e.offsetParent).map(e => e.id + ': ...' + e.innerText.trim().slice(-200)).join('\\n')""")
+    except Exception as e:  # the page itself is gone
+        shown = f"(the page could not be read: {e})"
+    return f"{shown}\nthe page logged: {getattr(pg, 'logged', None) or 'nothing'}"
 
 
 def status(pg, which="named_status") -> str:

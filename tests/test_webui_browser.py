@@ -296,6 +296,7 @@ def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui
 def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
     with open_page(browser, ui.webui_url, (width, height)) as pg:
         wait_for(lambda: pg.input_value("#named_model_a input") != "", 30, "models listed")
+        wait_for(lambda: pg.locator("#pane_c").is_visible(), 30, "a pane per model")  # the layout as it settles
         time.sleep(1)
         box = pg.locator("#named_input textarea").bounding_box()
         send = pg.locator("#named_send").bounding_box()
