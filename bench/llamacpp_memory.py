@@ -9,7 +9,8 @@ buffer), so with mmap the file pages of those tensors stay resident but are neve
 This script loads one GGUF in fresh processes, each way the fleet can (read or mapped; repacked or
 not: the `mmap` and `repack` fields of a registry entry) and with the warm-up pass the fleet no
 longer makes, decodes with each, and prints the load time, the first request's prompt time,
-anonymous and file RSS and the decode speed. The seed-shaped 7B GGUFs (bench/seed_scale.py) give the figures a 7B switch is made of:
+anonymous and file RSS and the decode speed. The seed-shaped 7B GGUFs (bench/seed_scale.py) give
+the figures a 7B switch is made of:
 
     .venv/bin/python bench/llamacpp_memory.py [GGUF] [--threads 2] [--tokens 64]
     .venv/bin/python bench/llamacpp_memory.py ~/.cache/fastchat-fleet/synthetic/synthetic-deepseek-llm-7b-chat-q4_k_m.gguf

@@ -7,6 +7,8 @@ logged a console error, or logged the Gradio warning the page holds back (deploy
 from __future__ import annotations
 
 import json
+import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,7 +58,7 @@ def open_page(browser, url: str, size: tuple[int, int] = (1400, 1500), shot: str
         try:
             yield pg
         except Exception as e:  # a test holding the page itself: its failure says what the page showed
-            e.add_note(what_the_page_showed(pg, shot or "open-page"))
+            e.add_note(what_the_page_showed(pg))
             raise
         if shot:
             ARTIFACTS.mkdir(exist_ok=True)
@@ -91,15 +93,16 @@ def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
     pg = getattr(item, "funcargs", {}).get("page")
     if rep.when == "call" and rep.failed and pg is not None:
-        rep.sections.append(("what the page showed", what_the_page_showed(pg, item.name)))
+        rep.sections.append(("what the page showed", what_the_page_showed(pg)))
 
 
-def what_the_page_showed(pg, name: str) -> str:
+def what_the_page_showed(pg) -> str:
     """The page's status lines, the end of each pane and what it logged, with a screenshot in
-    test-artifacts/, for a test that failed on it."""
+    test-artifacts/ named after the failing test."""
+    test = re.sub(r"[^\w.-]+", "_", os.environ.get("PYTEST_CURRENT_TEST", "page").split(" ")[0].split("::")[-1])
     try:
         ARTIFACTS.mkdir(exist_ok=True)
-        pg.screenshot(path=str(ARTIFACTS / f"webui-{name}-FAILED.png"), full_page=True)
+        pg.screenshot(path=str(ARTIFACTS / f"webui-{test}-FAILED.png"), full_page=True)
         shown = pg.evaluate("""() => Array.from(document.querySelectorAll('[id$=_status], [id^=pane_], [id$=_pane]'))
             .filter(e => e.offsetParent).map(e => e.id + ': ...' + e.innerText.trim().slice(-200)).join('\\n')""")
     except Exception as e:  # the page itself is gone

@@ -55,8 +55,9 @@ class LlamaCppOptions(BackendOptions):
                          "default). false loads much faster and may decode slower: with mmap = true, a 7B Q4_K_M "
                          "(DeepSeek shape, page cache warm, engine alone, 2 threads) loaded in 1.4-1.5 s instead of "
                          "4.0-4.6 s (5.9-6.3 s read, the default) and decoded at 0.83-0.97 times the default's speed "
-                         "(0.81-0.92 with one thread; two runs of bench/llamacpp_memory.py): for models that are swapped in and out of a small memory pool "
-                         "often (bench/on_demand.py measures the switch per setting).")
+                         "(0.81-0.92 with one thread; two runs of bench/llamacpp_memory.py): for models that are "
+                         "swapped in and out of a small memory pool often (bench/on_demand.py measures the switch per "
+                         "setting).")
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="How hard waiting compute threads spin (0-100, llama.cpp's default 50); "
                                          "lower it for models that share cores.")
