@@ -30,6 +30,7 @@ from deploy.wire.client import FleetClient
 from deploy.wire.generation import Sampling, chat_params
 from deploy.registry.host import resident_bytes
 from deploy.registry.paths import REPO_ROOT as REPO
+from deploy.registry.paths import FleetPaths
 from deploy.registry.render import write
 from tests.harness import Stack, _ok, copy_fleet, free_port, shutdown_supervisord, wait_for
 
@@ -265,7 +266,7 @@ def cold_start(tmp: Path) -> float:
     root, _ = copy_fleet(tmp / "fleet")
     (root / "logs").mkdir()
     reg = load_registry(root / "model_paths.toml")
-    write(reg, root / "supervisord.conf")
+    write(reg, FleetPaths(root / "model_paths.toml"))
     names = {m.name for m in reg.models}
     t0 = time.perf_counter()
     subprocess.run([str(REPO / ".venv/bin/supervisord"), "-c", str(root / "supervisord.conf")], check=True, cwd=root)

@@ -89,14 +89,13 @@ class Fleet:
 
     def __init__(self, root: Path, models: list[dict]):
         root.mkdir(parents=True)
-        (root / ".venv").symlink_to(REPO_ROOT / ".venv")
         (root / "deploy").symlink_to(snapshot_of_deploy(root.parent))
         for raw in models:
             raw.setdefault("port", free_port())
             raw["memory_budget"] = suggest_budget(raw)
         self.paths = FleetPaths(write_registry(root / "model_paths.toml", models, free_port(), free_port(), free_port()))
         self.reg = load_registry(self.paths.registry)
-        write(self.reg, self.paths.supervisord_conf)
+        write(self.reg, self.paths)
         (root / "logs").mkdir()
         self.client = FleetClient(self.reg.deployment.controller_url, timeout=30)
         self.names = [m["name"] for m in models]

@@ -127,9 +127,8 @@ def wait_for(pred, timeout: float, what: str, proc: Proc | None = None, every: f
 
 def copy_fleet(root: Path, extra_models: list[dict] = ()) -> tuple[Path, tomlkit.TOMLDocument]:
     """The repository's deployment (its model_paths.toml with free ports, plus `extra_models`) in
-    `root`, beside links to our .venv and deploy/, ready for `supervisord -c root/supervisord.conf`."""
+    `root`, beside a link to deploy/, ready for `supervisord -c root/supervisord.conf`."""
     root.mkdir(parents=True)
-    (root / ".venv").symlink_to(REPO / ".venv")
     (root / "deploy").symlink_to(REPO / "deploy")
     doc = tomlkit.parse((REPO / "model_paths.toml").read_text())
     for k in ("controller_port", "api_port", "webui_port"):

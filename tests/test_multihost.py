@@ -37,7 +37,6 @@ def two_hosts(tmp_path_factory):
         # the worker host: its own folder, as a checkout on another machine would be
         host = tmp / "worker-host"
         host.mkdir()
-        (host / ".venv").symlink_to(REPO / ".venv")
         (host / "deploy").symlink_to(REPO / "deploy")
         remote = entry(QWEN, port=free_port(), memory_budget="2GiB")
         neighbour = entry(SMALL, name=NEIGHBOUR, port=free_port(), memory_budget="1GiB")

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 from deploy.backends import load_registry, parse_registry
-from deploy.registry.paths import REPO_ROOT
+from deploy.registry.paths import DEFAULT_REGISTRY, REPO_ROOT, FleetPaths
 from deploy.registry.render import render
+
+HERE = FleetPaths(DEFAULT_REGISTRY)
 
 GiB = 1024**3
 
@@ -19,12 +21,12 @@ def parsed(text: str) -> configparser.RawConfigParser:
 def test_committed_supervisord_conf_matches_registry():
     reg = load_registry(REPO_ROOT / "model_paths.toml")
     committed = (REPO_ROOT / "supervisord.conf").read_text()
-    assert committed == render(reg), "supervisord.conf drifted from model_paths.toml: run `python -m deploy render`"
+    assert committed == render(reg, HERE), "supervisord.conf drifted from model_paths.toml: run `python -m deploy render`"
 
 
 def test_programs_one_worker_per_model_loopback_and_group_kill():
     reg = load_registry(REPO_ROOT / "model_paths.toml")
-    cp = parsed(render(reg))
+    cp = parsed(render(reg, HERE))
     progs = [s.split(":", 1)[1] for s in cp.sections() if s.startswith("program:")]
     assert progs[:3] == ["controller", "api_server", "webui"]
     assert progs[3:] == [f"worker-{m.name}" for m in reg.models]
@@ -40,7 +42,7 @@ def test_programs_one_worker_per_model_loopback_and_group_kill():
 def _worker_section(budget: str):
     m = {"name": "m", "path": "/x.gguf", "backend": "llama.cpp", "port": 21002, "cores": [0],
          "memory_budget": budget, "chat_template": "qwen2.5"}
-    return parsed(render(parse_registry({"models": [m]})))["program:worker-m"]
+    return parsed(render(parse_registry({"models": [m]}), HERE))["program:worker-m"]
 
 
 def test_startsecs_grows_with_the_budget_and_bounds_restarts():
@@ -71,7 +73,7 @@ def test_render_check_and_write(tmp_path):
     assert run("--check").returncode == 0 and "already up to date" in run().stdout
     reg.write_text(reg.read_text().replace('name = "smollm2-135m-instruct"', 'name = "smol"'))
     r = run("--check")
-    assert r.returncode == 1 and "python -m deploy render" in r.stderr
+    assert r.returncode == 1 and f"python -m deploy --registry {reg} render" in r.stderr
 
 
 def test_a_worker_host_renders_its_workers_only():
@@ -80,7 +82,7 @@ def test_a_worker_host_renders_its_workers_only():
                           "models": [{"name": "m", "path": "/m.gguf", "backend": "llama.cpp", "port": 21002,
                                       "cores": [0], "memory_budget": "1GiB", "chat_template": "qwen2.5"}]})
     conf = configparser.ConfigParser(interpolation=None)
-    conf.read_string(render(reg))
+    conf.read_string(render(reg, HERE))
     assert [s for s in conf.sections() if s.startswith("program:")] == ["program:worker-m"]
     assert reg.deployment.controller_url == "http://192.168.1.10:21001"
 
@@ -96,3 +98,39 @@ def test_worker_host_settings_are_checked():
         parse_registry({"deployment": {"controller_address": "10.0.0.1:21001"}, "models": []})
     d = parse_registry({"deployment": {"controller_host": "0.0.0.0"}, "models": []}).deployment
     assert (d.controller_bind, d.controller_url) == ("0.0.0.0", "http://127.0.0.1:21001")
+
+
+def test_a_registry_kept_elsewhere_gets_its_own_files_and_this_python(tmp_path):
+    """A registry outside the checkout: its programs run this environment's Python (none lies beside
+    it), an absolute log_dir stays absolute, a relative one is beside the registry, and two registries
+    in one folder are two fleets: each its own supervisord file, socket, pid, logs and FLEET_REGISTRY."""
+    import shutil
+
+    from deploy.registry.paths import fleet_python
+
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    logs = tmp_path / "var-log" / "fleet"
+    for name, log_dir in (("model_paths.toml", str(logs)), ("second.toml", "logs")):
+        shutil.copy(REPO_ROOT / "model_paths.toml", folder / name)
+        text = (folder / name).read_text().replace('log_dir = "logs"', f'log_dir = "{log_dir}"')
+        (folder / name).write_text(text)
+        r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(folder / name), "render"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    first, second = parsed((folder / "supervisord.conf").read_text()), parsed((folder / "second.supervisord.conf").read_text())
+    python = str(fleet_python())
+    assert not python.startswith(str(folder))
+    for cp in (first, second):
+        for section in cp.sections():
+            if section.startswith("program:"):
+                assert cp[section]["command"].startswith(python + " -m deploy "), cp[section]["command"]
+    assert first["program:controller"]["stdout_logfile"] == f"{logs}/controller.log"  # absolute: as written
+    assert first["unix_http_server"]["file"] == f"{logs}/supervisor.sock"
+    assert 'FLEET_REGISTRY="%(here)s/model_paths.toml"' in first["program:webui"]["environment"]
+    assert second["program:controller"]["stdout_logfile"] == "%(here)s/logs/second.controller.log"
+    assert second["unix_http_server"]["file"] == "%(here)s/logs/second.supervisor.sock"
+    assert second["supervisord"]["pidfile"] == "%(here)s/logs/second.supervisord.pid"
+    assert 'FLEET_REGISTRY="%(here)s/second.toml"' in second["program:webui"]["environment"]
+    assert 'LOGDIR="%(here)s/logs/second.fastchat"' in second["program:webui"]["environment"]
+    assert "--registry second.toml render" in (folder / "second.supervisord.conf").read_text().splitlines()[0]

@@ -112,3 +112,37 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_up_from_a_registry_kept_elsewhere(tmp_path):
+    """`up --registry ~/fleet/mine.toml` as a user keeps it: another name, an absolute log_dir, no .venv
+    beside it. The fleet starts on this environment's Python, writes its own supervisord file and logs,
+    answers, and `down` stops that fleet only."""
+    import tomlkit
+
+    from conftest import SMALL, entry
+    from tests.harness import write_registry
+
+    folder, logs = tmp_path / "home" / "fleet", tmp_path / "var" / "log" / "fleet"
+    folder.mkdir(parents=True)
+    registry = write_registry(folder / "mine.toml", [entry(SMALL)], free_port(), free_port(), free_port())
+    doc = tomlkit.parse(registry.read_text())
+    doc["deployment"]["log_dir"] = str(logs)
+    registry.write_text(tomlkit.dumps(doc))
+    run = lambda *a, t=400: subprocess.run([sys.executable, "-m", "deploy", "--registry", str(registry), *a],  # noqa
+                                           capture_output=True, text=True, cwd=tmp_path, timeout=t)
+    try:
+        r = run("up", "--timeout", "300")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (folder / "mine.supervisord.conf").exists() and not (folder / "supervisord.conf").exists()
+        assert (logs / f"mine.worker-{SMALL}.log").exists() and (logs / "mine.supervisord.pid").exists()
+        assert f"--registry {registry} down" in r.stdout
+        from openai import OpenAI
+
+        api = f"http://127.0.0.1:{doc['deployment']['api_port']}/v1"
+        reply = OpenAI(base_url=api, api_key="unused").chat.completions.create(
+            model=SMALL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert reply.choices[0].message.content is not None
+    finally:
+        dn = run("down", t=60)
+    assert dn.returncode == 0 and "Shut down" in dn.stdout, dn.stdout + dn.stderr

@@ -36,12 +36,12 @@ def cmd_render(args, paths: FleetPaths) -> int:
     reg = load_registry(paths.registry)
     target = paths.supervisord_conf
     if args.check:
-        if not target.exists() or target.read_text() != render(reg):
-            print("supervisord.conf is out of date with model_paths.toml. Fix: python -m deploy render", file=sys.stderr)
+        if not target.exists() or target.read_text() != render(reg, paths):
+            print(f"{target.name} is out of date with {paths.registry.name}. Fix: {paths.cli} render", file=sys.stderr)
             return 1
-        print("supervisord.conf matches model_paths.toml")
+        print(f"{target.name} matches {paths.registry.name}")
         return 0
-    print("supervisord.conf " + ("updated" if write(reg, target) else "already up to date"))
+    print(f"{target.name} " + ("updated" if write(reg, paths) else "already up to date"))
     return 0
 
 

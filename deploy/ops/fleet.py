@@ -24,7 +24,7 @@ FAILED_STATES = ("FATAL", "EXITED", "STOPPED")
 
 
 def _log_tail(paths: FleetPaths, program: str, n: int = 6) -> str:
-    p = paths.logs / f"{program}.log"
+    p = paths.program_log(program)
     if not p.exists():
         return ""
     lines = [line for line in p.read_text(errors="replace").splitlines() if line.strip()]
@@ -50,10 +50,10 @@ def _start(paths: FleetPaths, reg: Registry) -> None:
     for e in errors:
         print(f"problem (that model will not start): {e}")
     conf = paths.supervisord_conf
-    if not conf.exists() or conf.read_text() != render(reg):
-        write(reg, conf)
-        print("supervisord.conf re-rendered from model_paths.toml")
-    paths.logs.mkdir(exist_ok=True)
+    if not conf.exists() or conf.read_text() != render(reg, paths):
+        write(reg, paths)
+        print(f"{conf.name} re-rendered from {paths.registry.name}")
+    paths.logs.mkdir(parents=True, exist_ok=True)
     if is_running(paths):
         supervisorctl(paths, "update")
         supervisorctl(paths, "start", "all")
@@ -102,18 +102,18 @@ def up(paths: FleetPaths, timeout: float = 600) -> int:
         while not _answers(url) and time.monotonic() < deadline:
             time.sleep(1)
         if not _answers(url):
-            print(f"problem: the {what} does not answer at {url}; see {d.log_dir}/ for its log")
+            print(f"problem: the {what} does not answer at {url}; see {paths.logs}/ for its log")
     print()
     status(paths, reg)
     for m, state in failed.items():
-        print(f"\n{m}: worker {state}. From {d.log_dir}/worker-{m}.log:\n{_log_tail(paths, f'worker-{m}')}")
+        print(f"\n{m}: worker {state}. From {paths.program_log(f'worker-{m}')}:\n{_log_tail(paths, f'worker-{m}')}")
     if d.role == "all":
         print(f"\nOpenAI API: http://{d.host}:{d.api_port}/v1   (try: curl http://{d.host}:{d.api_port}/v1/models)")
         print(f"Web UI:     http://{d.host}:{d.webui_port}")
     else:
         print(f"\nWorkers registered with the controller at {d.controller_url}; their models are served by "
               f"the main host's API and web UI.")
-    print("Stop with:  python -m deploy down   (or: .venv/bin/supervisorctl -c supervisord.conf shutdown)")
+    print(f"Stop with:  {paths.cli} down   (or: supervisorctl -c {paths.supervisord_conf} shutdown)")
     return 0 if set(names) <= client.registered() else 1
 
 

@@ -79,7 +79,7 @@ def add_entries(entries: list[dict], paths: FleetPaths, catalogue: Catalogue, re
     reg = parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), catalogue, str(path))  # validate first
     if added or not path.exists():
         path.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    write(reg, paths.supervisord_conf)
+    write(reg, paths)
     return added
 
 
