@@ -125,7 +125,7 @@ def test_what_real_clients_send_is_normalised():
         max_completion_tokens=7, temperature=None, seed=3.0, stream=True, stream_options={"include_usage": True},
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}},
         logprobs=True, top_logprobs=2, tool_choice="none"))
-    assert body.openai_messages() == [{"role": "system", "content": "Be brief.\n\nAnswer in Chinese."},
+    assert body.ask().messages() == [{"role": "system", "content": "Be brief.\n\nAnswer in Chinese."},
                                       {"role": "user", "content": "Hi\nthere"},
                                       {"role": "assistant", "content": ""},
                                       {"role": "user", "content": "again"}]

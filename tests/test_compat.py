@@ -14,7 +14,8 @@ from fastchat.protocol.openai_api_protocol import (
 
 from deploy import fastchat_compat
 from deploy.api.protocol import ChatCompletionRequest
-from deploy.api.streaming import Notes, chat_stream
+from deploy.api.chat import chat_stream
+from deploy.api.streaming import Notes
 from deploy.wire.generation import chat_params, conversation_from_messages
 
 
@@ -128,7 +129,7 @@ def test_what_a_request_asks_reaches_the_worker_params():
     def params(**extra):
         req = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "你好"}],
                                                     **extra})
-        return chat_params("m", conversation_from_messages(conv_dict, req.openai_messages()), req.sampling())
+        return chat_params("m", conversation_from_messages(conv_dict, req.ask().messages()), req.sampling())
 
     p = params(seed=7, response_format={"type": "json_object"}, logprobs=True, top_logprobs=2)
     assert p["seed"] == 7 and p["json_schema"] == {"type": "object"} and p["logprobs"] == 2 and "你好" in p["prompt"]
@@ -156,7 +157,8 @@ def api_events(module, body: dict, frames) -> list[tuple[str, dict]]:
     parsed = request.model_validate(body)
 
     async def collect():
-        return [e async for e in module._events(DyingWorkers(frames), "addr", {}, parsed, Notes())]
+        shape = module.Shaper(parsed, 0) if hasattr(module, "MessagesRequest") else module.Shaper(parsed)
+        return [e async for e in module._events(shape, DyingWorkers(frames).stream("addr", {}), Notes())]
 
     out = []
     for e in asyncio.run(collect()):

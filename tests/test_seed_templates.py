@@ -82,7 +82,7 @@ def api_prompt(monkeypatch, template: str, system: str | None) -> str:
 
     conv_dict = jsonable_encoder(get_conv_template(template))  # what the worker serves
     req = ChatCompletionRequest.model_validate({"model": "m", "messages": openai_messages(system)})
-    return chat_params("m", conversation_from_messages(conv_dict, req.openai_messages()), req.sampling())["prompt"]
+    return chat_params("m", conversation_from_messages(conv_dict, req.ask().messages()), req.sampling())["prompt"]
 
 
 def test_qwen_7b_chat_is_make_context(monkeypatch):

@@ -151,7 +151,7 @@ def test_the_plain_chat_prompt_is_unchanged():
         conv.set_system_message("Be brief.")
         for role, text in ((0, "Hi"), (1, "Hello"), (0, "Again"), (1, None)):
             conv.append_message(conv.roles[role], text)
-        assert prompt(name, body.openai_messages()) == conv.get_prompt()
+        assert prompt(name, body.ask().messages()) == conv.get_prompt()
 
 
 def test_tools_are_told_in_the_system_prompt_and_results_in_the_templates_own_turn():
@@ -195,14 +195,16 @@ CHAT_BAD = [
     ("parameters not an object", chat(tools=[fn("f", [1])]), "JSON schema object"),
     ("parameters of a string", chat(tools=[fn("f", {"type": "string"})]), "must describe an object"),
     ("parameters not a schema", chat(tools=[fn("f", {"type": "objekt"})]), "not a valid JSON schema"),
-    ("a keyword the grammar cannot hold", chat(tools=[fn("f", {"type": "object", "properties": {
-        "n": {"type": "array", "uniqueItems": True}}})]), "'uniqueItems'"),
+    ("a keyword the grammar cannot hold, in a required call", chat(tools=[fn("f", {"type": "object", "properties": {
+        "n": {"type": "array", "uniqueItems": True}}})], tool_choice="required"), "'uniqueItems'"),
+    ("it, in the one named tool", chat(tools=[fn("f", {"type": "object", "propertyNames": {"pattern": "^a"}})],
+                                       tool_choice={"type": "function", "function": {"name": "f"}}), "'propertyNames'"),
     ("two tools of one name", chat(tools=[fn("f"), fn("f")]), "same tool twice"),
     ("too many tools", chat(tools=[fn(f"f{i}") for i in range(129)]), "tools"),
     ("tool_choice of no tool", chat(tools=[fn("f")], tool_choice={"type": "function", "function": {"name": "g"}}),
      "none of the tools"),
     ("tool_choice an unknown word", chat(tools=[fn("f")], tool_choice="sometimes"), "tool_choice"),
-    ("tool_choice required without tools", chat(tool_choice="required"), "'tool_choice' needs 'tools'"),
+    ("tool_choice required without tools", chat(tool_choice="required"), "has no 'tools'"),
     ("a result of no call", chat(tools=[fn("f")], messages=[USER, {"role": "tool", "tool_call_id": "zz",
                                                                    "content": "1"}]), "no earlier tool call"),
     ("a result without its call's id", chat(tools=[fn("f")], messages=[USER, {"role": "tool", "content": "1"}]),
@@ -231,7 +233,7 @@ CHAT_BAD = [
 
 FN = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}
 RESPONSES_BAD = [
-    ("a hosted tool", {"tools": [{"type": "web_search"}]}, "function tools only"),
+    ("a tool without a type", {"tools": [{"name": "f"}]}, "needs a 'type'"),
     ("a tool without a name", {"tools": [{"type": "function"}]}, "name"),
     ("parameters not a schema", {"tools": [{**FN, "parameters": {"type": 5}}]}, "not a valid JSON schema"),
     ("tool_choice of no tool", {"tools": [FN], "tool_choice": {"type": "function", "name": "g"}}, "none of the tools"),
@@ -239,10 +241,10 @@ RESPONSES_BAD = [
                                                                "output": "1"}]}, "no earlier tool call"),
     ("call arguments not JSON", {"tools": [FN], "input": [USER, {"type": "function_call", "call_id": "c", "name": "f",
                                                                   "arguments": "{oops"}]}, "JSON object"),
-    ("tool_choice without tools", {"tool_choice": "required"}, "need 'tools'"),
+    ("tool_choice without tools", {"tool_choice": "required"}, "has no 'tools'"),
     ("call items without tools", {"input": [USER, {"type": "function_call", "call_id": "c", "name": "f",
-                                                   "arguments": "{}"}]}, "need 'tools'"),
-    ("an unknown item", {"input": [USER, {"type": "reasoning", "summary": []}]}, "'reasoning' items"),
+                                                   "arguments": "{}"}]}, "has no 'tools'"),
+    ("an unknown item", {"input": [USER, {"type": "local_shell_call", "call_id": "c"}]}, "'local_shell_call' items"),
 ]
 
 TOOL = {"name": "f", "input_schema": {"type": "object", "properties": {}}}
@@ -260,10 +262,11 @@ MESSAGES_BAD = [
         {"type": "tool_result", "tool_use_id": "t", "content": "1"}]}]}, "tool_use blocks go in assistant"),
     ("tool_use input not an object", {"tools": [TOOL], "messages": [USER, {"role": "assistant", "content": [
         {"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}]}, "input"),
-    ("a keyword the grammar cannot hold", {"tools": [{**TOOL, "input_schema": {"type": "object", "not": {}}}]},
-     "'not'"),
+    ("a keyword the grammar cannot hold, in a required call", {"tools": [{**TOOL, "input_schema": {
+        "type": "object", "not": {}}}], "tool_choice": {"type": "any"}}, "'not'"),
     ("blocks without tools", {"messages": [USER, {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}, "need 'tools'"),
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}, "has no 'tools'"),
+    ("a role of no model", {"messages": [USER, {"role": "tool", "content": "1"}]}, 'messages.1.role: Unexpected role "tool"'),
 ]
 
 

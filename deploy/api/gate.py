@@ -13,8 +13,9 @@ route table (deploy/api/routes.py), in this order:
 5. Every error response, ours, Starlette's or a crash's, leaves as OpenAI's JSON shape with the
    status OpenAI would use (deploy/wire/errors.py); a worker that went away is a 503.
 
-Per-request notes for the metrics (the model, the tokens a stream generated) travel in the ASGI
-scope's state, which the route handlers see as `request.state.notes`.
+Per-request notes for the metrics (the model, the tokens generated, when the first of them came:
+deploy/api/streaming.py) travel in the ASGI scope's state, which the route handlers see as
+`request.state.notes`.
 
 2. alone (deploy/wire/bounded_body.py) guards the workers' and the controller's own routes.
 """
@@ -22,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 
@@ -51,15 +50,6 @@ class GateSettings:
 
 
 METRICS_PATH = "/metrics"
-FIRST_TEXT = re.compile(rb'"(content|text)": ?"[^"]')  # a stream chunk that carries text
-
-
-def _usage_tokens(body: bytes) -> int:
-    try:
-        return int(json.loads(body)["usage"]["completion_tokens"] or 0)
-    except (ValueError, KeyError, TypeError):
-        return 0
-
 
 def _model_of(body, path: str) -> str:
     """The model a request names, for the metrics, before its route has checked it."""
@@ -100,25 +90,19 @@ class ApiGate:
             send = _anthropic_errors(send)
         if self.metrics is None or not generation:
             return await self._gated(scope, receive, send, generation)
-        t0, seen = time.monotonic(), {"status": 500, "ttft": None, "sse": False, "json": b""}
+        t0, seen = time.monotonic(), {"status": 500}
 
         async def observing(message):
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
-                seen["sse"] = b"event-stream" in dict(message.get("headers", [])).get(b"content-type", b"")
-            elif message["type"] == "http.response.body" and seen["status"] < 400:
-                chunk = message.get("body", b"")
-                if seen["sse"] and seen["ttft"] is None and FIRST_TEXT.search(chunk):
-                    seen["ttft"] = time.monotonic() - t0
-                elif not seen["sse"] and len(seen["json"]) < 1 << 20:
-                    seen["json"] += chunk
             await send(message)
 
         try:
             await self._gated(scope, receive, observing, generation)
         finally:
-            tokens = notes.completion_tokens if seen["sse"] else _usage_tokens(seen["json"])
-            self.metrics.record(notes.model, scope["path"], seen["status"], time.monotonic() - t0, seen["ttft"], tokens)
+            ttft = None if notes.first_token_at is None else notes.first_token_at - t0
+            self.metrics.record(notes.model, scope["path"], seen["status"], time.monotonic() - t0, ttft,
+                                notes.completion_tokens)
 
     async def _gated(self, scope, receive, send, generation: bool):
         s = self.settings

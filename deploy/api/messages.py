@@ -1,28 +1,36 @@
-"""POST /v1/messages: Anthropic's Messages API (the `anthropic` client, Claude-style tools and
-frameworks): `system`, content blocks, `max_tokens`, `stop_sequences`, streamed with Anthropic's
-event types or not. It becomes the same chat request as /v1/chat/completions; errors keep
-Anthropic's shape (the gate reshapes them for this route), and the key may come as `x-api-key`."""
+"""POST /v1/messages: Anthropic's Messages API (the `anthropic` client, Claude Code, Claude-style
+tools and frameworks), in the `anthropic` package's own types (Message, its content blocks and its
+stream events): `system`, content blocks, `max_tokens`, `stop_sequences`, tools, streamed or not;
+and POST /v1/messages/count_tokens. Errors keep Anthropic's shape (the gate reshapes them for these
+routes), and the key may come as `x-api-key`.
+
+As vLLM and Ollama do, a `system` message inside `messages` (Claude Code sends one) is accepted: its
+text joins the system prompt. A role no model here has is refused in Anthropic's own words
+("Unexpected role"), which clients act on.
+"""
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any, AsyncIterator, Literal
 
+from anthropic.types import (Message, RawContentBlockDeltaEvent, RawContentBlockStartEvent, RawContentBlockStopEvent,
+                             RawMessageDeltaEvent, RawMessageStartEvent, RawMessageStopEvent, TextBlock, ToolUseBlock)
 from fastapi import APIRouter, Request
-from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from deploy.api.chat import answer_in_shape, read_answer
+from deploy.api.conversation import AsksChat, prepare
 from deploy.api.protocol import Messages, ModelName, Stop, StrictModel, joined_text, sampling
-from deploy.api.streaming import Notes, answer_blocks, new_id
-from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
-                                    tool_use)
-from deploy.api.tool_format import Tool, ToolCall, ToolUse
+from deploy.api.streaming import Answer, Notes, Usage, answer_blocks, collect, new_id, notes_of, sse
+from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
+from deploy.api.tool_format import Tool, ToolCall
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, Text, TopK, TopP
-from deploy.wire.frames import cached_tokens
 from deploy.wire.generation import Sampling
 
 router = APIRouter()
+count_router = APIRouter()  # a read route: counted apart from generation (deploy/api/routes.py)
 
 
 NOT_TEXT = {"image": "the models of this deployment take text only",
@@ -34,12 +42,12 @@ def _text(v: Any) -> Any:
     return joined_text(v, ("text",), NOT_TEXT, "send text blocks")
 
 
-class TextBlock(StrictModel):
+class TextIn(StrictModel):
     type: Literal["text"]
     text: Text
 
 
-class ToolUseBlock(StrictModel):
+class ToolUseIn(StrictModel):
     """An earlier tool call of the assistant."""
     type: Literal["tool_use"]
     id: CallId
@@ -50,7 +58,7 @@ class ToolUseBlock(StrictModel):
         return ToolCall(self.name, self.input, self.id)
 
 
-class ToolResultBlock(StrictModel):
+class ToolResultIn(StrictModel):
     """A tool's result, in a user message."""
     type: Literal["tool_result"]
     tool_use_id: CallId
@@ -58,7 +66,13 @@ class ToolResultBlock(StrictModel):
     is_error: bool = False
 
 
-BLOCKS = {"text": TextBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock}
+class ThinkingIn(StrictModel):
+    """An earlier turn's thinking, handed back: no model here reads it, so it is left out."""
+    type: Literal["thinking", "redacted_thinking"]
+
+
+BLOCKS = {"text": TextIn, "tool_use": ToolUseIn, "tool_result": ToolResultIn, "thinking": ThinkingIn,
+          "redacted_thinking": ThinkingIn}
 
 
 def _block(v: Any) -> Any:
@@ -79,31 +93,36 @@ def _blocks(v: Any) -> Any:
     return v
 
 
-Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, BeforeValidator(_block)]
+Block = Annotated[TextIn | ToolUseIn | ToolResultIn | ThinkingIn, BeforeValidator(_block)]
 
 
-class Message(StrictModel):
-    role: Literal["user", "assistant"]
+class MessageIn(StrictModel):
+    role: Text  # user, assistant or system: checked with the message's place (CountTokensRequest)
     content: Annotated[list[Block], BeforeValidator(_blocks)]
 
     @model_validator(mode="after")
     def _blocks_fit_the_role(self):
-        wrong = ToolResultBlock if self.role == "assistant" else ToolUseBlock
+        if self.role == "system" and any(not isinstance(b, TextIn) for b in self.content):
+            raise PydanticCustomError("content", "a system message holds text blocks only")
+        wrong = ToolResultIn if self.role == "assistant" else ToolUseIn
         if any(isinstance(b, wrong) for b in self.content):
             raise PydanticCustomError("content", "tool_use blocks go in assistant messages, tool_result blocks in "
                                                  "user messages")
         return self
 
+    @property
+    def text(self) -> str:
+        return "\n".join(b.text for b in self.content if isinstance(b, TextIn))
+
     def turns(self) -> list[dict]:
         """This message as chat turns: its tool results, then its text; or its text and calls."""
-        text = "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+        text = self.text
         if self.role == "assistant":
-            calls = [b.call() for b in self.content if isinstance(b, ToolUseBlock)]
+            calls = [b.call() for b in self.content if isinstance(b, ToolUseIn)]
             return [{"role": "assistant", "content": text or None, "tool_calls": calls} if calls else
                     {"role": "assistant", "content": text}]
-        results = [{"role": "tool", "call_id": b.tool_use_id,
-                    "content": ("Error: " if b.is_error else "") + b.content}
-                   for b in self.content if isinstance(b, ToolResultBlock)]
+        results = [{"role": "tool", "call_id": b.tool_use_id, "content": ("Error: " if b.is_error else "") + b.content}
+                   for b in self.content if isinstance(b, ToolResultIn)]
         return results + ([{"role": "user", "content": text}] if text or not results else [])
 
 
@@ -140,118 +159,148 @@ class AnthropicToolChoice(StrictModel):
         return {"auto": "auto", "any": "required", "none": "none"}.get(self.type) or self.name
 
 
-class MessagesRequest(StrictModel):
-    _tool_use: ToolUse | None = PrivateAttr(default=None)
+class CountTokensRequest(StrictModel, AsksChat):
+    """/v1/messages/count_tokens: what a Messages request would hold, without max_tokens."""
     model: ModelName
-    max_tokens: MaxTokens
-    messages: Annotated[list[Message], Messages]
+    messages: Annotated[list[MessageIn], Messages]
     system: Annotated[str, BeforeValidator(_text)] | None = None
+    tools: Annotated[list[AnthropicTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _a_user_message_first(self):
+        for i, m in enumerate(self.messages):
+            if m.role not in ("user", "assistant", "system"):  # Anthropic's own words, which clients read
+                raise PydanticCustomError("role", "messages.{i}.role: Unexpected role {role}. The Messages API accepts "
+                                                  "\"user\" and \"assistant\" messages (and \"system\" ones, whose text "
+                                                  "joins the system prompt)", {"i": i, "role": json.dumps(m.role)})
+        first = next((m for m in self.messages if m.role != "system"), None)
+        if first is None or first.role != "user":
+            raise PydanticCustomError("messages", "'messages' must start with a user message")
+        return self
+
+    def system_texts(self) -> list[str]:
+        return [self.system or ""] + [m.text for m in self.messages if m.role == "system"]
+
+    def turns(self) -> list[dict]:
+        return [t for m in self.messages if m.role != "system" for t in m.turns()]
+
+    def tool_list(self) -> list[Tool] | None:
+        return [Tool(t.name, t.description, t.input_schema) for t in self.tools or ()] or None
+
+    def tool_choice_given(self):
+        return self.tool_choice.choice if self.tool_choice else None
+
+    def parallel_calls(self) -> bool | None:
+        return not self.tool_choice.disable_parallel_tool_use if self.tool_choice else None
+
+    def skipped(self) -> list[str]:
+        thinking = any(isinstance(b, ThinkingIn) for m in self.messages for b in m.content)
+        return ["thinking blocks of earlier turns (no model here reads them)"] if thinking else []
+
+    def sampling(self) -> Sampling:
+        return sampling()
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: MaxTokens
     stop_sequences: Stop = Field(default_factory=list)
     temperature: Annotated[Temperature, Field(le=1)] | None = None
     top_p: TopP | None = None
     top_k: TopK | None = None
     stream: bool = False
-    tools: Annotated[list[AnthropicTool], Field(max_length=MAX_TOOLS)] | None = None
-    tool_choice: AnthropicToolChoice | None = None
     metadata: dict | None = None
-
-    @model_validator(mode="after")
-    def _starts_with_the_user(self):
-        if self.messages[0].role != "user":
-            raise PydanticCustomError("messages", "'messages' must start with a user message")
-        if self.tools:
-            choice = self.tool_choice or AnthropicToolChoice(type="auto")
-            self._tool_use = tool_use([Tool(t.name, t.description, t.input_schema) for t in self.tools], choice.choice,
-                                      not choice.disable_parallel_tool_use)
-            named_results(self._turns())
-        elif self.tool_choice is not None or any(not isinstance(b, TextBlock) for m in self.messages
-                                                 for b in m.content):
-            raise PydanticCustomError("tools", "'tool_choice', tool_use and tool_result blocks need 'tools'. Fix: send "
-                                               "the tools the conversation uses")
-        return self
-
-    def tool_use(self) -> ToolUse | None:
-        return self._tool_use
-
-    def _turns(self) -> list[dict]:
-        return [t for m in self.messages for t in m.turns()]
-
-    def chat_messages(self) -> list[dict]:
-        turns = named_results(self._turns()) if self.tools else self._turns()
-        return ([{"role": "system", "content": self.system}] if self.system else []) + turns
 
     def sampling(self) -> Sampling:
         return sampling(max_new_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                         top_k=self.top_k, stop=list(self.stop_sequences))
 
 
-def stop_reason(frame: dict, calls=()) -> str:
-    """Anthropic's stop_reason for a worker's last frame. FastChat's frames do not say whether a
-    stop sequence or the model ended it, so stop_sequence stays null."""
-    if calls:
-        return "tool_use"
-    return "max_tokens" if frame.get("finish_reason") == "length" else "end_turn"
+def stop_reason(answer: Answer) -> str:
+    """Anthropic's stop_reason. FastChat's frames do not say whether a stop sequence or the model
+    ended it, so stop_sequence stays null."""
+    return {"tool_calls": "tool_use", "length": "max_tokens"}.get(answer.finish_reason, "end_turn")
 
 
-def _usage(frame: dict) -> dict:
-    """Anthropic counts prompt tokens read from a cache apart from input_tokens."""
-    u = frame.get("usage") or {}
-    cached = cached_tokens(u) or 0
-    return {"input_tokens": int(u.get("prompt_tokens") or 0) - cached, "output_tokens": int(u.get("completion_tokens") or 0),
-            "cache_read_input_tokens": cached}
+class Shaper:
+    """One message's objects, its id fixed once; Anthropic counts prompt tokens read from a cache
+    apart from input_tokens."""
+
+    def __init__(self, body: MessagesRequest, prompt_tokens: int):
+        self.body, self.id, self.prompt_tokens = body, new_id("msg", "_"), prompt_tokens
+
+    def usage(self, u: Usage | None) -> dict:
+        if u is None:  # at the start: the prompt as counted, nothing generated yet
+            return {"input_tokens": self.prompt_tokens, "output_tokens": 0}
+        cached = u.cached or 0
+        return {"input_tokens": u.prompt - cached, "output_tokens": u.completion, "cache_read_input_tokens": cached}
+
+    def message(self, answer: Answer | None) -> Message:
+        content = []
+        if answer is not None:
+            content = ([TextBlock(type="text", text=answer.text)] if answer.text is not None else []) + \
+                      [self.tool_use(c) for c in answer.calls]
+        return Message(id=self.id, type="message", role="assistant", model=self.body.model, content=content,
+                       stop_reason=stop_reason(answer) if answer else None, stop_sequence=None,
+                       usage=self.usage(answer.usage if answer else None))
+
+    @staticmethod
+    def tool_use(c: ToolCall, given: dict | None = None) -> ToolUseBlock:
+        return ToolUseBlock(type="tool_use", id=c.id, name=c.name, input=c.arguments if given is None else given)
 
 
-def _tool_use_block(c: ToolCall, given: dict | None = None) -> dict:
-    return {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments if given is None else given}
-
-
-def _message(mid: str, body: MessagesRequest, content: list, frame: dict, calls=()) -> dict:
-    return {"id": mid, "type": "message", "role": "assistant", "model": body.model, "content": content,
-            "stop_reason": stop_reason(frame, calls) if frame else None, "stop_sequence": None, "usage": _usage(frame)}
-
-
-async def _events(workers: Workers, addr: str, params: dict, body: MessagesRequest, notes: Notes) -> AsyncIterator[str]:
+async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> AsyncIterator[str]:
     """Anthropic's event stream: a text block that opens with the first text, then one tool_use
     block per call, its input as one input_json_delta."""
-    def event(kind: str, **data) -> str:
-        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data}, ensure_ascii=False)}\n\n"
+    def event(cls, **data) -> str:
+        kind = cls.model_fields["type"].annotation.__args__[0]
+        return sse(cls(type=kind, **data), event=kind)
 
-    mid = new_id("msg")
-    yield event("message_start", message=_message(mid, body, [], {}))
-    yield event("ping")
-    calls, frame, opened = [], {}, False
-    async for kind, x in answer_blocks(workers.stream(addr, params), body.model, body.tool_use()):
+    body = shape.body
+    yield event(RawMessageStartEvent, message=shape.message(None))
+    yield sse({"type": "ping"}, event="ping")
+    answer, opened = None, False
+    async for kind, x, opened in answer_blocks(frames, body.model, body.tool_use(), notes):
         if kind == "failed":
-            yield event("error", error={"type": "api_error", "message": x.message})
+            yield sse({"type": "error", "error": {"type": "api_error", "message": x.message}}, event="error")
             return
         if kind == "open":
-            yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+            yield event(RawContentBlockStartEvent, index=0, content_block=TextBlock(type="text", text=""))
         elif kind == "text":
-            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": x})
+            yield event(RawContentBlockDeltaEvent, index=0, delta={"type": "text_delta", "text": x})
         else:
-            calls, frame, opened = x
-    notes.completion_tokens = _usage(frame)["output_tokens"]
+            answer = x
+    notes.completion_tokens = answer.usage.completion
     if opened:
-        yield event("content_block_stop", index=0)
-    for k, c in enumerate(calls, start=int(opened)):
-        yield event("content_block_start", index=k, content_block=_tool_use_block(c, {}))
-        yield event("content_block_delta", index=k,
-                    delta={"type": "input_json_delta", "partial_json": c.arguments_json})
-        yield event("content_block_stop", index=k)
-    yield event("message_delta", delta={"stop_reason": stop_reason(frame, calls), "stop_sequence": None},
-                usage={"output_tokens": _usage(frame)["output_tokens"]})
-    yield event("message_stop")
-
-
-def _whole(body: MessagesRequest, frame: dict) -> dict:
-    text, calls = read_answer(frame["text"], body.tool_use())
-    content = ([{"type": "text", "text": text}] if text is not None else []) + [_tool_use_block(c) for c in calls]
-    return _message(new_id("msg"), body, content, frame, calls)
+        yield event(RawContentBlockStopEvent, index=0)
+    for k, c in enumerate(answer.calls, start=int(opened)):
+        yield event(RawContentBlockStartEvent, index=k, content_block=shape.tool_use(c, {}))
+        yield event(RawContentBlockDeltaEvent, index=k, delta={"type": "input_json_delta",
+                                                               "partial_json": c.arguments_json})
+        yield event(RawContentBlockStopEvent, index=k)
+    yield event(RawMessageDeltaEvent, delta={"stop_reason": stop_reason(answer), "stop_sequence": None},
+                usage=shape.usage(answer.usage))
+    yield event(RawMessageStopEvent)
 
 
 @router.post("/v1/messages")
 async def create_message(body: MessagesRequest, request: Request):
-    return await answer_in_shape(
-        request, body.model, body.chat_messages(), body.sampling(), body.stream,
-        lambda workers, addr, params, notes: _events(workers, addr, params, body, notes),
-        lambda frame: _whole(body, frame), body.tool_use())
+    workers: Workers = request.app.state.workers
+    notes = notes_of(request)
+    ask = body.ask()
+    prep = await prepare(workers, ask)
+    shape = Shaper(body, prep.prompt_tokens)
+    frames = workers.stream(prep.addr, prep.params)
+    if body.stream:
+        return StreamingResponse(_events(shape, frames, notes), media_type="text/event-stream")
+    answer = await collect(frames, body.model, ask.tools, notes)
+    notes.completion_tokens = answer.usage.completion
+    return JSONResponse(shape.message(answer).model_dump(mode="json", exclude_unset=True))
+
+
+@count_router.post("/v1/messages/count_tokens")
+async def count_message_tokens(body: CountTokensRequest, request: Request):
+    """The prompt's tokens as the model's template and tokenizer make them (tools told in it), also
+    when they are more than the model's context holds."""
+    prep = await prepare(request.app.state.workers, body.ask(), fit=False)
+    return {"input_tokens": prep.prompt_tokens}

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
-from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
-                                    tool_use)
-from deploy.api.tool_format import Tool, ToolCall, ToolUse
+from deploy.api.conversation import AsksChat
+from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
+from deploy.api.tool_format import Tool, ToolCall
 from deploy.wire.fields import (MAX_STOP, Boolean, Integer, MaxTokens, Penalty, RepetitionPenalty, Seed, Temperature,
                                 Text, TopK, TopLogprobs, TopP)
 from deploy.wire.generation import Sampling
@@ -331,8 +331,7 @@ class ChatMessage(StrictModel):
         return self
 
 
-class ChatCompletionRequest(GenerationRequest):
-    _tool_use: ToolUse | None = PrivateAttr(default=None)
+class ChatCompletionRequest(GenerationRequest, AsksChat):
     messages: Annotated[list[ChatMessage], Messages]
     logprobs: Boolean | None = None
     top_logprobs: TopLogprobs | None = None
@@ -357,32 +356,21 @@ class ChatCompletionRequest(GenerationRequest):
                                                   "\"content\": ...}")
         if self.top_logprobs and not self.logprobs:
             raise PydanticCustomError("top_logprobs", "'top_logprobs' needs 'logprobs': true")
-        if not self.tools:
-            if self.tool_choice not in (None, "auto", "none"):  # those two say nothing without tools
-                raise PydanticCustomError("tool_choice", "'tool_choice' needs 'tools'")
-            if any(m.role == "tool" or m.tool_calls for m in self.messages):
-                raise PydanticCustomError("tools", "'messages' hold tool calls or results, but the request has no "
-                                                   "'tools'. Fix: send the tools the conversation uses")
-            return self
-        if self.response_format is not None and self.response_format.type != "text":
+        if self.tools and self.response_format is not None and self.response_format.type != "text":
             raise PydanticCustomError("response_format", "'response_format' and 'tools' cannot go together: an answer "
                                                          "is either a tool call or JSON of your format")
-        if self.logprobs:
+        if self.tools and self.logprobs:
             raise unsupported("'logprobs' with 'tools'", "Fix: leave out one of them.")
-        self._tool_use = tool_use(
-            [Tool(t.function.name, t.function.description, t.function.parameters) for t in self.tools],
-            self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else
-            self.tool_choice or "auto", self.parallel_tool_calls)
-        named_results(self._messages())
         return self
-
-    def tool_use(self) -> ToolUse | None:
-        return self._tool_use
 
     def logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def _messages(self) -> list[dict]:
+    # ---- what AsksChat reads
+    def system_texts(self) -> list[str]:
+        return [m.content for m in self.messages if m.role == "system"]
+
+    def turns(self) -> list[dict]:
         out = []
         for m in self.messages:
             if m.role == "tool":
@@ -393,13 +381,14 @@ class ChatCompletionRequest(GenerationRequest):
                 out.append({"role": m.role, "content": m.content or ""})
         return out
 
-    def openai_messages(self) -> list[dict]:
-        """The messages as FastChat's templates take them: one system prompt first (several are
-        joined: the templates hold one), then the turns (tool calls and results as
-        deploy/api/tool_format.py writes them)."""
-        system = [m.content for m in self.messages if m.role == "system"]
-        turns = named_results(self._messages()) if self.tools else self._messages()
-        return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + turns
+    def tool_list(self) -> list[Tool] | None:
+        return [Tool(t.function.name, t.function.description, t.function.parameters) for t in self.tools or ()] or None
+
+    def tool_choice_given(self):
+        return self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+
+    def parallel_calls(self) -> bool | None:
+        return self.parallel_tool_calls
 
 
 # ---- completions and embeddings -------------------------------------------------------------------

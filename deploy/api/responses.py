@@ -1,32 +1,40 @@
-"""POST /v1/responses: OpenAI's Responses API, stateless (no stored responses): `input` as a string
-or as items (messages with text parts), `instructions`, `max_output_tokens`, streamed with the
-Responses event types or not. It becomes the same chat request as /v1/chat/completions (one
-conversation in the model's own template) and its answer is given back as Responses output items."""
+"""POST /v1/responses: OpenAI's Responses API, stateless (no stored responses), in the `openai`
+package's own types (Response, its output items and its stream events), so ids (resp_, msg_, fc_),
+timestamps and usage keep OpenAI's shapes: `input` as a string or as items (messages with text
+parts, earlier function calls and their outputs), `instructions`, `max_output_tokens`,
+`text.format` (JSON output), function tools, streamed with the Responses events or not.
+
+As vLLM and Ollama do, a `namespace` tool's functions are offered as functions (a call names its
+namespace again), and what no model here runs is skipped and said in the log, as llama.cpp skips it:
+hosted tools (web_search, file_search, ...), custom tools, and the reasoning items of earlier turns.
+"""
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.responses import (Response, ResponseCompletedEvent, ResponseContentPartAddedEvent,
+                                    ResponseContentPartDoneEvent, ResponseCreatedEvent, ResponseErrorEvent,
+                                    ResponseFunctionCallArgumentsDeltaEvent, ResponseFunctionCallArgumentsDoneEvent,
+                                    ResponseFunctionToolCall, ResponseIncompleteEvent, ResponseInProgressEvent,
+                                    ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseOutputMessage,
+                                    ResponseOutputText, ResponseTextDeltaEvent, ResponseTextDoneEvent)
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from deploy.api.chat import answer_in_shape, read_answer
-from deploy.api.protocol import FunctionCall, ModelName, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Notes, answer_blocks, new_id
-from deploy.api.tool_fields import (MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName, named_results,
-                                    tool_use)
-from deploy.api.tool_format import Tool, ToolCall, ToolUse
+from deploy.api.conversation import AsksChat, prepare
+from deploy.api.protocol import FunctionCall, ModelName, ResponseFormat, StrictModel, joined_text, refused, sampling
+from deploy.api.streaming import Answer, Notes, answer_blocks, collect, new_id, notes_of, sse
+from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
+from deploy.api.tool_format import Tool, ToolCall
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, Text, TopP
-from deploy.wire.frames import cached_tokens
 from deploy.wire.generation import Sampling
 
 router = APIRouter()
 TEXT_PARTS = ("input_text", "output_text", "text")
-
-
 NOT_TEXT = {kind: "the models of this deployment take text only" for kind in ("input_image", "input_file",
                                                                                 "input_audio")}
 
@@ -48,6 +56,7 @@ class FunctionCallItem(StrictModel):
     call_id: CallId
     name: ToolName
     arguments: Text
+    namespace: str | None = None
 
     def call(self) -> ToolCall:
         return FunctionCall(name=self.name, arguments=self.arguments).call(self.call_id)
@@ -60,7 +69,13 @@ class FunctionCallOutputItem(StrictModel):
     output: Annotated[str, BeforeValidator(_text_of)]
 
 
-ITEMS = {"message": InputItem, "function_call": FunctionCallItem, "function_call_output": FunctionCallOutputItem}
+class ReasoningItem(StrictModel):
+    """An earlier turn's reasoning (clients hand it back): no model here reads it; skipped."""
+    type: Literal["reasoning"]
+
+
+ITEMS = {"message": InputItem, "function_call": FunctionCallItem, "function_call_output": FunctionCallOutputItem,
+         "reasoning": ReasoningItem}
 
 
 def _item(v: Any) -> Any:
@@ -72,7 +87,7 @@ def _item(v: Any) -> Any:
     return ITEMS[kind].model_validate(v)
 
 
-Item = Annotated[InputItem | FunctionCallItem | FunctionCallOutputItem, BeforeValidator(_item)]
+Item = Annotated[InputItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, BeforeValidator(_item)]
 
 
 class FunctionTool(StrictModel):
@@ -81,14 +96,18 @@ class FunctionTool(StrictModel):
     description: Description | None = None
     parameters: ArgumentsSchema = None
     strict: bool | None = None
+    namespace: str | None = Field(default=None, exclude=True)  # the namespace tool it came in, if any
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _kind(cls, v):
-        if v != "function":
-            raise PydanticCustomError("tool_type", "is a '{v}' tool; the models here call function tools only",
-                                      {"v": v})
-        return v
+    def tool(self) -> Tool:
+        return Tool(self.name, self.description or "", self.parameters)
+
+
+class NamespaceTool(StrictModel):
+    """Functions grouped under a name (Codex CLI sends its sub-agent tools so)."""
+    type: Literal["namespace"]
+    name: ToolName
+    description: Description = ""
+    tools: list[dict] = Field(default_factory=list)
 
 
 class NamedFunction(StrictModel):
@@ -104,8 +123,21 @@ def _input(v: Any) -> Any:
     return v
 
 
-class ResponsesRequest(StrictModel):
-    _tool_use: ToolUse | None = PrivateAttr(default=None)
+class TextFormat(StrictModel):
+    """`text.format`: text, or JSON held to a schema (response_format of chat completions)."""
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema_: dict | None = Field(default=None, alias="schema")
+
+    def response_format(self) -> ResponseFormat:
+        return ResponseFormat(type=self.type, json_schema={"schema": self.schema_ or {}}
+                              if self.type == "json_schema" else None)
+
+
+class TextConfig(StrictModel):
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(StrictModel, AsksChat):
     model: ModelName
     input: Annotated[list[Item], BeforeValidator(_input)]
     instructions: Annotated[str, Field(max_length=1 << 20)] | None = None
@@ -113,31 +145,57 @@ class ResponsesRequest(StrictModel):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     stream: bool = False
-    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    text: TextConfig | None = None
+    tools: Annotated[list[dict], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
     parallel_tool_calls: bool | None = None
     previous_response_id: Annotated[Any, refused("'previous_response_id' (stored responses)",
                                                  "This server keeps no responses. Fix: send the whole "
                                                  "conversation in 'input'.")] = None
 
-    @model_validator(mode="after")
-    def _a_user_message(self):
-        if not any(isinstance(i, InputItem) and i.role == "user" for i in self.input):
+    def _tools(self) -> tuple[list[FunctionTool], list[str]]:
+        """(the function tools, a namespace's functions flattened into them; what is skipped)."""
+        functions, skipped = [], []
+        for t in self.tools or ():
+            kind = t.get("type") if isinstance(t, dict) else None
+            if kind == "function":
+                functions.append(FunctionTool.model_validate(t))
+            elif kind == "namespace":
+                ns = NamespaceTool.model_validate(t)
+                for f in ns.tools:
+                    if isinstance(f, dict) and f.get("type") == "function":
+                        functions.append(FunctionTool.model_validate({**f, "namespace": ns.name}))
+                    else:
+                        skipped.append(f"a {f.get('type') if isinstance(f, dict) else f!r} tool in namespace {ns.name!r}")
+            elif isinstance(kind, str):
+                skipped.append(f"a '{kind}' tool (only function tools run here)")
+            else:
+                raise PydanticCustomError("tool_type", "every tool needs a 'type' (function)")
+        return functions, skipped
+
+    def skipped(self) -> list[str]:
+        return self._tools()[1] + (["reasoning items of earlier turns (no model here reads them)"]
+                                   if any(isinstance(i, ReasoningItem) for i in self.input) else [])
+
+    @field_validator("input")
+    @classmethod
+    def _a_user_message(cls, v):
+        if not any(isinstance(i, InputItem) and i.role == "user" for i in v):
             raise PydanticCustomError("input", "'input' has no user message. Fix: add one")
-        if self.tools:
-            choice = self.tool_choice.name if isinstance(self.tool_choice, NamedFunction) else self.tool_choice
-            self._tool_use = tool_use([Tool(t.name, t.description or "", t.parameters) for t in self.tools],
-                                      choice or "auto", self.parallel_tool_calls)
-            named_results(self._turns())
-        elif self.tool_choice is not None or any(not isinstance(i, InputItem) for i in self.input):
-            raise PydanticCustomError("tools", "'tool_choice' and function call items need 'tools'. Fix: send the "
-                                               "tools the conversation uses")
-        return self
+        return v
 
-    def tool_use(self) -> ToolUse | None:
-        return self._tool_use
+    def functions(self) -> list[FunctionTool]:
+        return self._tools()[0]
 
-    def _turns(self) -> list[dict]:
+    def namespace_of(self, name: str) -> str | None:
+        return next((t.namespace for t in self.functions() if t.name == name), None)
+
+    # ---- what AsksChat reads
+    def system_texts(self) -> list[str]:
+        return [self.instructions or ""] + [i.content for i in self.input
+                                            if isinstance(i, InputItem) and i.role in ("system", "developer")]
+
+    def turns(self) -> list[dict]:
         out: list[dict] = []
         for i in self.input:
             if isinstance(i, FunctionCallItem):
@@ -147,109 +205,133 @@ class ResponsesRequest(StrictModel):
                     out.append({"role": "assistant", "content": None, "tool_calls": [i.call()]})
             elif isinstance(i, FunctionCallOutputItem):
                 out.append({"role": "tool", "call_id": i.call_id, "content": i.output})
-            elif i.role in ("user", "assistant"):
+            elif isinstance(i, InputItem) and i.role in ("user", "assistant"):
                 out.append({"role": i.role, "content": i.content})
         return out
 
-    def chat_messages(self) -> list[dict]:
-        """The conversation for the model's template: one system prompt first, then the turns."""
-        system = [self.instructions] if self.instructions else []
-        system += [i.content for i in self.input if isinstance(i, InputItem) and i.role in ("system", "developer")]
-        turns = named_results(self._turns()) if self.tools else self._turns()
-        return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + turns
+    def tool_list(self) -> list[Tool] | None:
+        return [t.tool() for t in self.functions()] or None
+
+    def tool_choice_given(self):
+        return self.tool_choice.name if isinstance(self.tool_choice, NamedFunction) else self.tool_choice
+
+    def parallel_calls(self) -> bool | None:
+        return self.parallel_tool_calls
+
+    @property
+    def needs(self) -> set[str]:
+        return {"json"} if self.json_schema() is not None else set()
+
+    def json_schema(self) -> dict | None:
+        return self.text.format.response_format().schema_for_worker() if self.text and self.text.format else None
 
     def sampling(self) -> Sampling:
-        return sampling(max_new_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p)
+        return sampling(max_new_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                        json_schema=self.json_schema())
 
 
-def _call_item(c: ToolCall, status: str = "completed", arguments: str | None = None) -> dict:
-    return {"type": "function_call", "id": "fc_" + c.id.removeprefix("call_"), "call_id": c.id, "name": c.name,
-            "arguments": c.arguments_json if arguments is None else arguments, "status": status}
+class Shaper:
+    """One response's objects, its id and creation time fixed once: OpenAI's ids, its items."""
+
+    def __init__(self, body: ResponsesRequest):
+        self.body = body
+        self.id, self.created_at = new_id("resp", "_"), time.time()
+        self.message_id = new_id("msg", "_")
+
+    def message(self, text: str, status: str = "completed") -> ResponseOutputMessage:
+        content = [ResponseOutputText(type="output_text", text=text, annotations=[])] if status == "completed" else []
+        return ResponseOutputMessage(type="message", id=self.message_id, status=status, role="assistant",
+                                     content=content)
+
+    def call(self, c: ToolCall, status: str = "completed", arguments: str | None = None) -> ResponseFunctionToolCall:
+        ns = self.body.namespace_of(c.name)
+        return ResponseFunctionToolCall(type="function_call", id="fc_" + c.id.removeprefix("call_"), call_id=c.id,
+                                        name=c.name, arguments=c.arguments_json if arguments is None else arguments,
+                                        status=status, **({"namespace": ns} if ns else {}))
+
+    def response(self, answer: Answer | None) -> Response:
+        """The Response: in progress (no answer yet), completed, or incomplete (max_output_tokens)."""
+        b = self.body
+        output = []
+        if answer is not None:
+            output = ([self.message(answer.text)] if answer.text is not None else []) + \
+                     [self.call(c) for c in answer.calls]
+        cut = answer is not None and answer.finish_reason == "length"
+        status = "in_progress" if answer is None else "incomplete" if cut else "completed"
+        choice = b.tool_choice.model_dump() if isinstance(b.tool_choice, NamedFunction) else b.tool_choice or "auto"
+        tools = b.tool_use()
+        return Response(
+            id=self.id, object="response", created_at=self.created_at, status=status, model=b.model, output=output,
+            instructions=b.instructions, max_output_tokens=b.max_output_tokens, temperature=b.temperature,
+            top_p=b.top_p, tools=[t.model_dump(exclude_none=True) for t in b.functions()], tool_choice=choice,
+            parallel_tool_calls=tools.parallel if tools else True, text={"format": {"type": "text"}}, error=None,
+            incomplete_details={"reason": "max_output_tokens"} if cut else None, metadata={},
+            usage=self.usage(answer) if answer is not None else None)
+
+    @staticmethod
+    def usage(answer: Answer) -> dict:
+        u = answer.usage
+        return {"input_tokens": u.prompt, "output_tokens": u.completion, "total_tokens": u.prompt + u.completion,
+                "input_tokens_details": {"cached_tokens": u.cached or 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _response(body: ResponsesRequest, rid: str, status: str, text: str | None, usage: dict | None,
-              finish: str | None = None, calls: list[ToolCall] = ()) -> dict:
-    """A Response object in OpenAI's shape: a message item for the text, one item per tool call."""
-    output = [] if text is None else [{
-        "type": "message", "id": rid.replace("resp_", "msg_"), "status": "completed", "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}]}]
-    output += [_call_item(c) for c in calls]
-    tools = body.tool_use()
-    return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "model": body.model,
-            "output": output, "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
-            "temperature": body.temperature, "top_p": body.top_p,
-            "tools": [t.model_dump(exclude_none=True) for t in body.tools or ()],
-            "tool_choice": body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedFunction) else
-            body.tool_choice or "auto", "parallel_tool_calls": tools.parallel if tools else True,
-            "text": {"format": {"type": "text"}}, "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if finish == "length" and not calls else None,
-            "metadata": {}, "usage": usage}
-
-
-def _usage(frame: dict) -> dict:
-    u = frame.get("usage") or {}
-    i, o = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-    return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o,
-            "input_tokens_details": {"cached_tokens": cached_tokens(u) or 0}, "output_tokens_details": {"reasoning_tokens": 0}}
-
-
-async def _events(workers: Workers, addr: str, params: dict, body: ResponsesRequest, notes: Notes) -> AsyncIterator[str]:
+async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> AsyncIterator[str]:
     """The Responses API's event stream for one answer: the message item opens with its first
     text; tool calls come as function_call items, each whole."""
-    rid, seq = new_id("resp"), 0
-    item = rid.replace("resp_", "msg_")
+    seq = 0
 
-    def event(kind: str, **data) -> str:
+    def event(cls, **data) -> str:
         nonlocal seq
         seq += 1
-        return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': seq, **data}, ensure_ascii=False)}\n\n"
+        kind = cls.model_fields["type"].annotation.__args__[0]
+        return sse(cls(type=kind, sequence_number=seq, **data), event=kind)
 
-    yield event("response.created", response=_response(body, rid, "in_progress", None, None))
-    yield event("response.in_progress", response=_response(body, rid, "in_progress", None, None))
-    text, calls, frame, opened = "", [], {}, False
-    async for kind, x in answer_blocks(workers.stream(addr, params), body.model, body.tool_use()):
+    item, body = shape.message_id, shape.body
+    yield event(ResponseCreatedEvent, response=shape.response(None))
+    yield event(ResponseInProgressEvent, response=shape.response(None))
+    text, answer, opened = "", None, False
+    async for kind, x, opened in answer_blocks(frames, body.model, body.tool_use(), notes):
         if kind == "failed":
-            yield event("error", code="tool_call_invalid" if x.kind == "tool_call_invalid" else "worker_error",
-                        message=x.message, param=None)
+            yield event(ResponseErrorEvent, code="tool_call_invalid" if x.kind == "tool_call_invalid" else
+                        "worker_error", message=x.message, param=None)
             return
         if kind == "open":
-            yield event("response.output_item.added", output_index=0, item={
-                "type": "message", "id": item, "status": "in_progress", "role": "assistant", "content": []})
-            yield event("response.content_part.added", item_id=item, output_index=0, content_index=0,
-                        part={"type": "output_text", "text": "", "annotations": []})
+            yield event(ResponseOutputItemAddedEvent, output_index=0, item=shape.message("", "in_progress"))
+            yield event(ResponseContentPartAddedEvent, item_id=item, output_index=0, content_index=0,
+                        part=ResponseOutputText(type="output_text", text="", annotations=[]))
         elif kind == "text":
             text += x
-            yield event("response.output_text.delta", item_id=item, output_index=0, content_index=0, delta=x,
-                        logprobs=[])
+            yield event(ResponseTextDeltaEvent, item_id=item, output_index=0, content_index=0, delta=x, logprobs=[])
         else:
-            calls, frame, opened = x
-    notes.completion_tokens = (frame.get("usage") or {}).get("completion_tokens", 0)
+            answer = x
+    notes.completion_tokens = answer.usage.completion
     if opened:
-        yield event("response.output_text.done", item_id=item, output_index=0, content_index=0, text=text, logprobs=[])
-        part = {"type": "output_text", "text": text, "annotations": []}
-        yield event("response.content_part.done", item_id=item, output_index=0, content_index=0, part=part)
-        yield event("response.output_item.done", output_index=0, item={
-            "type": "message", "id": item, "status": "completed", "role": "assistant", "content": [part]})
-    for k, c in enumerate(calls, start=int(opened)):
-        added = _call_item(c, "in_progress", "")
-        yield event("response.output_item.added", output_index=k, item=added)
-        yield event("response.function_call_arguments.delta", item_id=added["id"], output_index=k,
-                    delta=c.arguments_json)
-        yield event("response.function_call_arguments.done", item_id=added["id"], output_index=k,
+        part = ResponseOutputText(type="output_text", text=text, annotations=[])
+        yield event(ResponseTextDoneEvent, item_id=item, output_index=0, content_index=0, text=text, logprobs=[])
+        yield event(ResponseContentPartDoneEvent, item_id=item, output_index=0, content_index=0, part=part)
+        yield event(ResponseOutputItemDoneEvent, output_index=0, item=shape.message(text))
+    for k, c in enumerate(answer.calls, start=int(opened)):
+        added = shape.call(c, "in_progress", "")
+        yield event(ResponseOutputItemAddedEvent, output_index=k, item=added)
+        yield event(ResponseFunctionCallArgumentsDeltaEvent, item_id=added.id, output_index=k, delta=c.arguments_json)
+        yield event(ResponseFunctionCallArgumentsDoneEvent, item_id=added.id, output_index=k,
                     arguments=c.arguments_json)
-        yield event("response.output_item.done", output_index=k, item=_call_item(c))
-    yield event("response.completed", response=_response(body, rid, "completed", text if opened else None,
-                                                         _usage(frame), frame.get("finish_reason"), calls))
-
-
-def _whole(body: ResponsesRequest, frame: dict) -> dict:
-    text, calls = read_answer(frame["text"], body.tool_use())
-    return _response(body, new_id("resp"), "completed", text, _usage(frame), frame.get("finish_reason"), calls)
+        yield event(ResponseOutputItemDoneEvent, output_index=k, item=shape.call(c))
+    final = shape.response(answer)
+    yield event(ResponseIncompleteEvent if final.status == "incomplete" else ResponseCompletedEvent, response=final)
 
 
 @router.post("/v1/responses")
 async def create_response(body: ResponsesRequest, request: Request):
-    return await answer_in_shape(
-        request, body.model, body.chat_messages(), body.sampling(), body.stream,
-        lambda workers, addr, params, notes: _events(workers, addr, params, body, notes),
-        lambda frame: _whole(body, frame), body.tool_use())
+    workers: Workers = request.app.state.workers
+    notes = notes_of(request)
+    ask = body.ask()
+    prep = await prepare(workers, ask)
+    shape = Shaper(body)
+    frames = workers.stream(prep.addr, prep.params)
+    if body.stream:
+        return StreamingResponse(_events(shape, frames, notes), media_type="text/event-stream")
+    answer = await collect(frames, body.model, ask.tools, notes)
+    notes.completion_tokens = answer.usage.completion
+    return JSONResponse(shape.response(answer).model_dump(mode="json", exclude_unset=True))

@@ -37,6 +37,7 @@ def route_table(controller_url: str) -> list[RouteGroup]:
         RouteGroup("rerank", rerank.router, GENERATION),
         RouteGroup("responses", responses.router, GENERATION),
         RouteGroup("messages", messages.router, GENERATION, errors=ANTHROPIC),
+        RouteGroup("count_tokens", messages.count_router, READ, errors=ANTHROPIC),
         RouteGroup("token_check", tokens.router, READ),
         RouteGroup("models", models, READ),
     ]

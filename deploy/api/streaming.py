@@ -1,29 +1,37 @@
-"""Server-sent events for streamed answers, in OpenAI's chunk shapes. FastChat's own generators
-(which our routers replace) sent an empty body under pydantic 2; these keep FastChat's event
-order and add what clients expect:
-- raw UTF-8 (no \\uXXXX escapes for Chinese);
-- the request's token usage in a last chunk when `stream_options.include_usage` asks (as OpenAI);
-- token log-probabilities, each token once;
-- a worker error, or a worker that vanished mid-answer, as an OpenAI `{"error": ...}` event the
-  official client raises, instead of a chunk it ignores or a cut connection.
+"""Reading a worker's answer, for every API: its frames as text deltas, tool calls and a failure
+(`answer_stream`), the same told as the Responses and Messages APIs tell an answer
+(`answer_blocks`), or whole (`collect`, for answers that are not streamed). Each marks the request's
+first generated token on its notes, where the gate's metrics read it, and raw UTF-8 server-sent
+events (no \\uXXXX escapes for Chinese) carry what each API makes of it. A worker error, or a worker
+that vanished mid-answer, becomes one failure the route words in its API's error shape, instead of
+a chunk clients ignore or a cut connection.
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from deploy.api.tool_format import BadToolCall, ToolUse, answer_parts
+from pydantic import BaseModel
+
+from deploy.api.tool_format import BadToolCall, ToolCall, ToolUse, answer_parts
+from deploy.wire.errors import ClientError, status_of_worker_code, unavailable
 from deploy.wire.frames import ENGINE_ERROR, cached_tokens
 
 
 @dataclass
 class Notes:
-    """What a request's handler tells the gate's metrics: the model and the tokens generated."""
+    """What a request's handler tells the gate's metrics: the model, the tokens generated and when
+    the first of them arrived (monotonic time)."""
     model: str = ""
     completion_tokens: int = 0
+    first_token_at: float | None = None
+
+    def token_seen(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
 
 
 def notes_of(request) -> Notes:
@@ -32,8 +40,13 @@ def notes_of(request) -> Notes:
     return notes if isinstance(notes, Notes) else Notes()
 
 
-def sse(obj) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+def sse(obj, event: str | None = None) -> str:
+    """One server-sent event: a typed object (dumped as it was built: the fields it was given), a
+    dict, or a literal string; `event` names it (the Responses and Messages APIs do)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", exclude_unset=True)
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
 
 
 DONE = "data: [DONE]\n\n"
@@ -58,26 +71,41 @@ class Failed:
     def event(self) -> str:
         return error_event(self.message, self.code, self.kind)
 
+    def client_error(self) -> ClientError:
+        """The failure of an answer that was not streamed, as the HTTP error it is."""
+        if self.kind == "tool_call_invalid":
+            return ClientError(502, f"{self.message}. Retry, or simplify the tool's schema.", code="tool_call_invalid",
+                               kind="server_error")
+        if self.kind == "worker_unavailable":
+            return unavailable(self.message, "worker_unreachable")
+        status, kind = status_of_worker_code(self.code)
+        return ClientError(status, self.message, code=str(self.code), kind=kind)
+
 
 class StreamFailed(Exception):
     def __init__(self, failed: Failed):
         self.failed = failed
 
 
+@dataclass
 class Usage:
-    """The token counts of every choice of one request, summed (OpenAI sends one usage)."""
+    """Token counts: one answer's, or every choice of a request summed (OpenAI sends one usage)."""
+    prompt: int = 0
+    completion: int = 0
+    cached: int | None = None  # prompt tokens served from a KV cache, where the worker says
 
-    def __init__(self):
-        self.prompt = self.completion = 0
-        self.cached: int | None = None  # prompt tokens served from a KV cache, where the worker says
-
-    def add(self, frame: dict) -> None:
+    def add(self, frame: dict) -> "Usage":
         u = frame.get("usage") or {}
         self.prompt += int(u.get("prompt_tokens") or 0)
         self.completion += int(u.get("completion_tokens") or 0)
         cached = cached_tokens(u)
         if cached is not None:
             self.cached = (self.cached or 0) + cached
+        return self
+
+    @classmethod
+    def of(cls, frame: dict) -> "Usage":
+        return cls().add(frame)
 
     def as_dict(self) -> dict:
         out = {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
@@ -87,8 +115,9 @@ class Usage:
         return out
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:22]}"
+def new_id(prefix: str, sep: str = "-") -> str:
+    """An id as each API spells them: chatcmpl-..., resp_..., msg_..."""
+    return f"{prefix}{sep}{uuid.uuid4().hex[:24]}"
 
 
 def logprobs_delta(frame: dict, key: str, sent: int):
@@ -104,8 +133,9 @@ def logprobs_delta(frame: dict, key: str, sent: int):
     return ({k: v[sent:] for k, v in lp.items()} if n > sent else None), n
 
 
-async def text_deltas(frames: AsyncIterator[dict], model: str):
-    """(new text, frame) per worker frame; a worker error, or a worker gone mid-answer, raises StreamFailed."""
+async def text_deltas(frames: AsyncIterator[dict], model: str, notes: Notes):
+    """(new text, frame) per worker frame; a worker error, or a worker gone mid-answer, raises
+    StreamFailed. The first frame that carries a generated token marks the request's first token."""
     previous = ""
     try:
         async for frame in frames:
@@ -114,6 +144,8 @@ async def text_deltas(frames: AsyncIterator[dict], model: str):
             decoded = frame["text"].replace("\ufffd", "")
             delta = decoded[len(previous):]
             previous = decoded if len(decoded) > len(previous) else previous
+            if delta or (frame.get("usage") or {}).get("completion_tokens"):
+                notes.token_seen()
             yield delta, frame
     except StreamFailed:
         raise
@@ -122,11 +154,11 @@ async def text_deltas(frames: AsyncIterator[dict], model: str):
                                   ENGINE_ERROR, "worker_unavailable")) from None
 
 
-async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse | None):
+async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes):
     """tool_format.answer_parts over one worker's frames, ending, if the answer failed, with one
     ("failed", Failed, {}) part: the caller words it in its API's error shape and stops."""
     try:
-        async for part in answer_parts(text_deltas(frames, model), tools):
+        async for part in answer_parts(text_deltas(frames, model, notes), tools):
             yield part
     except StreamFailed as f:
         yield "failed", f.failed, {}
@@ -134,96 +166,67 @@ async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse 
         yield "failed", Failed(str(e), ENGINE_ERROR, "tool_call_invalid"), {}
 
 
-async def answer_blocks(frames: AsyncIterator[dict], model: str, tools: ToolUse | None):
+@dataclass
+class Answer:
+    """One whole answer: its text (None when it only called tools), its calls, its last frame."""
+    text: str | None
+    calls: list[ToolCall] = field(default_factory=list)
+    frame: dict = field(default_factory=dict)
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's: tool_calls, length (max_tokens stopped it) or stop."""
+        return "tool_calls" if self.calls else self.frame.get("finish_reason") or "stop"
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.of(self.frame)
+
+
+async def collect(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes) -> Answer:
+    """A whole answer from its stream (so its first token is timed like a streamed one's); a failure
+    raises the HTTP error it is."""
+    text, calls, frame = "", [], {}
+    async for kind, x, frame in answer_stream(frames, model, tools, notes):
+        if kind == "failed":
+            raise x.client_error()
+        if kind == "calls":
+            calls = x
+        else:
+            text += x
+    return Answer(None if calls and not text else text, calls, frame)
+
+
+async def answer_blocks(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes):
     """An answer told as the Responses and Messages APIs stream it: ("open", None) before its first
     text (or at the end, for an answer with neither text nor calls: still one text block), ("text",
-    new text) as it grows, then ("end", (calls, last frame, whether text was opened)); a failure
-    ends it as ("failed", Failed) instead."""
-    opened, calls, frame = False, [], {}
-    async for kind, delta, frame in answer_stream(frames, model, tools):
+    new text) as it grows, then ("end", Answer, whether text was opened); a failure ends it as
+    ("failed", Failed) instead."""
+    opened, text, calls, frame = False, "", [], {}
+    async for kind, delta, frame in answer_stream(frames, model, tools, notes):
         if kind == "failed":
-            yield "failed", delta
+            yield "failed", delta, False
             return
         if kind == "calls":
             calls = delta
         elif delta:
             if not opened:
                 opened = True
-                yield "open", None
-            yield "text", delta
+                yield "open", None, False
+            text += delta
+            yield "text", delta, False
     if not opened and not calls:
         opened = True
-        yield "open", None
-    yield "end", (calls, frame, opened)
+        yield "open", None, False
+    yield "end", Answer(text if opened else None, calls, frame), opened
 
 
-def _closing(finish: list[dict], usage: Usage, notes: Notes, include_usage: bool, last: dict):
-    """The finish chunks, then (only when stream_options.include_usage asked, as OpenAI does) one
-    chunk with no choices and the request's usage, then [DONE]."""
-    for chunk in finish:
-        yield sse(chunk)
+def closing_events(head: dict, finish: list, usage: Usage, notes: Notes, include_usage: bool, chunk_type):
+    """The finish chunks of a chat or completion stream, then (only when stream_options.include_usage
+    asked, as OpenAI does) one chunk with no choices and the request's usage, then [DONE]."""
+    for choices in finish:
+        yield sse(chunk_type(**head, choices=choices))
     notes.completion_tokens = usage.completion
     if include_usage:
-        yield sse({**last, "choices": [], "usage": usage.as_dict()})
+        yield sse(chunk_type(**head, choices=[], usage=usage.as_dict()))
     yield DONE
-
-
-def chat_tool_calls(calls, streamed: bool) -> list[dict]:
-    """Tool calls in a chat answer's shape (a stream sends each whole, with its index)."""
-    return [{**({"index": k} if streamed else {}), "id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments_json}} for k, c in enumerate(calls)]
-
-
-async def chat_stream(streams, model: str, notes: Notes, include_usage: bool,
-                      tools: ToolUse | None = None) -> AsyncIterator[str]:
-    """`streams`: one async iterator of worker frames per choice, started lazily in order. With
-    `tools`, the answer's text is read from the generic format as it grows, and its calls sent whole."""
-    head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    finish, usage = [], Usage()
-    for i, frames in enumerate(streams):
-        yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
-        frame, sent, reason = {}, 0, None
-        async for kind, delta, frame in answer_stream(frames(), model, tools):
-            if kind == "failed":
-                yield delta.event
-                yield DONE
-                return
-            if kind == "calls":
-                reason = "tool_calls"
-                yield sse({**head, "choices": [{"index": i, "delta": {"tool_calls": chat_tool_calls(delta, True)},
-                                                "finish_reason": None}]})
-                continue
-            logprobs, sent = logprobs_delta(frame, "chat_logprobs", sent)
-            if delta or logprobs:
-                choice = {"index": i, "delta": {"content": delta}, "finish_reason": None}
-                if logprobs:
-                    choice["logprobs"] = logprobs
-                yield sse({**head, "choices": [choice]})
-        usage.add(frame)
-        finish.append({**head, "choices": [{"index": i, "delta": {},
-                                            "finish_reason": reason or frame.get("finish_reason") or "stop"}]})
-    for event in _closing(finish, usage, notes, include_usage, head):
-        yield event
-
-
-async def completion_stream(streams, model: str, notes: Notes, include_usage: bool) -> AsyncIterator[str]:
-    """`streams`: (choice index, a function that starts that choice's worker frames), in order."""
-    head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model}
-    finish, usage = [], Usage()
-    for i, frames in streams:
-        frame, sent = {}, 0
-        try:
-            async for delta, frame in text_deltas(frames(), model):
-                logprobs, sent = logprobs_delta(frame, "logprobs", sent)
-                if delta or logprobs:
-                    yield sse({**head, "choices": [{"index": i, "text": delta, "logprobs": logprobs,
-                                                    "finish_reason": None}]})
-        except StreamFailed as f:
-            yield f.failed.event
-            yield DONE
-            return
-        usage.add(frame)
-        finish.append({**head, "choices": [{"index": i, "text": "", "logprobs": None,
-                                            "finish_reason": frame.get("finish_reason") or "stop"}]})
-    for event in _closing(finish, usage, notes, include_usage, head):
-        yield event

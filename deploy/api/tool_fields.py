@@ -1,7 +1,8 @@
 """Tool fields every API's request model shares (chat, Responses, Anthropic Messages): a tool's
-name, its arguments' schema (checked as JSON schema, and refused where it uses a keyword the
-engine's grammar cannot hold a model to), the checks across a request's tools, and tool results
-named after the calls they answer. Problems raise pydantic errors: a 400 naming the field."""
+name, its arguments' schema (checked as JSON schema), the checks across a request's tools (a schema
+keyword the engine's grammar cannot hold a model to is refused only where the request asks us to
+enforce the schema: a required or named tool), and tool results named after the calls they answer.
+Problems raise pydantic errors: a 400 naming the field."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from deploy.api.tool_format import Choice, Tool, ToolUse
+from deploy.api.tool_format import Choice, Tool, ToolUse, unenforceable
 from deploy.wire.fields import Text
 
 MAX_TOOLS = 128  # as OpenAI
@@ -23,27 +24,8 @@ def _tool_name(v: Any) -> Any:
     return v
 
 
-# JSON schema keywords that constrain, but that the engine's grammar (llama.cpp's
-# json-schema-to-grammar) cannot hold a model to: a call could break them.
-UNENFORCEABLE = {"multipleOf", "uniqueItems", "not", "if", "then", "else", "dependentRequired", "dependentSchemas",
-                 "patternProperties", "propertyNames", "minProperties", "maxProperties", "contains", "minContains",
-                 "maxContains", "unevaluatedProperties", "unevaluatedItems"}
-
-
-def _unenforceable(schema: Any) -> str | None:
-    """The first keyword of UNENFORCEABLE in `schema` (property names are names, not keywords)."""
-    if not isinstance(schema, dict):
-        return None
-    found = next((k for k in schema if k in UNENFORCEABLE), None)
-    subs = [*(schema.get("properties") or {}).values(), *(schema.get("$defs") or {}).values(),
-            *(schema.get("definitions") or {}).values(), schema.get("items"), schema.get("additionalProperties"),
-            *[s for k in ("anyOf", "oneOf", "allOf", "prefixItems") for s in schema.get(k) or ()]]
-    return found or next((k for k in map(_unenforceable, subs) if k), None)
-
-
 def _arguments_schema(v: Any) -> Any:
-    """A tool's arguments: a JSON schema of an object (none given: no arguments) whose every
-    constraint the engine's grammar can enforce."""
+    """A tool's arguments: a JSON schema of an object (none given: no arguments)."""
     import jsonschema
 
     if v is None:
@@ -57,11 +39,6 @@ def _arguments_schema(v: Any) -> Any:
     if v.get("type", "object") != "object":
         raise PydanticCustomError("tool_schema", "must describe an object (\"type\": \"object\"): a tool's "
                                                  "arguments are named")
-    keyword = _unenforceable(v)
-    if keyword:
-        raise PydanticCustomError("tool_schema", "uses '{k}', which the grammar that holds the model to the schema "
-                                                 "cannot enforce. Fix: leave it out and check that yourself",
-                                  {"k": keyword})
     return v
 
 
@@ -72,13 +49,22 @@ Description = Annotated[Text, Field(max_length=1 << 16)]
 
 
 def tool_use(tools: list[Tool], choice: Choice, parallel: bool | None) -> ToolUse:
-    """The request's tools, checked: names unique, a named choice among them."""
+    """The request's tools, checked: names unique, a named choice among them, and, where the call
+    must be made (required, or a named tool), schemas whose every keyword the grammar enforces."""
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise PydanticCustomError("tools", "name the same tool twice; each tool needs its own name")
     if choice not in ("auto", "none", "required") and choice not in names:
         raise PydanticCustomError("tool_choice", "names '{name}', which is none of the tools ({names})",
                                   {"name": choice, "names": ", ".join(names)})
+    if choice != "auto" and choice != "none":
+        for t in tools:
+            keyword = unenforceable(t.parameters) if choice in ("required", t.name) else None
+            if keyword:
+                raise PydanticCustomError(
+                    "tool_schema", "tool '{name}' uses '{k}' in its schema, which the grammar that holds a required "
+                    "call to the schema cannot enforce. Fix: leave '{k}' out and check it yourself, or use tool_choice "
+                    "auto (the schema then reaches the model as written, unenforced)", {"name": t.name, "k": keyword})
     return ToolUse(tools, choice, True if parallel is None else parallel)
 
 

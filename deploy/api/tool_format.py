@@ -66,7 +66,7 @@ class ToolUse:
         """The answer's JSON schema: the engine's grammar allows exactly this."""
         callable_ = [t for t in self.tools if self.choice in ("auto", "required", t.name)]
         call = {"anyOf": [{"type": "object",
-                           "properties": {"name": {"const": t.name}, "arguments": closed(t.parameters)},
+                           "properties": {"name": {"const": t.name}, "arguments": closed(enforced(t.parameters))},
                            "required": ["name", "arguments"], "additionalProperties": False} for t in callable_]}
         calls = {"type": "object", "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1,
                                                                  **({} if self.parallel else {"maxItems": 1})}},
@@ -90,12 +90,13 @@ class ToolUse:
         return next((t for t in self.tools if t.name == name), None)
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
-        """(the answer's text, its tool calls) from a whole answer; text that is not the format (an
-        answer cut off by max_tokens) comes back as it is."""
+        """(the answer's text, its tool calls) from a whole answer. The grammar allows nothing but the
+        format, so an answer that does not parse was cut off (max_tokens): the text it had begun, or,
+        for a call cut off, no text and no call (never our format's JSON as the answer)."""
         try:
             answer = json.loads(text)
         except ValueError:
-            return partial_response(text) if RESPONSE_START.match(text) else text, []
+            return partial_response(text) if RESPONSE_START.match(text) else "", []
         if isinstance(answer, dict) and isinstance(answer.get("response"), str):
             return answer["response"], []
         calls = answer.get("tool_calls") if isinstance(answer, dict) else None
@@ -106,11 +107,57 @@ class ToolUse:
             tool = self.by_name(c.get("name")) if isinstance(c, dict) else None
             if tool is None or not isinstance(c.get("arguments"), dict):
                 raise BadToolCall(f"the model called {c!r}, which is none of the request's tools")
-            problem = schema_problem(c["arguments"], tool.parameters)
+            problem = schema_problem(c["arguments"], enforced(tool.parameters))
             if problem:
                 raise BadToolCall(f"the model's arguments for '{tool.name}' do not match its schema: {problem}")
             out.append(ToolCall(tool.name, c["arguments"]))
         return None, out
+
+
+# JSON schema keywords that constrain, but that the engine's grammar (llama.cpp's
+# json-schema-to-grammar) cannot hold a model to: a call could break them. With tool_choice auto
+# they reach the model in the prompt and are left out of the grammar (`enforced`).
+UNENFORCEABLE = {"multipleOf", "uniqueItems", "not", "if", "then", "else", "dependentRequired", "dependentSchemas",
+                 "patternProperties", "propertyNames", "minProperties", "maxProperties", "contains", "minContains",
+                 "maxContains", "unevaluatedProperties", "unevaluatedItems"}
+
+
+NAMED_SUBSCHEMAS = ("properties", "$defs", "definitions")  # name -> schema (the names are not keywords)
+SUBSCHEMAS = ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems")  # a schema or a list
+
+
+def _subschemas(schema: dict) -> list:
+    out = [sub for k in NAMED_SUBSCHEMAS if isinstance(schema.get(k), dict) for sub in schema[k].values()]
+    for k in SUBSCHEMAS:
+        v = schema.get(k)
+        out += v if isinstance(v, list) else [v]
+    return out
+
+
+def unenforceable(schema) -> str | None:
+    """The first keyword of UNENFORCEABLE in `schema`, at any depth."""
+    if not isinstance(schema, dict):
+        return None
+    found = next((k for k in schema if k in UNENFORCEABLE), None)
+    return found or next((k for k in map(unenforceable, _subschemas(schema)) if k), None)
+
+
+def enforced(schema):
+    """`schema` without the keywords the grammar cannot enforce (UNENFORCEABLE), at any depth: what
+    the grammar holds a call to, and what a call is checked against. The prompt shows it whole."""
+    if isinstance(schema, list):
+        return [enforced(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for k, v in schema.items():
+        if k in UNENFORCEABLE:
+            continue
+        if k in NAMED_SUBSCHEMAS and isinstance(v, dict):
+            out[k] = {name: enforced(sub) for name, sub in v.items()}
+        else:
+            out[k] = enforced(v) if k in SUBSCHEMAS else v
+    return out
 
 
 def closed(parameters: dict) -> dict:

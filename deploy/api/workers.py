@@ -106,7 +106,11 @@ class Workers:
 
     async def max_new_tokens(self, addr: str, model: str, prompt: str, wanted: int | None) -> int:
         """What is left of the model's context after the prompt, at most `wanted`; a 400 if nothing is."""
-        tokens, context = await self.count_tokens(addr, model, prompt)
+        return self.room(*await self.count_tokens(addr, model, prompt), wanted)
+
+    @staticmethod
+    def room(tokens: int, context: int, wanted: int | None) -> int:
+        """What a context leaves after a prompt of `tokens`, at most `wanted`; a 400 if nothing is."""
         room = context - tokens
         if room <= 0:
             raise ClientError(400, f"This model's maximum context length is {context} tokens. However, your messages "
