@@ -42,31 +42,38 @@ PROMPT = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a
 
 
 # ---------------------------------------------------------------- memory bandwidth
-def _read_bandwidth(core: int, seconds: float, q) -> None:
+def _read_bandwidth(core: int, seconds: float, q, start) -> None:
     import numpy as np
 
     os.sched_setaffinity(0, {core})
     buf = np.ones(64 * 1024 * 1024, dtype=np.int64)  # 512 MiB, far beyond any cache
     buf.sum()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    start.wait()  # every reader ready: they read at once
+    n, t0 = 0, time.time()
+    while time.time() - t0 < seconds:
         buf.sum()
         n += 1
-    q.put(n * buf.nbytes / (time.perf_counter() - t0))
+    t1 = time.time()
+    q.put({"cores": sorted(os.sched_getaffinity(0)), "start": t0, "end": t1, "bytes_per_s": n * buf.nbytes / (t1 - t0)})
+
+
+def readers(cores: list[int], seconds: float = 3.0) -> list[dict]:
+    """One memory reader per core, all at once, each pinned to its core: what each read, and when."""
+    import multiprocessing as mp
+
+    q, start = mp.Queue(), mp.Barrier(len(cores))
+    ps = [mp.Process(target=_read_bandwidth, args=(c, seconds, q, start)) for c in cores]
+    for p in ps:
+        p.start()
+    out = [q.get() for _ in ps]
+    for p in ps:
+        p.join()
+    return out
 
 
 def bandwidth(cores: list[int], seconds: float = 3.0) -> float:
     """Aggregate read bandwidth (bytes/s) with one reader per core, all at once."""
-    import multiprocessing as mp
-
-    q = mp.Queue()
-    ps = [mp.Process(target=_read_bandwidth, args=(c, seconds, q)) for c in cores]
-    for p in ps:
-        p.start()
-    total = sum(q.get() for _ in ps)
-    for p in ps:
-        p.join()
-    return total
+    return sum(r["bytes_per_s"] for r in readers(cores, seconds))
 
 
 # ---------------------------------------------------------------- timing one stream

@@ -173,15 +173,49 @@ def gap_below(pg, pane: str) -> float:
 # Everything the page's scripts receive over fetch (Gradio's event stream included), as text in
 # window.__received; a test empties it before the part it searches.
 RECORD_RESPONSES = """
-window.__received = [];
+window.__received = [];   // every reply's text, as it came
+window.__exchanges = [];  // {url, body, reply}: what the page asked, with the whole reply
 const fetched = window.fetch;
 window.fetch = async (...args) => {
   const r = await fetched(...args);
+  const init = args[1] || {}, rec = {url: String(args[0].url || args[0]), body: typeof init.body === 'string' ? init.body : '', reply: ''};
+  window.__exchanges.push(rec);
   try {
     const reader = r.clone().body.getReader(), dec = new TextDecoder();
     (async () => { for (;;) { const {done, value} = await reader.read(); if (done) break;
-                              window.__received.push(dec.decode(value, {stream: true})); } })().catch(() => {});
+                              const text = dec.decode(value, {stream: true});
+                              window.__received.push(text); rec.reply += text; } })().catch(() => {});
   } catch (e) {}
   return r;
 };
 """
+
+
+def received_by(pg, elem_ids_prefix: str) -> str:
+    """What the page received for the events whose outputs are components with an elem_id starting
+    with `elem_ids_prefix` (a tab's own widgets): each event's queue messages, found through the
+    page's config (which event writes which component) and its queue joins (which event id is which
+    event). Needs RECORD_RESPONSES. Other events (a timer refreshing every model's line, the
+    leaderboard) are left out: they are not the tab's."""
+    config = pg.evaluate("() => window.gradio_config")
+    ids = {c["id"] for c in config["components"] if str((c.get("props") or {}).get("elem_id") or "")
+           .startswith(elem_ids_prefix)}
+    mine = {i for i, d in enumerate(config["dependencies"]) if ids & set(d.get("outputs") or ())}
+    exchanges = pg.evaluate("() => window.__exchanges")
+    events = set()
+    for x in exchanges:
+        if "/queue/join" in x["url"] and x["body"]:
+            asked = json.loads(x["body"])
+            if asked.get("fn_index") in mine:
+                events.add(json.loads(x["reply"] or "{}").get("event_id"))
+    out = []
+    for x in exchanges:
+        for block in x["reply"].split("\n\n"):
+            if block.startswith("data: "):
+                try:
+                    msg = json.loads(block[6:])
+                except ValueError:
+                    continue
+                if isinstance(msg, dict) and msg.get("event_id") in events:
+                    out.append(block)
+    return "\n".join(out)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import QWEN, SMALL, Stack, entry, wait_for
-from tests.browser_kit import (LAPTOP, PHONE, RECORD_RESPONSES, ask, bubbles, export, gap_below, open_page,
+from tests.browser_kit import (LAPTOP, PHONE, RECORD_RESPONSES, ask, bubbles, export, gap_below, open_page, received_by,
                                pane_text, select, set_max_tokens, status, tab)
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(brow
         for p in ("anony_pane_a", "anony_pane_b"):  # each pane followed its answer
             assert gap_below(pg, p) <= 5, p
         md, js = export(pg, "anony", "md"), export(pg, "anony", "json")
-        seen = received(pg)
+        seen = received_by(pg, "anony_")  # what the battle's own events brought (not a timer's model lines)
         assert "to first token" in seen  # the recording holds the answers' frames: the search below means something
         page_html = pg.evaluate("() => document.querySelector('#anony_pane_a').closest('.tabitem').innerHTML")
         for word in GIVEAWAYS:

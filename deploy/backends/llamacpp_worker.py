@@ -179,7 +179,7 @@ class LlamaCppWorker(BaseModelWorker):
     async def stop_token_texts(self, ids) -> list[str]:
         """The texts of FastChat's stop_token_ids (ChatGLM3: <|user|>, <|observation|>), which this
         engine does not treat as end of generation by itself; ids outside the vocabulary are skipped
-        (deploy/worker/params.py has refused anything but ids from 0)."""
+        (deploy/wire/worker_params.py has refused anything but ids from 0)."""
         out = []
         for i in ids or ():
             if i not in self._token_texts:

@@ -2,6 +2,6 @@
 validation, the CLI options and the README's field table; facts about this host; chat
 templates; where the fleet lives on disk; editing the file and rendering supervisord.conf.
 
-May import: deploy.backends (backend names and path checks). Nothing from worker, api,
-webui, provision or ops.
+May import: deploy.fastchat_compat only (the layers in pyproject.toml). It knows no backend by name:
+callers pass the backends' catalogue (deploy.backends.catalogue()) to validate an entry's own fields.
 """

@@ -345,7 +345,7 @@ def _explain(err: ValidationError, data: dict, catalogue: Catalogue) -> list[str
 
 def parse_registry(data: dict, catalogue: Catalogue, source: str = "model_paths.toml") -> Registry:
     """The whole file, validated: shared fields here, each entry's own fields by its backend's
-    options class from `catalogue` (deploy.backends.CATALOGUE)."""
+    options class from `catalogue` (deploy.backends.catalogue())."""
     try:
         return Registry.model_validate(data, context={"catalogue": catalogue})
     except ValidationError as err:

@@ -1,7 +1,7 @@
 """What a backend declares to the registry: its name, a one-line summary, its own entry fields
 (typed, with defaults and help) and its checks of an entry. Each backend subclasses
 `BackendOptions` in deploy/backends/; the registry validates an entry's backend-specific keys with
-the subclass the caller's catalogue names for that backend (deploy.backends.CATALOGUE), so the
+the subclass the caller's catalogue names for that backend (deploy.backends.catalogue()), so the
 registry itself knows no backend, and a backend's fields live with the backend.
 
 In model_paths.toml the options stay flat in the entry (`mmap = true` beside `name`), as they
