@@ -28,21 +28,22 @@ class ScriptedFleet:
         self.model, self.template, self.context, self.features = model, template, context, features
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.script: list[tuple[float, dict]] = []  # (seconds before the frame, the frame)
+        self.scripts: list[list[tuple[float, dict]]] = []  # per answer: (seconds before the frame, the frame)
         self.sent: list[dict] = []                 # the generation requests the API made
         self.prompt_tokens = 17
         self._servers = [Served(self._app(), self.port)]
         self.api_url = ""
 
     def answer(self, *texts: str, finish: str = "stop", pause: float = 0.0, first_pause: float = 0.0) -> None:
-        """Script the next answers: cumulative texts, one frame each, the last with `finish`."""
+        """Script the next answer: cumulative texts, one frame each, the last with `finish`. Answers
+        scripted in a row are given in order; the last one is given again while no other waits."""
         frames = []
         for i, text in enumerate(texts):
             frames.append((first_pause if i == 0 else pause, {
                 "text": text, "error_code": 0, "finish_reason": finish if i == len(texts) - 1 else None,
                 "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": i + 1,
                           "total_tokens": self.prompt_tokens + i + 1}}))
-        self.script = frames
+        self.scripts.append(frames)
 
     def _app(self) -> FastAPI:
         app = FastAPI()
@@ -82,9 +83,10 @@ class ScriptedFleet:
         @app.post(routes.WORKER_GENERATE_STREAM)
         async def generate(request: Request):
             self.sent.append(await request.json())
+            script = self.scripts.pop(0) if len(self.scripts) > 1 else self.scripts[0]
 
             async def frames():
-                for pause, frame in self.script:
+                for pause, frame in script:
                     await asyncio.sleep(pause)
                     yield json.dumps(frame).encode() + b"\0"
             return StreamingResponse(frames())

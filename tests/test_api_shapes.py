@@ -21,6 +21,11 @@ def fleet():
         yield f
 
 
+@pytest.fixture(autouse=True)
+def fresh_script(fleet):
+    fleet.scripts.clear()
+
+
 @pytest.fixture(scope="module")
 def http(fleet):
     with httpx.Client(base_url=fleet.api_url, timeout=30) as client:
@@ -184,3 +189,35 @@ def test_codexs_tools_namespaced_flattened_hosted_skipped(fleet, oai, caplog):
     assert json.loads(call.arguments) == {"task": "look"}
     assert "spawn_agent" in fleet.sent[-1]["prompt"] and "You are Codex." in fleet.sent[-1]["prompt"]
     assert "skipped a 'web_search' tool" in caplog.text
+
+
+def test_a_silent_stream_is_kept_alive_and_closing_it_stops_the_answer():
+    """While the model reads a long prompt, nothing else is sent: the stream carries a keep-alive every
+    `every` seconds, and a client that leaves still stops the answer it was waiting for."""
+    import asyncio
+
+    from deploy.api.streaming import COMMENT, kept_alive
+
+    stopped = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(0.35)
+            yield "data: first\n\n"
+            await asyncio.sleep(10)
+            yield "data: never\n\n"
+        finally:
+            stopped.append(True)
+
+    async def read(n):
+        out, gen = [], kept_alive(slow(), COMMENT, 0.1)
+        async for e in gen:
+            out.append(e)
+            if len(out) == n:
+                break
+        await gen.aclose()
+        return out
+
+    got = asyncio.run(read(6))
+    assert got.count(COMMENT) >= 5 and "data: first\n\n" in got  # kept alive before it, and after
+    assert got.index("data: first\n\n") >= 2 and stopped == [True]

@@ -156,7 +156,8 @@ def test_frame_decoder_reassembles_frames_split_anywhere():
 @pytest.mark.parametrize("stop", [None, "END", ["END", "<|im_end|>"]])
 def test_worker_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
     """Our API, the web UI and the benchmark build worker requests with chat_params; FastChat's API
-    server builds them with get_gen_params. Same conversation, same settings: the same request."""
+    server builds them with get_gen_params. Same conversation, same settings: the same request, with
+    the prompt's parts besides (which join into the same prompt)."""
     from fastchat.conversation import get_conv_template
     from fastchat.serve import openai_api_server as upstream
 
@@ -180,6 +181,9 @@ def test_worker_params_are_what_fastchats_api_server_sends(monkeypatch, stop):
         conv.append_message(conv.roles[role], text)
     stops = [stop] if isinstance(stop, str) else stop or []
     ours = chat_params("m", conv, Sampling(temperature=0.3, top_p=0.8, max_new_tokens=64, stop=stops))
+    parts = ours.pop("prompt_parts")
+    assert "".join(t for _, t in parts) == ours["prompt"]
+    assert [t for k, t in parts if k == "message"] == ["简短回答。", "你好", "你好！", "北京在哪？"]
     assert {**ours, "stop": set(ours["stop"])} == {**api, "stop": set(api["stop"])}
     assert chat_params("m", conv, Sampling(seed=3))["seed"] == 3
 

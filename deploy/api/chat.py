@@ -8,13 +8,13 @@ import time
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from deploy.api.conversation import prepare
 from deploy.api.protocol import ChatCompletionRequest
 from deploy.api.streaming import (DONE, Answer, Notes, Usage, answer_stream, closing_events, collect,
-                                  logprobs_delta, new_id, notes_of, sse)
+                                  logprobs_delta, new_id, notes_of, sse, sse_response)
 from deploy.api.tool_format import ToolCall, ToolUse
 from deploy.api.workers import Workers
 
@@ -77,8 +77,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     prep = await prepare(workers, ask)
     if body.stream:
         streams = [lambda: workers.stream(prep.addr, prep.params)] * body.choices
-        return StreamingResponse(chat_stream(streams, body.model, notes, body.include_usage, ask.tools),
-                                 media_type="text/event-stream")
+        return sse_response(chat_stream(streams, body.model, notes, body.include_usage, ask.tools))
     # a worker that goes away raises here; the gate answers that with a 503 and Retry-After
     answers = await asyncio.gather(*(collect(workers.stream(prep.addr, prep.params), body.model, ask.tools, notes)
                                      for _ in range(body.choices)))

@@ -8,12 +8,12 @@ import time
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from openai.types import Completion
 
 from deploy.api.protocol import CompletionRequest
 from deploy.api.streaming import (DONE, Notes, StreamFailed, Usage, closing_events, logprobs_delta, new_id, notes_of,
-                                  sse, text_deltas)
+                                  sse, sse_response, text_deltas)
 from deploy.api.workers import Workers
 from deploy.wire.generation import conversation_from_dict, worker_params
 
@@ -65,8 +65,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     params = [worker_params(body.model, text, conv, sampling) for text in body.prompt]
     if body.stream:
         streams = [(i, lambda p=p: workers.stream(addr, p)) for p in params for i in range(body.choices)]
-        return StreamingResponse(completion_stream(streams, body.model, notes, body.include_usage),
-                                 media_type="text/event-stream")
+        return sse_response(completion_stream(streams, body.model, notes, body.include_usage))
     answers = await asyncio.gather(*(last_frame(workers.stream(addr, p), body.model, notes)
                                      for p in params for _ in range(body.choices)))
     usage = Usage()

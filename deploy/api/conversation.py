@@ -64,7 +64,7 @@ async def prepare(workers: Workers, ask: ChatAsk, fit: bool = True) -> Prepared:
         sampling.json_schema = ask.tools.schema()
     params = chat_params(ask.model, conversation_from_messages(template, messages), sampling)
     params["messages"] = messages  # for an upstream reached through its own chat route (backend = "openai")
-    tokens, context = await workers.count_tokens(addr, ask.model, params["prompt"])
+    tokens, context = await workers.count_tokens(addr, ask.model, params["prompt"], params["prompt_parts"])
     if fit:
         params["max_new_tokens"] = Workers.room(tokens, context, params["max_new_tokens"])
     return Prepared(addr, params, tokens)

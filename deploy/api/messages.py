@@ -16,19 +16,20 @@ from typing import Annotated, Any, AsyncIterator, Literal
 from anthropic.types import (Message, RawContentBlockDeltaEvent, RawContentBlockStartEvent, RawContentBlockStopEvent,
                              RawMessageDeltaEvent, RawMessageStartEvent, RawMessageStopEvent, TextBlock, ToolUseBlock)
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from deploy.api.conversation import AsksChat, prepare
 from deploy.api.protocol import Messages, ModelName, Stop, StrictModel, joined_text, sampling
-from deploy.api.streaming import Answer, Notes, Usage, answer_blocks, collect, new_id, notes_of, sse
+from deploy.api.streaming import Answer, Notes, Usage, answer_blocks, collect, new_id, notes_of, sse, sse_response
 from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
 from deploy.api.tool_format import Tool, ToolCall
 from deploy.api.workers import Workers
 from deploy.wire.fields import MaxTokens, Temperature, Text, TopK, TopP
 from deploy.wire.generation import Sampling
 
+PING = 'event: ping\ndata: {"type": "ping"}\n\n'  # Anthropic's keep-alive event
 router = APIRouter()
 count_router = APIRouter()  # a read route: counted apart from generation (deploy/api/routes.py)
 
@@ -258,7 +259,7 @@ async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> A
 
     body = shape.body
     yield event(RawMessageStartEvent, message=shape.message(None))
-    yield sse({"type": "ping"}, event="ping")
+    yield PING
     answer, opened = None, False
     async for kind, x, opened in answer_blocks(frames, body.model, body.tool_use(), notes):
         if kind == "failed":
@@ -292,7 +293,7 @@ async def create_message(body: MessagesRequest, request: Request):
     shape = Shaper(body, prep.prompt_tokens)
     frames = workers.stream(prep.addr, prep.params)
     if body.stream:
-        return StreamingResponse(_events(shape, frames, notes), media_type="text/event-stream")
+        return sse_response(_events(shape, frames, notes), keepalive=PING)
     answer = await collect(frames, body.model, ask.tools, notes)
     notes.completion_tokens = answer.usage.completion
     return JSONResponse(shape.message(answer).model_dump(mode="json", exclude_unset=True))

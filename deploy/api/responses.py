@@ -14,7 +14,7 @@ import time
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from openai.types.responses import (Response, ResponseCompletedEvent, ResponseContentPartAddedEvent,
                                     ResponseContentPartDoneEvent, ResponseCreatedEvent, ResponseErrorEvent,
                                     ResponseFunctionCallArgumentsDeltaEvent, ResponseFunctionCallArgumentsDoneEvent,
@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from deploy.api.conversation import AsksChat, prepare
 from deploy.api.protocol import FunctionCall, ModelName, ResponseFormat, StrictModel, joined_text, refused, sampling
-from deploy.api.streaming import Answer, Notes, answer_blocks, collect, new_id, notes_of, sse
+from deploy.api.streaming import Answer, Notes, answer_blocks, collect, new_id, notes_of, sse, sse_response
 from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
 from deploy.api.tool_format import Tool, ToolCall
 from deploy.api.workers import Workers
@@ -331,7 +331,7 @@ async def create_response(body: ResponsesRequest, request: Request):
     shape = Shaper(body)
     frames = workers.stream(prep.addr, prep.params)
     if body.stream:
-        return StreamingResponse(_events(shape, frames, notes), media_type="text/event-stream")
+        return sse_response(_events(shape, frames, notes))
     answer = await collect(frames, body.model, ask.tools, notes)
     notes.completion_tokens = answer.usage.completion
     return JSONResponse(shape.response(answer).model_dump(mode="json", exclude_unset=True))

@@ -8,12 +8,14 @@ a chunk clients ignore or a cut connection.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from deploy.api.tool_format import BadToolCall, ToolCall, ToolUse, answer_parts
@@ -50,6 +52,40 @@ def sse(obj, event: str | None = None) -> str:
 
 
 DONE = "data: [DONE]\n\n"
+COMMENT = ": keep-alive\n\n"  # an SSE comment: every client's parser skips it
+KEEPALIVE_S = 10.0  # a long prompt on a CPU takes minutes before the first token; clients hang up on silence
+
+
+async def kept_alive(events: AsyncIterator[str], keepalive: str, every: float) -> AsyncIterator[str]:
+    """`events`, with `keepalive` sent whenever `every` seconds pass without one: clients (Claude
+    Code: 5 minutes; Codex CLI: its stream_idle_timeout_ms) give up on a silent stream and ask
+    again, which makes a CPU process the same long prompt twice."""
+    it = events.__aiter__()
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(it.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield keepalive
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()  # the client left while the answer was still coming: stop it
+            await asyncio.gather(pending, return_exceptions=True)
+        await it.aclose()
+
+
+def sse_response(events: AsyncIterator[str], keepalive: str = COMMENT, every: float = KEEPALIVE_S):
+    """A streamed answer, kept alive while the model reads a long prompt."""
+    return StreamingResponse(kept_alive(events, keepalive, every), media_type="text/event-stream")
 
 
 def error_event(message: str, code, kind: str = "worker_error") -> str:

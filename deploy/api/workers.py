@@ -118,19 +118,23 @@ class Workers:
                               param="messages", code="context_length_exceeded")
         return min(wanted, room) if wanted else room
 
-    async def count_tokens(self, addr: str, model: str, prompt: str) -> tuple[int, int]:
-        """(tokens of `prompt`, the model's context length). Counting needs the model's tokenizer:
-        a model that is not loaded loads now (the request waits; the worker bounds the wait)."""
+    async def count_tokens(self, addr: str, model: str, prompt: str,
+                           parts: list | None = None) -> tuple[int, int]:
+        """(tokens of `prompt`, the model's context length); with its `parts` (a chat prompt), as the
+        worker will feed them. Counting needs the model's tokenizer: a model that is not loaded loads
+        now (the request waits; the worker bounds the wait)."""
         context = (await self._post(addr, routes.MODEL_DETAILS, {"model": model}, timeout=WORKER_TIMEOUT))[
             "context_length"]
-        count = (await self._post(addr, routes.COUNT_TOKEN, {"model": model, "prompt": prompt},
-                                  timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))["count"]
+        body = {"model": model, "prompt": prompt, **({"prompt_parts": parts} if parts is not None else {})}
+        count = (await self._post(addr, routes.COUNT_TOKEN, body, timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))["count"]
         return count, context
 
-    async def generate(self, addr: str, params: dict) -> dict:
-        """One whole answer (the worker's last frame); a worker's error code is a ClientError."""
-        out = await self._post(addr, routes.WORKER_GENERATE, params, timeout=GENERATION_TIMEOUT)
-        return checked_frame(out)
+    async def token_ids(self, addr: str, params: dict) -> tuple[list[int], int]:
+        """(the ids the model is fed for params' prompt, its context length)."""
+        context = (await self._post(addr, routes.MODEL_DETAILS, {"model": params["model"]}, timeout=WORKER_TIMEOUT))[
+            "context_length"]
+        ids = (await self._post(addr, routes.WORKER_TOKENIZE, params, timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))
+        return ids["tokens"], context
 
     def stream(self, addr: str, params: dict) -> AsyncIterator[dict]:
         return self.client.stream(addr, params, timeout=GENERATION_TIMEOUT)

@@ -83,6 +83,10 @@ class FleetWorker(Protocol):
     def count_token(self, params: dict) -> dict | Awaitable[dict]:
         """{"count": tokens the engine will process for params["prompt"], "error_code": 0}."""
 
+    # Optional, for a worker with a tokenizer of its own (not an upstream server's):
+    # prompt_ids(params) -> list[int] (or awaitable): the ids the model is fed for params["prompt"]
+    # (with "prompt_parts": a chat prompt, each message's text tokenised as text); /worker_tokenize.
+
     def text_for_tokenizer(self, prompt: str) -> str:
         """The text this worker's tokenizer gets for a prompt, so that the tokens begin with the
         model's own prefix once (deploy/registry/templates.py: text_for_tokenizer)."""
@@ -108,6 +112,10 @@ class Backend(ABC):
     @abstractmethod
     def shape(self, entry: ModelEntry) -> ModelShape:
         """The model's shape, read from its files, for the fit estimate."""
+
+    def kv_tokens(self, entry: ModelEntry) -> int:
+        """The most tokens its KV cache holds at once: a context per request it answers at once."""
+        return entry.context_length * entry.concurrency
 
     def describe(self, entry: ModelEntry) -> dict[str, Any]:
         """Backend-specific facts for status and reports (dtype, quantisation, ...)."""

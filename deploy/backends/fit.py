@@ -1,6 +1,7 @@
 """Does a model fit its memory budget? Estimated before loading, from the files.
 
-resident ≈ weights + KV cache (context × concurrency) + the backend's runtime overhead
+resident ≈ weights + KV cache (context × concurrency, or one context where llama.cpp's slots share
+it) + the backend's runtime overhead
 (measured on this project's 2-core/24 GiB machines: RSS of a loaded, idle worker minus its
 weights) + prompt processing (context × concurrency, where the runtime allocates it per
 request), so that no request, however long its prompt, takes a worker over its budget.
@@ -43,12 +44,12 @@ def estimate(entry: ModelEntry, shape: ModelShape | None = None) -> FitEstimate:
     """A draft model for speculation counts with its weights and its own KV cache for every slot."""
     backend = backends.of(entry)
     shape = shape or backend.shape(entry)
-    tokens = entry.context_length * entry.concurrency
+    cached, prompts = backend.kv_tokens(entry), entry.context_length * entry.concurrency
     draft = shape.draft
     return FitEstimate(shape.weight_bytes + (draft.weight_bytes if draft else 0),
-                       shape.kv_bytes(tokens) + (draft.kv_bytes(tokens) if draft else 0),
+                       shape.kv_bytes(cached) + (draft.kv_bytes(cached) if draft else 0),
                        backend.runtime_overhead + shape.extra_bytes, entry.memory_budget,
-                       shape.prefill_bytes_per_token * tokens)
+                       shape.prefill_bytes_per_token * prompts)
 
 
 def spare(entry: ModelEntry, shape: ModelShape | None = None) -> int:

@@ -38,14 +38,17 @@ class _Reader:
             raise GGUFError("implausible string length in header")
         return self.f.read(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int):
-        """A scalar or string; arrays (the vocabulary, merges) are skipped and read as None."""
+    def value(self, vtype: int, keep_array: bool = False):
+        """A scalar or string; arrays (the vocabulary, merges) are skipped and read as None, unless
+        `keep_array`."""
         if vtype in _SCALARS:
             return self.take(_SCALARS[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
             itype, count = self.take("<I"), self.take("<Q")
+            if keep_array:
+                return [self.value(itype) for _ in range(count)]
             if itype in _SCALARS:
                 self.f.seek(struct.calcsize(_SCALARS[itype]) * count, 1)
             else:
@@ -53,6 +56,29 @@ class _Reader:
                     self.value(itype)
             return None
         raise GGUFError(f"unknown metadata value type {vtype}")
+
+
+CONTROL = 3  # llama.cpp's LLAMA_TOKEN_TYPE_CONTROL
+
+
+def control_tokens(path: str | Path) -> set[str]:
+    """The texts of the vocabulary's control tokens (its chat markers, BOS, EOS): what llama.cpp
+    parses as special tokens in a prompt, and nothing else does."""
+    arrays: dict = {}
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise GGUFError(f"{path} is not a GGUF file (bad magic)")
+        r = _Reader(f)
+        r.take("<I")
+        _, n_kv = r.take("<Q"), r.take("<Q")
+        for _ in range(n_kv):
+            key = r.string()
+            wanted = key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
+            arrays[key] = r.value(r.take("<I"), keep_array=wanted)
+            if all(arrays.get(k) is not None for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")):
+                break
+    tokens, types = arrays.get("tokenizer.ggml.tokens") or [], arrays.get("tokenizer.ggml.token_type") or []
+    return {t for t, kind in zip(tokens, types) if kind == CONTROL}
 
 
 def read_gguf(path: str | Path) -> tuple[dict, list[dict]]:

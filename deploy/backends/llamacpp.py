@@ -77,6 +77,12 @@ class LlamaCppOptions(BackendOptions):
         "comes back after the swap does not process its prompt again (its next turn's first token 3.65 vs 31.6 s, "
         "1,915 tokens on the 1.5B, load included; bench/slot_restore.py). Costs disk while unloaded: the KV cache of "
         "each slot in use (28.7 MB per 1,000 tokens on the 1.5B, saved in 16 ms and restored in 8 ms for 1,900).")
+    kv_unified: bool = Field(
+        default=False, description="The slots share one KV cache of context_length tokens (llama.cpp's --kv-unified, "
+        "its server's default when it picks the number of slots): any one request may use the whole context, for the "
+        "memory of one context instead of one per slot; requests answered at once share it, and one that finds no "
+        "room left ends with an error. Set it for long prompts (agents, long documents) on a model that is also "
+        "asked short questions at once.")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         default="f16", description="The KV cache's number format (K and V): q8_0 holds it in 53 percent of "
         "f16's memory, q4_0 in 28 percent, which the fit estimate counts; quantised V needs flash attention "
@@ -144,6 +150,9 @@ class LlamaCpp(Backend):
     runtime_overhead = 300 * 1024**2
     # VSZ - RSS of a loaded idle worker is ~1.0 GB; 3 GiB leaves room for load-time mappings
     address_space_headroom = 3 * 1024**3
+
+    def kv_tokens(self, entry) -> int:
+        return entry.context_length * (1 if entry.options.kv_unified else entry.concurrency)
 
     def shape(self, entry) -> ModelShape:
         opts = entry.options

@@ -18,11 +18,13 @@ from fastchat.serve.base_model_worker import BaseModelWorker
 
 from deploy.backends.base import return_memory_to_the_system
 from deploy.backends.fit import spare
+from deploy.backends.gguf import control_tokens
 from deploy.backends.llamacpp import DRAFT_MAX
 from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_frame
 from deploy.backends.slot_store import SlotStore
-from deploy.registry.templates import text_for_tokenizer
+from deploy.registry.templates import MODEL_PREFIX, text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, cached_tokens, frame
+from deploy.wire.prompt import separately_encoded, text_runs, with_prefix
 
 log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
@@ -68,13 +70,22 @@ def engine_request(params: dict, stream: bool, stop_token_texts: list[str] = ())
     return body
 
 
-def engine_added_prefix(address: str, key: str) -> str:
-    """The text of the special tokens the engine puts before every prompt (its BOS where the
-    GGUF's add_bos_token says so), asked of the engine itself at start-up."""
+def engine_added_prefix(address: str, key: str) -> tuple[str, list[int]]:
+    """The special tokens the engine puts before every prompt (its BOS where the GGUF's
+    add_bos_token says so), as text and as ids, asked of the engine itself at start-up."""
     r = httpx.post(f"{address}/tokenize", json={"content": "", "add_special": True, "with_pieces": True},
                    headers={"Authorization": f"Bearer {key}"}, timeout=30)
     r.raise_for_status()
-    return "".join(t["piece"] for t in r.json()["tokens"])
+    tokens = r.json()["tokens"]
+    return "".join(t["piece"] for t in tokens), [t["id"] for t in tokens]
+
+
+def engine_tokens(address: str, key: str, text: str, special: bool) -> list[int]:
+    """`text` as the engine's tokenizer makes it: its special tokens parsed or not, nothing added."""
+    r = httpx.post(f"{address}/tokenize", json={"content": text, "add_special": False, "parse_special": special},
+                   headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()["tokens"]
 
 
 class LlamaCppWorker(BaseModelWorker):
@@ -99,6 +110,8 @@ class LlamaCppWorker(BaseModelWorker):
         self._engine_url, self._engine_key = "", ""
         self.template = entry.chat_template
         self.engine_added = ""
+        self.controls: set[str] = set()  # the vocabulary's control tokens (what templates mark turns with)
+        self.prefix_ids: list[int] = []  # what every prompt begins with (DeepSeek's BOS, ChatGLM3's [gMASK] sop)
         self._token_texts: dict[int, str] = {}
         self.drafted = self.accepted = 0  # speculation: tokens drafted and accepted, since start
         self.slots = SlotStore() if opts.keep_conversations else None  # conversations kept across an unload
@@ -109,7 +122,9 @@ class LlamaCppWorker(BaseModelWorker):
         entry, opts = self.entry, self.entry.options
         params = xllamacpp.CommonParams()
         params.model.path = str(entry.resolved_path)
-        params.n_ctx = entry.context_length * entry.concurrency  # split evenly across the slots
+        # one context per slot, or (kv_unified) one context the slots share
+        params.n_ctx = entry.context_length * (1 if opts.kv_unified else entry.concurrency)
+        params.kv_unified = opts.kv_unified
         params.n_parallel = entry.concurrency
         if not opts.mmap:  # read the weights: counted once in RSS, decode no slower (bench/llamacpp_memory.py)
             params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
@@ -156,7 +171,10 @@ class LlamaCppWorker(BaseModelWorker):
         self._engine_key = secrets.token_urlsafe(24)
         self.engine = xllamacpp.Server(self.engine_params())
         self._engine_url = self.engine.listening_address
-        self.engine_added = engine_added_prefix(self._engine_url, self._engine_key)
+        self.engine_added, added_ids = engine_added_prefix(self._engine_url, self._engine_key)
+        self.controls = control_tokens(self.entry.resolved_path)
+        prefix = MODEL_PREFIX.get(self.template)
+        self.prefix_ids = engine_tokens(self._engine_url, self._engine_key, prefix, True) if prefix else added_ids
         if self.slots is not None:
             moved = self.slots.restore(self._engine_url, self._engine_key)
             if moved.tokens:
@@ -192,9 +210,33 @@ class LlamaCppWorker(BaseModelWorker):
         return out
 
     def text_for_tokenizer(self, prompt: str) -> str:
-        """The text the engine tokenises (adding its own BOS, if the GGUF says so) into the tokens
-        the model's own chat code builds: ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
+        """A raw prompt (a completion's) as the text the engine tokenises, its special tokens parsed
+        and its own BOS added (if the GGUF says so): ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
         return text_for_tokenizer(prompt, self.template, self.engine_added)
+
+    async def tokenize(self, text: str, special: bool, add: bool = False) -> list[int]:
+        """The engine's tokens for `text`: special tokens parsed or not, its own BOS added or not."""
+        r = await self.engine_post("/tokenize", {"content": text, "add_special": add, "parse_special": special})
+        r.raise_for_status()
+        return r.json()["tokens"]
+
+    async def chat_ids(self, params: dict) -> list[int] | None:
+        """A chat prompt's ids from its parts (deploy/wire/prompt.py), as the model's own chat code
+        builds them: the template's control tokens, its text and every message's text tokenised as
+        text. None for a raw prompt (a completion's), which the engine tokenises itself."""
+        parts = params.get("prompt_parts")
+        if parts is None:
+            return None
+        ids: list[int] = []
+        for special, text in text_runs(parts, self.controls, separately_encoded(self.template)):
+            ids += await self.tokenize(text, special)
+        return with_prefix(ids, self.prefix_ids)
+
+    async def prompt_ids(self, params: dict) -> list[int]:
+        """The ids the engine is fed: a chat prompt's (chat_ids), or a raw prompt as the engine
+        tokenises a completion (its own BOS added, special tokens parsed)."""
+        ids = await self.chat_ids(params)
+        return ids if ids is not None else await self.tokenize(self.text_for_tokenizer(params["prompt"]), True, True)
 
     def live_info(self) -> dict:
         """For /fleet_info: speculation's drafted and accepted tokens so far (bench/speculation.py)."""
@@ -208,11 +250,7 @@ class LlamaCppWorker(BaseModelWorker):
             self.slots.close()
 
     async def count_token(self, params: dict) -> dict:
-        # as the engine tokenises a completion prompt: its own BOS added, special tokens parsed
-        r = await self.engine_post("/tokenize", {"content": self.text_for_tokenizer(params["prompt"]),
-                                                 "add_special": True, "parse_special": True})
-        r.raise_for_status()
-        return {"count": len(r.json()["tokens"]), "error_code": 0}
+        return {"count": len(await self.prompt_ids(params)), "error_code": 0}
 
     async def generate_stream_gate(self, params: dict):
         """FastChat stream protocol: cumulative text per chunk, NUL-delimited JSON."""
@@ -221,6 +259,8 @@ class LlamaCppWorker(BaseModelWorker):
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
         stop_texts = await self.stop_token_texts(params.get("stop_token_ids"))
+        ids = await self.chat_ids(params)
+        prompt = ids if ids is not None else self.text_for_tokenizer(params["prompt"])
 
         def on_chunk(chunk):  # engine thread
             if cancelled.is_set():
@@ -230,7 +270,7 @@ class LlamaCppWorker(BaseModelWorker):
 
         def run():
             try:
-                body = engine_request({**params, "prompt": self.text_for_tokenizer(params["prompt"])}, True, stop_texts)
+                body = engine_request({**params, "prompt": prompt}, True, stop_texts)
                 self.engine.handle_completions(body, on_chunk)
             except Exception as e:  # surfaces as an error chunk, never a dead stream
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(e)}})

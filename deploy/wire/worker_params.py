@@ -7,9 +7,10 @@ FastChat's clients send more keys than these (best_of, use_beam_search, ...): th
 """
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from deploy.wire.errors import ClientError
 from deploy.wire.fields import (Boolean, MaxTokens, Penalty, RepetitionPenalty, Seed, Temperature, Text,
@@ -28,11 +29,27 @@ def _stop(v: Any) -> Any:
     raise ValueError(f"must be a string or an array of strings, not {type_name(v)}")
 
 
-class GenerateParams(BaseModel):
-    """What /worker_generate_stream and /worker_generate take (FastChat's gen_params)."""
+PromptParts = list[tuple[Literal["template", "message"], Text]]
+
+
+class Prompt(BaseModel):
+    """A prompt, and (from our API server and web UI) its parts: the template's text apart from the
+    messages' (deploy/wire/prompt.py), which must join into the prompt."""
     model_config = ConfigDict(extra="allow")
 
     prompt: Text
+    prompt_parts: PromptParts | None = None
+
+    @model_validator(mode="after")
+    def _parts_make_the_prompt(self):
+        if self.prompt_parts is not None and "".join(t for _, t in self.prompt_parts) != self.prompt:
+            raise ValueError("'prompt_parts' do not join into 'prompt'. Fix: send the parts of this prompt, or "
+                             "leave them out")
+        return self
+
+
+class GenerateParams(Prompt):
+    """What /worker_generate_stream and /worker_generate take (FastChat's gen_params)."""
     max_new_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -65,10 +82,8 @@ class GenerateParams(BaseModel):
         return v
 
 
-class CountParams(BaseModel):
+class CountParams(Prompt):
     """/count_token: a prompt to count."""
-    model_config = ConfigDict(extra="allow")
-    prompt: Text
 
 
 class EmbedParams(BaseModel):

@@ -186,6 +186,15 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     async def count_token(request: Request):
         return await with_model(w(request).count_token, await params(request, CountParams))
 
+    @app.post(routes.WORKER_TOKENIZE)
+    async def tokenize(request: Request):
+        """The ids the model is fed for a prompt (a chat prompt's parts, or a raw prompt)."""
+        wk = w(request)
+        if not hasattr(wk, "prompt_ids"):
+            raise ClientError(400, f"model '{wk.model_names[0]}' is served by another server, whose token ids this "
+                                   f"fleet does not see. Fix: ask its own server's tokenizer.")
+        return {"tokens": await with_model(wk.prompt_ids, await params(request, CountParams)), "error_code": 0}
+
     @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):
         return w(request).get_conv_template()
