@@ -153,6 +153,9 @@ def test_counts_and_finish_reasons_are_exact(fleet, seeds, family, backend):
         assert raw["tokens"] == reference(sys.executable, seed, [], [RAW])["raw"][0]
     chat = messages(CHATS["system and history"])
     fed = tokenize(fleet, model, messages=chat)["count"]
+    counted = httpx.post(fleet.api_base[:-3] + "/v1/messages/count_tokens", timeout=300, json={
+        "model": model, "system": SYSTEM, "messages": chat[1:]}).json()  # the count that caps max_tokens
+    assert counted == {"input_tokens": fed}
     r = fleet.openai().chat.completions.create(model=model, messages=chat, max_tokens=8, temperature=0, logprobs=True)
     assert r.usage.prompt_tokens == fed
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 8
