@@ -350,7 +350,7 @@ def main(argv=None) -> int:
         ungated_base = f"http://127.0.0.1:{ungated_port}/v1"
         wait_for(lambda: _ok(ungated_base + "/models"), 60, "ungated API", ungated)
         stack.wait_registered([e["name"] for e in entries])
-        client, fleet = httpx.Client(), FleetClient(stack.controller)
+        client, fleet = httpx.Client(), FleetClient(stack.controller, secret=stack.secret)
         addr = {e["name"]: stack.worker_address(e["name"]) for e in entries}
         for t in (1, 2):
             name = f"bench-{t}t"

@@ -38,6 +38,7 @@ from deploy.backends import load_registry
 from deploy.ops.supervisor import programs
 from deploy.registry.host import memory_of
 from deploy.registry.paths import REPO_ROOT, FleetPaths
+from deploy.wire.secret import read_secret
 from deploy.registry.render import write
 from deploy.backends.fit import estimate, suggest_budget
 from tests.harness import free_port, shutdown_supervisord, write_registry
@@ -97,7 +98,8 @@ class Fleet:
         self.reg = load_registry(self.paths.registry)
         write(self.reg, self.paths)
         (root / "logs").mkdir()
-        self.client = FleetClient(self.reg.deployment.controller_url, timeout=30)
+        self.client = FleetClient(self.reg.deployment.controller_url, timeout=30,
+                                  secret=read_secret(self.reg.deployment.secret_path))
         self.names = [m["name"] for m in models]
 
     @property

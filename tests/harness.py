@@ -189,8 +189,8 @@ class Stack:
         self.env = {"FLEET_REGISTRY": str(self.registry)}
         self.models = models
         self.procs: dict[str, Proc] = {}
-        self.fleet = FleetClient(self.controller)
         self.secret = (tmp / "fleet.secret").read_text().strip()
+        self.fleet = FleetClient(self.controller, secret=self.secret)  # the workers generate for the fleet only
         self.api_key: str | None = None
 
     @property

@@ -80,7 +80,8 @@ def test_cors_allows_only_the_configured_origin(fleet):
     ok = httpx.options(url, headers={"Origin": ORIGIN, **pre})
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == ORIGIN
     evil = httpx.options(url, headers={"Origin": "http://evil.example", **pre})
-    assert "access-control-allow-origin" not in evil.headers and evil.status_code == 400
+    assert "access-control-allow-origin" not in evil.headers and evil.status_code == 403
+    assert "another origin" in evil.json()["error"]["message"]
 
 
 # ---- what real clients send, answered for real ------------------------------------------------
@@ -178,8 +179,8 @@ def raw_http(port: int, data: bytes, read_timeout: float = 12) -> tuple[int | No
     return status, time.monotonic() - t0
 
 
-def lying_length(path: str, key: str | None, declared, sent: bytes) -> bytes:
-    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+def lying_length(path: str, key: str | None, declared, sent: bytes, secret: str | None = None) -> bytes:
+    auth = (f"Authorization: Bearer {key}\r\n" if key else "") + (f"X-Fleet-Secret: {secret}\r\n" if secret else "")
     return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {declared}\r\n\r\n").encode() + sent
 
@@ -290,12 +291,14 @@ def hostile_requests(fleet) -> list[tuple[str, str, str, dict, bytes | None]]:
                      b'{"prompt": "hi", "max_new_tokens": 4, "stop_token_ids": [99999999]}',
                      b'{"prompt": "hi", "stop_token_ids": [-1]}', b'{"prompt": "hi", "stop_token_ids": ["x"]}',
                      json.dumps({"prompt": "hello " * 40_000}).encode()]
+    insider = {"X-Fleet-Secret": fleet.secret}  # the workers answer generation to the fleet only
     for w in (worker, hf_worker):
-        for route in ("/worker_generate_stream", "/worker_generate", "/count_token"):
+        for route in ("/worker_generate_stream", "/worker_generate", "/count_token", "/worker_tokenize"):
             for body in worker_bodies:
-                reqs.append((f"worker {route} {body[:16]!r}", "POST", w + route, {}, body))
+                reqs.append((f"worker {route} {body[:16]!r}", "POST", w + route, insider, body))
+            reqs.append((f"worker {route} without the secret", "POST", w + route, {}, b'{"prompt": "hi"}'))
         for body in (b"{}", b'{"input": []}', b'{"input": [1, 2]}', big):
-            reqs.append((f"worker embeddings {body[:16]!r}", "POST", w + "/worker_get_embeddings", {}, body))
+            reqs.append((f"worker embeddings {body[:16]!r}", "POST", w + "/worker_get_embeddings", insider, body))
         reqs += [(f"worker {r}", "POST", w + r, {}, None)
                  for r in ("/worker_get_status", "/worker_get_conv_template", "/model_details")]
     return reqs + new_route_requests(fleet, root, auth, big)
@@ -397,7 +400,7 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
         # beside them: lying Content-Lengths (the 35 s hangs before the gate) and dropped streams
         lies = [pool.submit(raw_http, fleet.api_port, lying_length("/v1/chat/completions", fleet.api_key, 5000, b"{")),
                 pool.submit(raw_http, int(fleet.worker_address(SMALL).rsplit(":", 1)[1]),
-                            lying_length("/worker_generate_stream", None, 5000, b"{")),
+                            lying_length("/worker_generate_stream", None, 5000, b"{", fleet.secret)),
                 pool.submit(raw_http, fleet.controller_port, lying_length("/get_worker_address", None, 5000, b"{"))]
         bad_length = pool.submit(raw_http, fleet.api_port, lying_length("/v1/chat/completions", fleet.api_key,
                                                                          "abc", b"{}"))  # type: ignore[arg-type]
@@ -419,6 +422,7 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
     slow = [r for r in results if r[2] > 10]
     assert slow == [], slow
     assert {r[1] for r in results if r[0].startswith("lying")} == {408}
+    assert {r[1] for r in results if r[0].endswith("without the secret")} == {401}
     assert {r[1] for r in results if r[0].startswith("10 MB")} == {413}
     for name, proc in fleet.procs.items():
         assert proc.p.poll() is None, f"{name} died: {proc.output()[-2000:]}"

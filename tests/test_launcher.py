@@ -76,7 +76,10 @@ def test_a_fourth_backend_needs_no_change_to_the_launcher_fit_or_limits(tmp_path
         limits = open(f"/proc/{p.pid}/limits").read()
         assert str(512 * 1024**2 + Echo.address_space_headroom) in limits  # the backend's own headroom
         assert "memory estimate for 'echo-model': weights 15 B + KV cache" in p.output()
-        frames = list(FleetClient("http://unused").stream(addr, {"prompt": "one two three"}))
+        refused = list(FleetClient("http://unused").stream(addr, {"prompt": "one two three"}))
+        assert refused[-1]["error_code"] == 40101 and "fleet secret" in refused[-1]["text"]  # the fleet's only
+        secret = (tmp_path / "fleet.secret").read_text().strip()
+        frames = list(FleetClient("http://unused", secret=secret).stream(addr, {"prompt": "one two three"}))
         assert frames[-1] == {"text": "one two three ", "error_code": 0, "finish_reason": "stop"}
     finally:
         p.stop()

@@ -142,7 +142,7 @@ def test_count_token_matches_an_independent_tokenizer(stack):
     addr = stack.worker_address(QWEN)
     for text in ("<|im_start|>user\n你好<|im_end|>", "单身狗产生的原因有两个，一是谁都看不上，二是谁都看不上" * 7,
                  "def f(x):\n    return x ** 2  # squares"):
-        n = requests.post(addr + "/count_token", json={"prompt": text}).json()
+        n = requests.post(addr + "/count_token", json={"prompt": text}, headers={"X-Fleet-Secret": stack.secret}).json()
         assert n == {"count": len(tok(text).input_ids), "error_code": 0}, text
 
 

@@ -24,6 +24,7 @@ from deploy.wire.client import AsyncFleetClient
 from deploy.wire.errors import ClientError, error_body
 from deploy.wire.fields import client_error
 from deploy.wire.keys import read_keys
+from deploy.wire.secret import read_secret
 
 MIN_CONTEXT = 4096  # bodies for models on other hosts, which this registry does not list
 
@@ -34,18 +35,21 @@ class ApiSettings:
     gate: GateSettings
     cors_origins: tuple[str, ...] = ()
     hosts: frozenset[str] = own_host_names(["127.0.0.1"])  # what the Host header may name
+    secret: str | None = None  # the fleet secret, which workers ask of every generation request
 
     @classmethod
     def from_registry(cls, reg) -> "ApiSettings":
         """From model_paths.toml: bodies sized for its longest context, API keys from its keys file
-        (KeysError when that file is unusable), the in-flight cap from its concurrency."""
+        (KeysError when that file is unusable), the in-flight cap from its concurrency, the fleet
+        secret (SecretError when it is unusable)."""
         d = reg.deployment
         contexts = [m.context_length for m in reg.models] + [MIN_CONTEXT]
         gate = GateSettings(api_keys=read_keys(d.api_keys_path) if d.api_keys_path else frozenset(),
                             body_limit=body_limit(max(contexts)),
                             max_in_flight=16 + 4 * sum(m.concurrency for m in reg.models),
                             cors=bool(d.cors_origins))
-        return cls(d.controller_url, gate, tuple(d.cors_origins), own_host_names([d.host], d.allowed_hosts))
+        return cls(d.controller_url, gate, tuple(d.cors_origins), own_host_names([d.host], d.allowed_hosts),
+                   read_secret(d.secret_path))
 
 
 def _error_response(e: ClientError) -> Response:
@@ -61,7 +65,7 @@ def build_app(settings: ApiSettings):
 
     app = FastAPI(title="fastchat-fleet OpenAI-compatible API", lifespan=lifespan)
     app.state.settings = settings
-    app.state.fleet = AsyncFleetClient(settings.controller_url, timeout=5)
+    app.state.fleet = AsyncFleetClient(settings.controller_url, timeout=5, secret=settings.secret)
     app.state.workers = Workers(app.state.fleet)
     table = route_table(settings.controller_url)
     for group in table:
@@ -83,4 +87,5 @@ def build_app(settings: ApiSettings):
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
     gate = ApiGate(app, settings.gate, RouteKinds(table), FleetMetrics(settings.controller_url))
-    return HostGuard(gate, settings.hosts, lambda m: error_body(m, "invalid_request_error", code="misdirected_request"))
+    return HostGuard(gate, settings.hosts, lambda m: error_body(m, "invalid_request_error", code="misdirected_request"),
+                     origins=frozenset(settings.cors_origins))

@@ -8,6 +8,7 @@ from deploy.api.app import ApiSettings, build_app
 from deploy.registry.config import EXIT_CONFIG, Registry
 from deploy.registry.host import is_loopback
 from deploy.wire.keys import KeysError
+from deploy.wire.secret import SecretError
 
 
 def run_api_server(reg: Registry) -> int:
@@ -20,7 +21,7 @@ def run_api_server(reg: Registry) -> int:
         return EXIT_CONFIG
     try:
         app = build_app(ApiSettings.from_registry(reg))
-    except KeysError as e:
+    except (KeysError, SecretError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_CONFIG
     uvicorn.run(app, host=d.host, port=d.api_port, log_level="info", timeout_keep_alive=5)

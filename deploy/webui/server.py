@@ -10,6 +10,7 @@ from deploy.registry.host import is_loopback
 from deploy.registry.paths import FleetPaths, expand_path
 from deploy.webui.puzzles_tab import PuzzleBook
 from deploy.wire.access import HostGuard, own_host_names
+from deploy.wire.secret import SecretError, read_secret
 
 
 def parse_auth(path: str) -> list[tuple[str, str]]:
@@ -49,11 +50,17 @@ def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None, pu
     from deploy.webui.votes import VoteLog
     from deploy.wire.client import AsyncFleetClient
 
-    demo = create_webui(AsyncFleetClient(d.controller_url), VoteLog(paths.votes),
+    try:
+        secret = read_secret(d.secret_path)
+    except SecretError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    demo = create_webui(AsyncFleetClient(d.controller_url, secret=secret), VoteLog(paths.votes),
                         puzzles=puzzles).queue(default_concurrency_limit=16)
     demo.show_api = False
     app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth)
     app.add_middleware(OfflinePage)
-    app.add_middleware(HostGuard, allowed=own_host_names([d.host], d.allowed_hosts))  # outermost: before routing
+    app.add_middleware(HostGuard, allowed=own_host_names([d.host], d.allowed_hosts),  # outermost: before routing
+                       origins=frozenset(d.cors_origins))
     uvicorn.run(app, host=d.host, port=d.webui_port, log_level="warning")
     return 0

@@ -73,28 +73,56 @@ def host_of(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-class HostGuard:
-    """ASGI: a request whose Host header names none of our own hosts is refused (421) before it is
-    routed. With no keys on loopback, a web page the user opens could otherwise point a name of its
-    own at 127.0.0.1 (DNS rebinding) and use our services as same-origin: read the models' answers,
-    register a worker, vote. `body(message)` shapes the answer as the service's clients expect."""
+def own_origin(origin: str, hosts: frozenset[str], port: int | None) -> bool:
+    """An Origin header naming this very service: http(s), one of its own host names, its port."""
+    try:
+        u = urlsplit(origin)
+        return u.scheme in ("http", "https") and (u.hostname or "") in hosts and \
+            (u.port or (443 if u.scheme == "https" else 80)) == port
+    except ValueError:
+        return False
 
-    def __init__(self, app, allowed: frozenset[str], body=None):
-        self.app, self.allowed = app, allowed
+
+class HostGuard:
+    """ASGI: what a web page must not reach, refused before it is routed.
+
+    - A Host header naming none of our own hosts: 421. With no keys on loopback, a web page the user
+      opens could otherwise point a name of its own at 127.0.0.1 (DNS rebinding) and use our services
+      as same-origin: read the models' answers, register a worker, vote.
+    - An Origin header that is not the service's own (nor one of `origins`, the configured
+      cors_origins): 403. Browsers send Origin with every cross-origin request, including the simple
+      ones that need no preflight (a form, a text/plain POST) and a sandboxed frame's ("null"): a page
+      of another site, or of another port on this machine, cannot make the service act or answer it.
+      Clients that are not browsers send no Origin and are not affected.
+
+    `body(message)` shapes the answer as the service's clients expect."""
+
+    def __init__(self, app, allowed: frozenset[str], body=None, origins: frozenset[str] = frozenset()):
+        self.app, self.allowed, self.origins = app, allowed, frozenset(o.rstrip("/").lower() for o in origins)
         self.body = body or (lambda m: json.dumps({"error": m}).encode())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            header = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            headers = dict(scope.get("headers") or [])
+            header = headers.get(b"host", b"").decode("latin-1")
+            origin = headers.get(b"origin", b"").decode("latin-1").strip().rstrip("/").lower()
             if host_of(header) not in self.allowed:
-                msg = (f"the Host header names '{host_of(header)[:100]}', which is not this server. Fix: call it by "
-                       f"its own address (e.g. 127.0.0.1), or add the name to allowed_hosts in [deployment] of "
-                       f"model_paths.toml")
-                if scope["type"] == "websocket":
-                    return await send({"type": "websocket.close", "code": 1008})
-                body = self.body(msg)
-                await send({"type": "http.response.start", "status": 421,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                return await send({"type": "http.response.body", "body": body})
+                return await self._refuse(scope, send, 421, (
+                    f"the Host header names '{host_of(header)[:100]}', which is not this server. Fix: call it by its "
+                    f"own address (e.g. 127.0.0.1), or add the name to allowed_hosts in [deployment] of "
+                    f"model_paths.toml"))
+            port = (scope.get("server") or (None, None))[1]
+            if origin and origin not in self.origins and not own_origin(origin, self.allowed, port):
+                return await self._refuse(scope, send, 403, (
+                    f"a web page of another origin ('{origin[:100]}') may not use this server. Fix: open the "
+                    f"fleet's own pages, or (the API) add that origin to cors_origins in [deployment] of "
+                    f"model_paths.toml"))
         await self.app(scope, receive, send)
+
+    async def _refuse(self, scope, send, status: int, msg: str):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        body = self.body(msg)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

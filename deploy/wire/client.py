@@ -65,6 +65,10 @@ class _Calls:
     generated method, which runs the call instead of yielding its steps)."""
 
     controller_url: str
+    secret: str | None  # the fleet secret: workers answer generation only with it
+
+    def _fleet(self) -> dict | None:
+        return {routes.SECRET_HEADER: self.secret} if self.secret else None
 
     def list_models(self) -> Call:
         """Registered models whose workers answer (the controller checks them every second);
@@ -122,7 +126,7 @@ class _Calls:
     def worker_post(self, addr: str, route: str, body: dict, timeout: float | None = None) -> Call:
         """A worker route's JSON answer (generate, count_token, model_details, embeddings); errors
         (a worker gone, a 4xx with its reason) are raised as httpx errors for the caller to map."""
-        return _ok((yield Http("POST", addr + route, body, timeout=timeout)))
+        return _ok((yield Http("POST", addr + route, body, headers=self._fleet(), timeout=timeout)))
 
     def register_worker(self, worker_url: str, status: dict, secret: str, pool: dict | None = None) -> Call:
         """Join the controller (raises httpx.HTTPStatusError on 401/400, httpx errors if it is down);
@@ -178,8 +182,8 @@ def _refusal(status: int, body: bytes) -> dict:
             "error_code": UNAVAILABLE if status == 503 else VALIDATION_ERROR}
 
 
-def _stream_request(addr: str, params: dict, timeout: float) -> dict:
-    return {"method": "POST", "url": addr + routes.WORKER_GENERATE_STREAM, "json": params,
+def _stream_request(addr: str, params: dict, timeout: float, headers: dict | None) -> dict:
+    return {"method": "POST", "url": addr + routes.WORKER_GENERATE_STREAM, "json": params, "headers": headers,
             "timeout": httpx.Timeout(timeout, connect=5)}
 
 
@@ -225,9 +229,9 @@ CALLS = [name for name, fn in vars(_Calls).items() if callable(fn) and not name.
 class FleetClient:
     """Blocking face: every call of `_Calls` returns its result."""
 
-    def __init__(self, controller_url: str, timeout: float = 5):
+    def __init__(self, controller_url: str, timeout: float = 5, secret: str | None = None):
         self.controller_url = controller_url.rstrip("/")
-        self.timeout = timeout
+        self.timeout, self.secret = timeout, secret
         self.http = httpx.Client(timeout=timeout, limits=LIMITS)
 
     def close(self) -> None:
@@ -245,7 +249,7 @@ class FleetClient:
     def stream(self, addr: str, params: dict, timeout: float = 600) -> Iterator[dict]:
         """The worker's frames (cumulative text, error_code, usage, finish_reason) as they come."""
         dec = FrameDecoder()
-        with self.http.stream(**_stream_request(addr, params, timeout)) as r:
+        with self.http.stream(**_stream_request(addr, params, timeout, self._fleet())) as r:
             if r.status_code != 200:
                 yield _refusal(r.status_code, r.read())
                 return
@@ -256,9 +260,9 @@ class FleetClient:
 class AsyncFleetClient:
     """Async face: every call of `_Calls` is a coroutine."""
 
-    def __init__(self, controller_url: str, timeout: float = 5):
+    def __init__(self, controller_url: str, timeout: float = 5, secret: str | None = None):
         self.controller_url = controller_url.rstrip("/")
-        self.timeout = timeout
+        self.timeout, self.secret = timeout, secret
         self.http = httpx.AsyncClient(timeout=timeout, limits=LIMITS)
 
     async def aclose(self) -> None:
@@ -275,7 +279,7 @@ class AsyncFleetClient:
 
     async def stream(self, addr: str, params: dict, timeout: float = 600) -> AsyncIterator[dict]:
         dec = FrameDecoder()
-        async with self.http.stream(**_stream_request(addr, params, timeout)) as r:
+        async with self.http.stream(**_stream_request(addr, params, timeout, self._fleet())) as r:
             if r.status_code != 200:
                 yield _refusal(r.status_code, await r.aread())
                 return
@@ -287,3 +291,5 @@ class AsyncFleetClient:
 for _name in CALLS:
     setattr(FleetClient, _name, _blocking(getattr(_Calls, _name)))
     setattr(AsyncFleetClient, _name, _async(getattr(_Calls, _name)))
+for _face in (FleetClient, AsyncFleetClient):
+    _face._fleet = _Calls._fleet

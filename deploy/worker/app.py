@@ -5,7 +5,10 @@ endpoints (the ones FastChat's controller, API server and web UI call) from a fa
 the worker on `app.state`, so any worker object, FastChat's `ModelWorker` or our llama.cpp
 worker, plugs in. The worker is built asleep; a request that needs the model waits while it loads
 within the host's memory pool (deploy/worker/residency.py), and the pool may ask an idle worker to
-unload (`/fleet_unload`, with the fleet secret).
+unload (`/fleet_unload`, with the fleet secret). A worker of a fleet answers what costs compute
+(generation, embeddings, token counts) only to the fleet: requests carrying the fleet secret, as its
+API server and web UI send them; a web page of any origin, or anyone else on the machine, cannot make
+it generate.
 """
 from __future__ import annotations
 
@@ -103,14 +106,24 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     def w(request: Request):
         return request.app.state.worker
 
+    def fleet_only(request: Request) -> None:
+        """401 unless the request carries the fleet secret (a worker serving without a fleet, as in
+        tests of the app alone, has none to ask for)."""
+        given = request.headers.get(routes.SECRET_HEADER, "")
+        if joining and not hmac.compare_digest(given.encode(), joining.secret.encode()):
+            raise ClientError(401, "this route serves the fleet only: send the fleet secret in the "
+                                   f"{routes.SECRET_HEADER} header (the API server and the web UI do). Fix: ask the "
+                                   "fleet's API server instead")
+
     async def params(request: Request, model=GenerateParams) -> dict:
+        fleet_only(request)
         return checked(model, await request.body(), request.app.state.worker.context_len,
                        frozenset(request.app.state.info.get("features", ())))
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
         """FastChat's worker error shape, which its API server and web UI read."""
-        code = UNAVAILABLE if e.status == 503 else VALIDATION_ERROR
+        code = UNAVAILABLE if e.status == 503 else 40101 if e.status == 401 else VALIDATION_ERROR
         return JSONResponse({"text": e.message, "error_code": code}, status_code=e.status, headers=e.headers)
 
     async def in_memory() -> None:
