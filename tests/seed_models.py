@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.backends.transformers import REMOTE_CODE_RUNTIME
 from tests.harness import REPO
 
 SHARED = REPO.parent / "shared" / "seed-models"
@@ -69,10 +69,12 @@ def seed_models(work: Path) -> dict[str, Seed]:
     given = os.environ.get(ENV)
     if given:
         sources = {family_of(f): f for f in Path(given).iterdir() if f.is_dir()}
-    else:
+    else:  # build_tiny.py runs the models' own code: in the runtime their workers run in
+        from deploy.provision.runtimes import ensure
+
         built = work / "built"
-        r = subprocess.run([sys.executable, str(SHARED / "build_tiny.py"), str(built)], capture_output=True, text=True,
-                           cwd=work)
+        r = subprocess.run([str(ensure(REMOTE_CODE_RUNTIME)), str(SHARED / "build_tiny.py"), str(built)],
+                           capture_output=True, text=True, cwd=work)
         assert r.returncode == 0, r.stderr[-3000:]
         sources = {family_of(f): f for f in built.iterdir() if f.is_dir()}
     out = {}
@@ -90,10 +92,14 @@ def seed_models(work: Path) -> dict[str, Seed]:
     return out
 
 
-def reference(python: str, seed: Seed, chats: list[dict], raw: list[str] = ()) -> dict:
-    """The ids the model's own chat code builds (tests/seed_reference.py), run by `python`."""
+def reference(seed: Seed, chats: list[dict], raw: list[str] = ()) -> dict:
+    """The ids the model's own chat code builds (tests/seed_reference.py), run in the runtime its
+    worker runs in (the one whose transformers runs its code)."""
+    from deploy.backends.transformers import runtime_for
+    from deploy.registry.paths import runtime_python
+
     req = {"folder": str(seed.folder), "family": seed.family, "chats": chats, "raw": list(raw)}
-    r = subprocess.run([python, str(REPO / "tests" / "seed_reference.py")], input=json.dumps(req), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([str(runtime_python(runtime_for(seed.folder))), str(REPO / "tests" / "seed_reference.py")],
+                       input=json.dumps(req), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout)

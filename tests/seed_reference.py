@@ -40,6 +40,7 @@ def main() -> None:
                 m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
             messages.append({"role": "user", "content": query})
             ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids  # a dict from 5.0
             text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         out["chats"].append(list(ids))
         out["texts"].append(text)

@@ -94,6 +94,30 @@ def tokenize(fleet, model: str, **body) -> dict:
     return r.json()
 
 
+def test_the_seed_models_own_code_runs_in_its_own_runtime(quantised, seeds):
+    """ChatGLM3-6B's and Qwen-7B-Chat's own code needs a transformers older than 4.42: their entries
+    run in the transformers-4.41 runtime (from config.json), which `add-model` built once; DeepSeek
+    (no code of its own) in the main one. supervisord starts each with its runtime's Python."""
+    from deploy.backends import load_registry
+    from deploy.registry.paths import FleetPaths, runtime_python
+    from deploy.registry.render import render
+
+    registry, _ = quantised
+    reg = load_registry(registry)
+    runtimes = {m.name: m.options.runtime_of(m) for m in reg.models}
+    assert runtimes["seed-chatglm3"] == runtimes["seed-qwen"] == "transformers-4.41"
+    assert runtimes["seed-deepseek"] == "main" and runtimes["seed-qwen-q4_k_m"] == "main"
+    conf = render(reg, FleetPaths(registry))
+    assert f"{runtime_python('transformers-4.41')} -m deploy worker seed-chatglm3" in conf
+    again = cli(registry, "runtimes")
+    assert again.returncode == 0 and "runtime transformers-4.41: present" in again.stdout  # never built twice
+    import subprocess as sp
+
+    version = sp.run([str(runtime_python("transformers-4.41")), "-c", "import transformers; print(transformers.__version__)"],
+                     capture_output=True, text=True).stdout.strip()
+    assert version == "4.41.2"
+
+
 def test_quantize_makes_a_gguf_of_each_seed_model(quantised, seeds):
     """`quantize` succeeds for all three (Qwen-7B-Chat included: its tokenizer needs tiktoken in the
     converter's environment, and llama.cpp's converter leaves out the RMS norm epsilon that
@@ -118,7 +142,7 @@ def test_quantize_makes_a_gguf_of_each_seed_model(quantised, seeds):
 @pytest.mark.parametrize("family", ["chatglm3", "qwen", "deepseek"])
 def test_prompt_ids_are_the_models_own(fleet, seeds, family, backend):
     seed = seeds[family]
-    ref = reference(sys.executable, seed, list(CHATS.values()))
+    ref = reference(seed, list(CHATS.values()))
     for (shape, chat), want, text in zip(CHATS.items(), ref["chats"], ref["texts"]):
         got = tokenize(fleet, served(seed, backend), messages=messages(chat))
         assert got["count"] == len(got["tokens"])
@@ -150,7 +174,7 @@ def test_counts_and_finish_reasons_are_exact(fleet, seeds, family, backend):
                          json={"prompts": [{"model": model, "prompt": RAW, "max_tokens": 8}]}).json()["prompts"][0]
     assert checked["tokenCount"] == raw["count"]
     if backend == "transformers":  # the model's own tokenizer, called on the prompt as FastChat's worker did
-        assert raw["tokens"] == reference(sys.executable, seed, [], [RAW])["raw"][0]
+        assert raw["tokens"] == reference(seed, [], [RAW])["raw"][0]
     chat = messages(CHATS["system and history"])
     fed = tokenize(fleet, model, messages=chat)["count"]
     counted = httpx.post(fleet.api_base[:-3] + "/v1/messages/count_tokens", timeout=300, json={

@@ -12,6 +12,31 @@ from deploy.backends.base import Backend, ModelShape
 from deploy.registry.options import BackendOptions
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# The runtime for models whose own code (trust_remote_code) was written for transformers before 4.42:
+# ChatGLM3-6B's breaks from 4.42, Qwen-7B-Chat's from 4.57 (deploy/provision/runtimes.py builds it).
+REMOTE_CODE_RUNTIME = "transformers-4.41"
+REMOTE_CODE_BEFORE = (4, 42)
+
+
+def _version(text) -> tuple[int, int] | None:
+    try:
+        major, minor = str(text).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def runtime_for(folder: Path) -> str:
+    """The runtime a folder's model needs, from its config.json: remote code saved with a transformers
+    older than REMOTE_CODE_BEFORE (its `transformers_version`) runs in REMOTE_CODE_RUNTIME; anything
+    else, remote code of today included, in the main one."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return "main"
+    saved_with = _version(cfg.get("transformers_version"))
+    old = "auto_map" in cfg and saved_with is not None and saved_with < REMOTE_CODE_BEFORE
+    return REMOTE_CODE_RUNTIME if old else "main"
 
 
 def cpu_has_bf16() -> bool:
@@ -66,6 +91,13 @@ class TransformersOptions(BackendOptions):
                                     "else float32.")
     trust_remote_code: bool = Field(
         default=False, description="Allow the model folder's own Python code (Qwen-7B-Chat, ChatGLM3 need it).")
+    runtime: Literal["auto", "main", "transformers-4.41"] = Field(
+        default="auto", description="The Python environment the worker runs in. auto: transformers-4.41 for a model "
+        "whose own code (trust_remote_code) was written for a transformers older than 4.42 (its config.json's "
+        "transformers_version: ChatGLM3-6B, Qwen-7B-Chat), else main; set it to override.")
+
+    def runtime_of(self, entry) -> str:
+        return runtime_for(entry.resolved_path) if self.runtime == "auto" else self.runtime
 
     def path_problem(self, path: Path) -> str | None:
         if (path / "config.json").is_file():

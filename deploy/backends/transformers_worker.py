@@ -36,6 +36,19 @@ def _check_remote_code(entry, cfg: dict) -> None:
         )
 
 
+def dtype_argument(dtype, low_memory: bool = False) -> dict:
+    """from_pretrained's dtype argument, named as the installed transformers names it (`dtype` from
+    4.56; the seed models' runtime has 4.41, which takes `torch_dtype`); with `low_memory`, 4.x's
+    low_cpu_mem_usage (no second copy of the weights while loading; always so from 5)."""
+    import transformers
+
+    from deploy.backends.transformers import _version
+
+    if (_version(transformers.__version__) or (0, 0)) >= (4, 56):
+        return {"dtype": dtype}
+    return {"torch_dtype": dtype, **({"low_cpu_mem_usage": True} if low_memory else {})}
+
+
 def load_hf_model(entry):
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -50,7 +63,7 @@ def load_hf_model(entry):
 
     if model_type == "chatglm":  # ChatGLM2/3: AutoModel, its tokenizer must keep special tokens whole
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, encode_special_tokens=True)
-        model = AutoModel.from_pretrained(path, trust_remote_code=trust, torch_dtype=dtype)
+        model = AutoModel.from_pretrained(path, trust_remote_code=trust, **dtype_argument(dtype))
     elif model_type == "qwen":  # Qwen(1)-Chat remote code: pick precision by flags, not fp16
         from transformers.generation import GenerationConfig
 
@@ -60,7 +73,7 @@ def load_hf_model(entry):
         config.fp32 = dtype_name == "float32"
         config.use_flash_attn = False
         model = AutoModelForCausalLM.from_pretrained(path, config=config, trust_remote_code=trust,
-                                                     torch_dtype=dtype, low_cpu_mem_usage=True)
+                                                     **dtype_argument(dtype, low_memory=True))
         gen_cfg = GenerationConfig.from_pretrained(path, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         tokenizer.eos_token_id = config.eos_token_id
@@ -68,8 +81,8 @@ def load_hf_model(entry):
         model.generation_config = gen_cfg
     else:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust, torch_dtype=dtype,
-                                                     low_cpu_mem_usage=True)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust,
+                                                     **dtype_argument(dtype, low_memory=True))
     return model.eval(), tokenizer
 
 

@@ -69,7 +69,7 @@ def cmd_worker(args, paths: FleetPaths) -> int:
     except RegistryError as e:
         print(f"ERROR: worker '{args.name}' not started:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_worker(reg, args.name)
+    return run_worker(reg, args.name, paths.registry)
 
 
 def cmd_controller(args, paths: FleetPaths) -> int:
@@ -120,6 +120,22 @@ def cmd_keys(args, paths: FleetPaths) -> int:
         print(f"api_keys_file = \"{DEFAULT_KEYS_FILE}\" set in {paths.registry}")
     print(f"new API key (in {path}, mode 600):\n{key}\n"
           f"Restart the API server to use it: supervisorctl -c {paths.supervisord_conf} restart api_server")
+    return 0
+
+
+def cmd_runtimes(args, paths: FleetPaths) -> int:
+    """Build the runtimes the registry's models need (none for the default models), each once."""
+    from deploy.provision.runtimes import RuntimeBuildError, ensure_for, needed
+
+    reg = load_registry(paths.registry)
+    if not needed(reg):
+        print("every model runs in the main runtime: no other to build")
+        return 0
+    try:
+        ensure_for(reg)
+    except RuntimeBuildError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -179,7 +195,7 @@ def cmd_add_model(args, paths: FleetPaths) -> int:
         args.threads = args.threads or placed.threads
         print(f"cores {placed.cores} ({placed.reason}); --cores chooses others")
     add_entry(entry_from_args(args), paths, replace=args.replace)
-    return 0
+    return cmd_runtimes(args, paths)  # the runtime a model's own code needs, built when it is first added
 
 
 PROXY_BUDGET = "512MiB"  # an idle proxy worker holds 0.15 GiB; the rest is room for long answers in flight
@@ -260,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", cmd_status, "programs, registered models and their cores")
     command("down", cmd_down, "stop the fleet")
     command("fetch-defaults", cmd_fetch_defaults, "fetch and check the offline default models")
+    command("runtimes", cmd_runtimes, "build the Python runtimes the registered models need besides the main one "
+                                      "(a model whose own code needs an old transformers), each once")
     s = command("add-model", cmd_add_model, "add an entry to model_paths.toml (options from the entry's fields; "
                 "without --cores, the least-used cores are proposed)")
     add_entry_options(s, optional=("cores", "path", "backend", "memory_budget"))

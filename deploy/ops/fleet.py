@@ -15,7 +15,7 @@ from deploy.backends import load_registry
 from deploy.ops.supervisor import Program, is_running, programs, start_supervisord, supervisorctl
 from deploy.registry.config import Registry, check_host, pool_note
 from deploy.registry.host import HostInfo, describe_cores
-from deploy.registry.paths import FleetPaths
+from deploy.registry.paths import MAIN_RUNTIME, FleetPaths, runtime_python
 from deploy.registry.render import render, write
 from deploy.registry.sizes import fmt_size
 from deploy.wire.client import FleetClient
@@ -178,7 +178,8 @@ def _worker_cells(w: dict | None) -> tuple:
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     """Per worker: model, host, backend, supervisord state, health, whether the model is in memory
     (loaded / asleep / loading), cores configured and actual, live RSS against its budget, queue and
-    last heartbeat; then workers registered from other hosts; then each host's memory pool."""
+    last heartbeat; then workers registered from other hosts, the runtimes other than the main one
+    and their models, and each host's memory pool."""
     reg = reg or load_registry(paths.registry)
     client = FleetClient(reg.deployment.controller_url)
     workers = client.workers()
@@ -205,9 +206,18 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     for name in ("controller", "api_server", "webui") if reg.deployment.role == "all" else ():
         p = progs.get(name)
         print(_row(name, "", "", p.state if p else "absent").rstrip())
-    for line in [u for u in upstreams if u] + _pool_lines(client, workers):
+    for line in [u for u in upstreams if u] + _runtime_lines(reg) + _pool_lines(client, workers):
         print(line)
     return 0
+
+
+def _runtime_lines(reg: Registry) -> list[str]:
+    """The models whose workers run in a runtime other than the main one (their own code needs it)."""
+    by_runtime: dict[str, list[str]] = {}
+    for m in reg.models:
+        by_runtime.setdefault(m.options.runtime_of(m), []).append(m.name)
+    return [f"runtime {name} ({runtime_python(name).parent.parent}): {', '.join(models)}"
+            for name, models in by_runtime.items() if name != MAIN_RUNTIME]
 
 
 def down(paths: FleetPaths) -> int:

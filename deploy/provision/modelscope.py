@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import backends
+from deploy.provision.runtimes import RuntimeBuildError, ensure_for
 from deploy.registry.config import parse_cores
 from deploy.registry.paths import FleetPaths, cache_dir
 from deploy.registry.placement import propose_for
@@ -140,7 +141,13 @@ def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, r
         print(f"'{entry['name']}' is already in {paths.registry}; nothing changed.")
         return 0
     print(f"registered '{entry['name']}' ({path}, {entry['backend']}, template {entry['chat_template']}, "
-          f"budget {entry['memory_budget']}, port {entry['port']}).\nStart it: python -m deploy up")
+          f"budget {entry['memory_budget']}, port {entry['port']}).")
+    try:  # the runtime its own code needs (an old transformers), built the first time such a model comes
+        ensure_for(backends.load_registry(paths.registry))
+    except RuntimeBuildError as e:
+        print(f"ERROR: {e}", file=sys.stderr, flush=True)
+        return 1
+    print("Start it: python -m deploy up")
     return 0
 
 

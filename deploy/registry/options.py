@@ -43,6 +43,11 @@ class BackendOptions(BaseModel):
         """What may stop the entry on this host without being an error in the file."""
         return []
 
+    def runtime_of(self, entry: ModelEntry) -> str:
+        """The Python environment the entry's worker runs in (deploy/registry/paths.py:
+        runtime_python): the main one, unless the backend says its model needs another."""
+        return "main"
+
 
 @dataclass(frozen=True)
 class Catalogue:

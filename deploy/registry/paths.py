@@ -46,6 +46,16 @@ def fleet_python() -> Path:
     return candidate if candidate.exists() else Path(sys.executable)
 
 
+MAIN_RUNTIME = "main"
+RUNTIMES_DIR = REPO_ROOT / ".runtimes"  # the runtimes other than the main one (deploy/provision/runtimes.py)
+
+
+def runtime_python(runtime: str) -> Path:
+    """The Python a worker of `runtime` runs with: this environment's for the main runtime, else the
+    runtime's own virtual environment's."""
+    return fleet_python() if runtime == MAIN_RUNTIME else RUNTIMES_DIR / runtime / "bin" / "python"
+
+
 @dataclass(frozen=True)
 class FleetPaths:
     registry: Path

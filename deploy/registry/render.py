@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.registry.config import ModelEntry, Registry
-from deploy.registry.paths import FleetPaths, fleet_python
+from deploy.registry.paths import FleetPaths, fleet_python, runtime_python
 from deploy.registry.sizes import fmt_size
 
 
@@ -88,9 +88,11 @@ serverurl=unix://{at(paths.supervisor_socket, root)}
         out.append(_program(paths, "api_server", f"{py} -m deploy api-server", 20, 5))
         out.append(_program(paths, "webui", f"{py} -m deploy webui", 30, 10))
     for m in reg.models:
+        runtime = m.options.runtime_of(m)  # a model whose own code needs an old transformers has its own Python
         out.append(f"\n; {m.name}: {m.backend}, cores {','.join(map(str, m.cores))}, "
-                   f"budget {fmt_size(m.memory_budget)}, port {m.port}")
-        out.append(_program(paths, f"worker-{m.name}", f"{py} -m deploy worker {m.name}", 40, startsecs_for(m)))
+                   f"budget {fmt_size(m.memory_budget)}, port {m.port}" + (f", runtime {runtime}" if runtime != "main" else ""))
+        worker_py = at(runtime_python(runtime), root)
+        out.append(_program(paths, f"worker-{m.name}", f"{worker_py} -m deploy worker {m.name}", 40, startsecs_for(m)))
     groups = ",".join(f"worker-{m.name}" for m in reg.models)
     if groups:
         out.append(f"\n[group:workers]\nprograms={groups}\n")

@@ -34,10 +34,9 @@ from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
 TITLE = "fastchat-fleet · model arena"
 # The page's own scripts (deploy/webui/head.html): each pane follows its newest text, copies leave
-# out the speed line, and one known Gradio console warning is held back; why each, in that file.
+# out the speed line, and Enter while answers stream says the message was not sent; why each, in that file.
 HEAD = (Path(__file__).parent / "head.html").read_text(encoding="utf-8")
 CSS = """
-footer {display: none !important}
 .pane .message {font-size: 15px; overflow-wrap: anywhere}
 .pane .message pre {white-space: pre-wrap}
 .model-table table {font-size: 13px}
@@ -53,8 +52,6 @@ footer {display: none !important}
   .panes > *, .pickers > * {width: 100% !important; max-width: 100% !important; min-width: 0 !important}
   .pane {height: 34vh !important}
   .pane .message {font-size: 14px !important; padding: 6px !important}
-  .tab-nav {flex-wrap: wrap !important}
-  .tab-nav button {flex: 0 0 auto; padding: 4px 8px !important}
   .vote-row {flex-wrap: wrap !important; flex-direction: row !important; gap: 6px !important}
   .vote-row > button {flex: 1 1 40% !important; min-width: 0 !important}
   .input-row {flex-wrap: nowrap !important}
@@ -113,7 +110,7 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
     gr.Markdown("Two models drawn at random from those registered now answer your question; their names "
                 "are revealed after you vote. Voting ends the battle.", elem_classes="intro")
     rnd, new, _ = round_ui("anony", "输入问题 / ask", names=False)
-    share = gr.Textbox(label="Share this result (copy it anywhere)", show_copy_button=True, visible=False,
+    share = gr.Textbox(label="Share this result (copy it anywhere)", buttons=["copy"], visible=False,
                        interactive=False, lines=4, elem_id="anony_share")
     ctl = controls("anony", max_new_tokens)
     md, js, file = export_row("anony")
@@ -153,7 +150,7 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
 
 # ---- one pane: direct chat ---------------------------------------------------------------------
 def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
-    state = gr.State(Side)
+    state = gr.State(Side())
     sel, info = picker("Model", "direct_model")
     bot = pane("Chat", "direct_pane")
     box, send, stop = input_row("direct", "输入问题 / ask")
@@ -166,17 +163,17 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
     outputs = [state, bot, box, status, regen, send]
 
     async def stream(side: Side, settings: GenSettings):
-        yield side, side.history, "", "Answering… (**Stop** ends it)", OFF, OFF
+        yield side, side.messages, "", "Answering… (**Stop** ends it)", OFF, OFF
         async for _ in arena.stream_sides([side], settings, [side.model]):
             if side.abandoned:
                 break
-            yield side, side.history, NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE
+            yield side, side.messages, NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE
         if side.abandoned:  # its last update shows the new chat (see _abandoned)
             yield side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON
         elif side.error:
-            yield side, side.history, NO_CHANGE, "The model failed: its answer says why and what to do.", OFF, ON
+            yield side, side.messages, NO_CHANGE, "The model failed: its answer says why and what to do.", OFF, ON
         else:
-            yield side, side.history, NO_CHANGE, "", ON, ON
+            yield side, side.messages, NO_CHANGE, "", ON, ON
 
     async def send_fn(side: Side, model, text, *params):
         if not text or not text.strip():
@@ -187,7 +184,7 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
             return
         settings = settings_from(*params)
         if not await arena.begin_turn(side, model, text, model, settings.system_prompt):
-            yield side, side.history, "", "", OFF, ON
+            yield side, side.messages, "", "", OFF, ON
             return
         async for out in stream(side, settings):
             yield out
@@ -267,17 +264,23 @@ def _choice(models: list[str], current, index: int, preferred: list[str] | None 
     return gr.update(choices=models, value=value)
 
 
+def page_style() -> dict:
+    """The page's theme (local fonts only), CSS and head scripts: Gradio 6 takes them where the page
+    is mounted (deploy/webui/server.py), not from gr.Blocks."""
+    theme = gr.themes.Default(font=THEME_FONTS, font_mono=["Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"])
+    return {"theme": theme, "css": CSS, "head": HEAD}
+
+
 def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: float = 15.0,
                  max_new_tokens: int = 512, puzzles: PuzzleBook | None = None) -> gr.Blocks:
     arena = Arena(client, votes)
     votes.warm()
-    theme = gr.themes.Default(font=THEME_FONTS, font_mono=["Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"])
-    with gr.Blocks(title=TITLE, theme=theme, css=CSS, head=HEAD, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}")
         gr.Markdown("Ask the models this machine serves side by side and vote for the better answer. Each runs in "
                     "its own FastChat worker, held to its memory budget, on the CPU cores its entry names.",
                     elem_classes="intro")
-        with gr.Tabs(selected="named", elem_id="tabs"):
+        with gr.Tabs(selected="named", elem_id="tabs", overflow_behavior="wrap"):  # every tab in view on a phone
             with gr.Tab("Side by side", id="named"):
                 named, count = _side_by_side_tab(arena, max_new_tokens)
             with gr.Tab("Battle (anonymous)", id="anony"):
@@ -292,7 +295,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
             models_df = gr.Dataframe(headers=["model", "backend", "quantisation", "cores", "memory budget", "context",
                                               "template", "source"],
                                      interactive=False, elem_classes="model-table", label="Models")
-        known = gr.State(list)
+        known = gr.State([])
         selects = [*named.selects, *direct.selects, *puzzle_pickers.selects]
         infos = [*named.infos, *direct.infos, *puzzle_pickers.infos]
         order = [i for p in (named, direct, puzzle_pickers) for i in range(len(p.selects))]  # A first, B second
@@ -322,4 +325,6 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         demo.load(refresh_models, [known, *selects], [known, models_df, count, *selects])
         for sel, info in zip(selects, infos):
             sel.change(arena.describe, sel, info)
+    for fn in demo.fns.values():  # the page's own events: no API for other clients (the fleet has one)
+        fn.api_visibility = "private"
     return demo

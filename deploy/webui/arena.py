@@ -88,6 +88,20 @@ class Side:
     abandoned: bool = False  # New chat: the running stream must not write into the pane again
     replaced_by: "Side | None" = None  # ...and its last update shows this one instead (see app.py)
 
+    @property
+    def messages(self) -> list[dict]:
+        """The history as the pane (gr.Chatbot, messages format) shows it; each text as a text block,
+        which Gradio shows as it is (a plain string loses its common indentation: unfenced code)."""
+        def say(role: str, text: str) -> dict:
+            return {"role": role, "content": [{"type": "text", "text": text}]}
+        out = []
+        for user, bot in self.history:
+            if user is not None:
+                out.append(say("user", user))
+            if bot is not None:
+                out.append(say("assistant", bot))
+        return out
+
 
 @dataclass
 class Battle:

@@ -50,7 +50,7 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
                 "Pick one and ask two models; once both have answered you see the right answer and a score for "
                 "each (checked by simple rules, so read the answers too).", elem_classes="intro",
                 elem_id="puzzles_intro")
-    state = gr.State(Battle)
+    state = gr.State(Battle())
     pickers = []
     with gr.Row(elem_classes="pickers"):
         for side in ("a", "b"):
@@ -80,15 +80,15 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
         settings = settings_from(*params)
         for side, m in zip(battle.sides, (a, b)):
             await arena.begin_turn(side, m, p.question, m, settings.system_prompt)
-        yield battle, battle.sides[0].history, battle.sides[1].history, "Answering…", ""
+        yield battle, battle.sides[0].messages, battle.sides[1].messages, "Answering…", ""
         async for _ in arena.stream_sides(battle.sides, settings, [a, b]):
             if battle.abandoned:
                 return
-            yield battle, battle.sides[0].history, battle.sides[1].history, gr.update(), gr.update()
+            yield battle, battle.sides[0].messages, battle.sides[1].messages, gr.update(), gr.update()
         failed = [lab for lab, sd in zip("AB", battle.sides) if sd.error or not sd.answers]
         done = ("Both answered." if not failed else "Both models failed: their panes say why." if len(failed) == 2
                 else f"Model {failed[0]} failed (its pane says why); the other answer is graded.")
-        yield battle, battle.sides[0].history, battle.sides[1].history, done, _grading(book, p, battle)
+        yield battle, battle.sides[0].messages, battle.sides[1].messages, done, _grading(book, p, battle)
 
     choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
     send.click(ask, [state, *[s for s, _ in pickers], choose, *ctl.inputs],

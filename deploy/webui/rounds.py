@@ -47,7 +47,7 @@ class Round:
               send=NO_CHANGE) -> tuple:
         """Every pane of the round (an unused one emptied), then the controls; `votes` is one
         update for every vote button, or a list of one per button."""
-        panes = [s.history if battle.titles is None else gr.update(value=s.history, label=t)
+        panes = [s.messages if battle.titles is None else gr.update(value=s.messages, label=t)
                  for s, t in zip(battle.sides, battle.titles or [None] * len(battle.sides))]
         panes += [[]] * (len(self.bots) - len(panes))
         votes = votes if isinstance(votes, list) else [votes] * len(self.votes)
@@ -105,7 +105,7 @@ async def play(rnd: Round, arena: Arena, battle: Battle, models: list[str], text
 def round_ui(prefix: str, placeholder: str, names: bool, panes: int = 2) -> tuple[Round, gr.Button, list]:
     """`panes` columns (each a picker when `names`, a pane, its Stop); those beyond the round's
     count are hidden until the count grows. Side by side on a wide screen, stacked on a phone (CSS)."""
-    state = gr.State(Battle)
+    state = gr.State(Battle())
     pickers, pick_columns = [], []
     if names:
         with gr.Row(elem_classes="pickers"):

@@ -45,7 +45,7 @@ def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None, pu
     import uvicorn
     from fastapi import FastAPI
 
-    from deploy.webui.app import create_webui
+    from deploy.webui.app import create_webui, page_style
     from deploy.webui.offline import OfflinePage
     from deploy.webui.votes import VoteLog
     from deploy.wire.client import AsyncFleetClient
@@ -57,8 +57,9 @@ def run_webui(reg: Registry, paths: FleetPaths, auth_file: str | None = None, pu
         return EXIT_CONFIG
     demo = create_webui(AsyncFleetClient(d.controller_url, secret=secret), VoteLog(paths.votes),
                         puzzles=puzzles).queue(default_concurrency_limit=16)
-    demo.show_api = False
-    app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth)
+    # no footer links (the API page, settings) and no run history kept in the browser
+    app = gr.mount_gradio_app(FastAPI(title="fastchat-fleet web UI"), demo, path="", auth=auth, footer_links=[],
+                              run_history=False, ssr_mode=False, **page_style())
     app.add_middleware(OfflinePage)
     app.add_middleware(HostGuard, allowed=own_host_names([d.host], d.allowed_hosts),  # outermost: before routing
                        origins=frozenset(d.cors_origins))

@@ -68,7 +68,11 @@ def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Cont
 
 
 def pane(label: str, elem_id: str) -> gr.Chatbot:
-    return gr.Chatbot(label=label, elem_id=elem_id, elem_classes="pane", show_copy_button=True, height=400)
+    """A conversation pane: each message its own bubble with a copy button (a note such as a model
+    taking over is not copied with the answer beside it); HTML in a message is shown escaped
+    (arena.as_text, safe_markdown), and Gradio strips tags besides."""
+    return gr.Chatbot(label=label, elem_id=elem_id, elem_classes="pane", buttons=["copy"], height=400,
+                      group_consecutive_messages=False, allow_tags=False)
 
 
 def picker(label: str, elem_id: str) -> tuple[gr.Dropdown, gr.Markdown]:

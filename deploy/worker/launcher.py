@@ -18,6 +18,7 @@ from deploy import backends
 from deploy.backends import ConfigProblem, FleetWorker
 from deploy.registry.config import EXIT_CONFIG, ModelEntry, Registry, RegistryError, validate_for_host
 from deploy.registry.host import HostInfo, is_loopback
+from deploy.registry.paths import runtime_python
 from deploy.wire.access import HostGuard, OnlyFrom, host_address, own_host_names
 from deploy.wire.secret import SecretError, read_secret
 from deploy.worker.app import create_worker_app
@@ -50,6 +51,24 @@ def preflight(reg: Registry, entry: ModelEntry) -> None:
     log.info("memory estimate for '%s': %s", entry.name, est.describe())
 
 
+def in_its_runtime(entry: ModelEntry, name: str, registry: Path | None) -> int | None:
+    """Run on in the Python of the entry's runtime: None if this is it; else this process becomes
+    that runtime's `deploy worker` (a model whose own code needs an old transformers has one of its
+    own), or a refusal naming the fix when that runtime is not built."""
+    runtime = entry.options.runtime_of(entry)
+    python = runtime_python(runtime)
+    if Path(sys.prefix).resolve() == python.parent.parent.resolve():
+        return None
+    if not python.exists():
+        return _refuse(name, f"model '{entry.name}' runs in the {runtime} runtime (its own code needs an older "
+                             f"transformers), which is not built. Fix: python -m deploy runtimes (scripts/setup.sh runs "
+                             f"it), then start the worker again.")
+    log.info("model '%s' runs in the %s runtime: %s", entry.name, runtime, python)
+    args = [str(python), "-m", "deploy", *(["--registry", str(registry)] if registry else []), "worker", name]
+    os.execv(str(python), args)
+    return 1  # not reached
+
+
 def model_bytes(path: Path) -> int:
     """The model's size on disk: the GGUF file, or an HF folder's files."""
     if path.is_file():
@@ -74,7 +93,8 @@ def _refuse(name: str, message: str) -> int:
     return EXIT_CONFIG
 
 
-def run_worker(reg: Registry, name: str) -> int:
+def run_worker(reg: Registry, name: str, registry: Path | None = None) -> int:
+    """Serve model `name` of `reg` (read from the file `registry`, which its runtime reads again)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,6 +103,9 @@ def run_worker(reg: Registry, name: str) -> int:
         preflight(reg, entry)
     except (RegistryError, LaunchError) as e:
         return _refuse(name, str(e))
+    moved = in_its_runtime(entry, name, registry)
+    if moved is not None:
+        return moved
 
     backend = backends.of(entry)
     pin_to_cores(entry.cores, entry.n_threads)
