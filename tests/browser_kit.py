@@ -200,7 +200,7 @@ def received_by(pg, elem_ids_prefix: str) -> str:
     config = pg.evaluate("() => window.gradio_config")
     ids = {c["id"] for c in config["components"] if str((c.get("props") or {}).get("elem_id") or "")
            .startswith(elem_ids_prefix)}
-    mine = {i for i, d in enumerate(config["dependencies"]) if ids & set(d.get("outputs") or ())}
+    mine = {d.get("id", i) for i, d in enumerate(config["dependencies"]) if ids & set(d.get("outputs") or ())}
     exchanges = pg.evaluate("() => window.__exchanges")
     events = set()
     for x in exchanges:

@@ -238,9 +238,13 @@ def test_regenerate_system_prompt_and_model_info(page, ui):
     assert bubbles(page, "direct_pane", "user") == ["Hello!"] and len(bubbles(page, "direct_pane")) == 1
     conv = export_json(page, "direct")["conversations"][0]
     assert conv["system"] == "You are a pirate. Always answer like a pirate." and len(conv["turns"]) == 1
-    for prefix in ("named", "anony", "direct", "puzzles"):  # the same controls in every tab
+    for prefix, name in (("named", "Side by side"), ("anony", "Battle (anonymous)"), ("direct", "Direct chat"),
+                         ("puzzles", "Puzzles")):  # the same controls in every tab (drawn once shown)
+        tab(page, name)
+        if not page.locator(f"#{prefix}_system").is_visible():
+            page.click(f"#{prefix}_params")
         for control in ("system", "temperature", "top_p", "max_tokens", "seed"):
-            assert page.locator(f"#{prefix}_{control}").count() == 1, (prefix, control)
+            wait_for(lambda: page.locator(f"#{prefix}_{control}").count() == 1, 10, f"{prefix} {control}")
     tab(page, "Side by side")
 
 

@@ -22,7 +22,8 @@ GIVEAWAYS = [QWEN, SMALL, "You are Qwen", "named SmolLM"]
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("webui3"), [entry(QWEN), entry(SMALL)])
+    # contexts of 4,096 tokens: the overflow test's 20,000-character question must overflow both
+    s = Stack(tmp_path_factory.mktemp("webui3"), [entry(QWEN, context_length=4096), entry(SMALL, context_length=4096)])
     try:
         s.start_controller()
         for name in (QWEN, SMALL):

@@ -208,7 +208,7 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
     def clear_fn(side: Side):
         side.stop, side.abandoned, side.replaced_by = True, True, Side()
         return side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON
-    clear.click(clear_fn, state, outputs)
+    gr.on([clear.click, bot.clear], clear_fn, state, outputs)  # New chat, or the pane's own clear button
     wire_export(md, js, file, state, ctl, lambda s: ([s], [s.model or "Model"], False))
     return Pickers([sel], [info])
 

@@ -162,7 +162,9 @@ def wire_round(rnd: Round, new: gr.Button, send_fn, send_inputs: list, regen_fn,
                         concurrency_limit=None),
                   rnd.regen.click(regen_fn, regen_inputs, rnd.outputs(), trigger_mode="once", concurrency_limit=None)):
         event.then(lambda: ON, None, rnd.send, queue=False)  # Send comes back however the round ended
-    new.click(lambda b: rnd.abandoned(replace_round(b, len(b.sides), titles)), rnd.state, rnd.outputs())
+    # New round; a pane's own clear button (Gradio's) means the same: the round's panes go together
+    gr.on([new.click, *[bot.clear for bot in rnd.bots]], lambda b: rnd.abandoned(replace_round(b, len(b.sides), titles)),
+          rnd.state, rnd.outputs())
 
 
 def wire_pane_count(rnd: Round) -> None:
