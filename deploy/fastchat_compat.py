@@ -10,7 +10,9 @@ the moment any of them changes, naming the piece to re-check. What is here:
    fp16 on Qwen); `init_model_worker` sets up the same state without a model, `attach_model` adds
    the one the entry's own loader loaded and `detach_model` drops it (a model loaded on demand,
    deploy/backends/transformers_worker.py). Its generation, embeddings and token counting stay
-   FastChat's (called through super()), as does `BaseModelWorker.__init__`.
+   FastChat's (called through super()), as does `BaseModelWorker.__init__`. FastChat's embeddings
+   call the tokenizer's `batch_encode_plus`, which transformers 5 removed: `attach_model` gives the
+   tokenizer one, the tokenizer's own call (what batch_encode_plus always did for a list of texts).
 3. The API server: FastChat's `/v1/models` handler is mounted into our app (deploy/api), and it
    reads the controller's address from FastChat's module-level `app_settings`, which
    `fastchat_models_route` sets instead of parsing sys.argv.
@@ -28,6 +30,8 @@ UPSTREAM = {
         "2bf05da90deba655c1428b06be6fc29c0af7c85a6939932577310e9514f78b25",
     "fastchat.serve.model_worker:ModelWorker.__init__":
         "f0c094b91526c43dbc63efb69c4bfae76747dbf9aaf2a8e5b98e41e655c386b3",
+    "fastchat.serve.model_worker:ModelWorker.get_embeddings":
+        "f9ac3507b50c0273228f29cf53802204509ae395de2ce88ccddf95024c07fce1",
     "fastchat.serve.openai_api_server:AppSettings":
         "e45bc13d0b49c799ce3a2abbb7fbd6b90f5f897b108331bfe5912992b3fd71b6",
     "fastchat.serve.openai_api_server:show_available_models":
@@ -101,6 +105,9 @@ def attach_model(worker, model, tokenizer) -> None:
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    checked("fastchat.serve.model_worker:ModelWorker.get_embeddings")
+    if not hasattr(tokenizer, "batch_encode_plus"):  # transformers 5: the same call, by its one name
+        tokenizer.batch_encode_plus = tokenizer.__call__
     worker.model, worker.tokenizer = model, tokenizer
     worker.generate_stream_func = get_generate_stream_function(model, worker.model_path)
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conftest import QWEN, QWEN_HF, SMALL, Stack, entry
+from openai.types.responses.response import IncompleteDetails
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +43,15 @@ def claude(fleet):
 def test_responses_api_streamed_and_not(oai):
     r = oai.responses.create(model=SMALL, input="Say hi.", instructions="Answer in one short sentence.",
                              max_output_tokens=12, temperature=0)
-    assert r.status == "completed" and r.output_text.strip() and 0 < r.usage.output_tokens <= 12
+    assert r.output_text.strip() and 0 < r.usage.output_tokens <= 12
+    assert (r.status, r.incomplete_details) == (("incomplete", IncompleteDetails(reason="max_output_tokens"))
+                                                if r.usage.output_tokens == 12 else ("completed", None))
     events = list(oai.responses.create(model=SMALL, input=[{"role": "user", "content": [
         {"type": "input_text", "text": "Say hi."}]}], max_output_tokens=12, temperature=0, stream=True))
     kinds = [e.type for e in events]
     assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"] and kinds[-1] == "response.completed"
+                         "response.content_part.added"]
+    assert kinds[-1] == ("response.incomplete" if events[-1].response.usage.output_tokens == 12 else "response.completed")
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas.strip() and deltas == events[-1].response.output_text
     assert [e.sequence_number for e in events] == list(range(1, len(events) + 1))

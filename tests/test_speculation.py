@@ -11,6 +11,7 @@ import pytest
 from conftest import DEFAULTS, QWEN, REPO, Stack, entry, free_port, write_registry
 from deploy.backends import parse_registry
 from deploy.backends.fit import estimate
+from deploy.backends.llamacpp import DRAFT_RUNTIME
 
 pytestmark = pytest.mark.slow
 CODE = (REPO / "deploy/backends/openai_shapes.py").read_text()
@@ -23,7 +24,8 @@ EDIT = f"Rename the function per_token to logprobs_per_token and output the whol
 def fleet(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("spec"), [
         entry(QWEN, name="ngram", speculation="ngram-simple", cores=[0, 1]),
-        entry(QWEN, name="drafted", speculation="draft", draft_model=str(DEFAULTS[QWEN].path), cores=[0, 1])])
+        entry(QWEN, name="drafted", speculation="draft", draft_model=str(DEFAULTS[QWEN].path), cores=[0, 1],
+              memory_budget="2.5GiB")])  # the draft model's weights, KV cache and context besides the model's
     try:
         s.start_fleet()
         s.wait_registered(["ngram", "drafted"])
@@ -56,8 +58,8 @@ def test_the_fit_estimate_counts_the_draft_model():
                                                       "draft_model": raw["path"]}]}).models[0])
     assert with_draft.weights == plain.weights + DEFAULTS[QWEN].resolved_path.stat().st_size
     assert with_draft.kv_cache == 2 * plain.kv_cache  # its own cache for every slot
-    # logits for every token a step checks: 4 slots x (8 drafted + 1) x 151,936 x 4 bytes
-    assert with_draft.overhead - plain.overhead == 21_878_784
+    # logits for every token a step checks: 4 slots x (8 drafted + 1) x 151,936 x 4 bytes; its own context
+    assert with_draft.overhead - plain.overhead == 21_878_784 + DRAFT_RUNTIME
     ngram = estimate(parse_registry({"models": [{**raw, "speculation": "ngram-mod"}]}).models[0])
     assert ngram.overhead - plain.overhead == 4 * 65 * 151_936 * 4  # 260 tokens, under a step's 512
 

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from openai.types import Completion
+from openai.types import Completion, CompletionChoice
 
 from deploy.api.protocol import CompletionRequest
 from deploy.api.streaming import (DONE, Notes, StreamFailed, Usage, closing_events, logprobs_delta, new_id, notes_of,
@@ -18,6 +18,17 @@ from deploy.api.workers import Workers
 from deploy.wire.generation import conversation_from_dict, worker_params
 
 router = APIRouter()
+
+
+class StreamedChoice(CompletionChoice):
+    """A streamed chunk's choice: OpenAI streams finish_reason null until the last chunk, which the
+    `openai` package's CompletionChoice (a whole completion's) does not allow."""
+    finish_reason: CompletionChoice.model_fields["finish_reason"].annotation | None = None
+
+
+class CompletionChunk(Completion):
+    """One chunk of a streamed completion: OpenAI's Completion object, its choices as they stream."""
+    choices: list[StreamedChoice]
 
 
 async def completion_stream(streams, model: str, notes: Notes, include_usage: bool) -> AsyncIterator[str]:
@@ -30,15 +41,15 @@ async def completion_stream(streams, model: str, notes: Notes, include_usage: bo
             async for delta, frame in text_deltas(frames(), model, notes):
                 logprobs, sent = logprobs_delta(frame, "logprobs", sent)
                 if delta or logprobs:
-                    yield sse(Completion(**head, choices=[{"index": i, "text": delta, "logprobs": logprobs,
-                                                           "finish_reason": None}]))
+                    yield sse(CompletionChunk(**head, choices=[{"index": i, "text": delta, "logprobs": logprobs,
+                                                                "finish_reason": None}]))
         except StreamFailed as f:
             yield f.failed.event
             yield DONE
             return
         usage.add(frame)
         finish.append([{"index": i, "text": "", "logprobs": None, "finish_reason": frame.get("finish_reason") or "stop"}])
-    for event in closing_events(head, finish, usage, notes, include_usage, Completion):
+    for event in closing_events(head, finish, usage, notes, include_usage, CompletionChunk):
         yield event
 
 

@@ -35,7 +35,13 @@ def speculation_logits(opts, concurrency: int, n_vocab: int) -> int:
     if opts.speculation == "off":
         return 0
     per_slot = (DRAFT_MAX if opts.speculation == "draft" else NGRAM_MAX) + 1
-    return min(BATCH[opts.embeddings], concurrency * per_slot) * n_vocab * 4
+    return min(BATCH[opts.embeddings], concurrency * per_slot) * n_vocab * 4 + (
+        DRAFT_RUNTIME if opts.speculation == "draft" else 0)
+
+
+# A draft model's own context beside the model's: its compute buffers and its own logits, which the
+# runtime overhead (one context) leaves out (tests/test_speculation.py loads one within its estimate).
+DRAFT_RUNTIME = 256 * 1024**2
 
 
 class LlamaCppOptions(BackendOptions):
