@@ -40,8 +40,8 @@ def test_unknown_key_names_entry_field_and_fix():
 
 def test_missing_field_and_bad_values():
     m = model()
-    del m["chat_template"]
-    assert "required field 'chat_template' is missing" in errors_of({"models": [m]})
+    del m["memory_budget"]
+    assert "required field 'memory_budget' is missing" in errors_of({"models": [m]})
     msg = errors_of({"models": [model(backend="llamacpp")]})
     assert "unknown backend 'llamacpp'" in msg and "use one of: llama.cpp, transformers" in msg
     assert "'lots' is not a size" in errors_of({"models": [model(memory_budget="lots")]})
@@ -110,6 +110,22 @@ def test_unknown_template_refused():
     reg = parse_registry({"models": [model(chat_template="chatml-typo")]})
     errors, _ = check_host(reg, HOST, check_paths=False)
     assert any("unknown template 'chatml-typo'" in e for e in errors)
+
+
+def test_the_models_own_template_is_the_default_and_one_that_ships_none_is_refused(tmp_path):
+    import json
+
+    m = model()
+    del m["chat_template"]
+    assert parse_registry({"models": [m]}).models[0].chat_template == "auto"
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    reg = parse_registry({"models": [model(backend="transformers", path=str(tmp_path), chat_template="auto")]})
+    errors, _ = check_host(reg, HOST)
+    assert any("field 'chat_template': \"auto\" renders the template the model ships" in e and "ships none" in e
+               and "Fix: set chat_template to a name" in e for e in errors), errors
+    (tmp_path / "chat_template.jinja").write_text("{{ messages[0].content }}")  # as transformers saves it
+    assert not [e for e in check_host(reg, HOST)[0] if "chat_template" in e]
 
 
 def test_toml_syntax_error_is_clear(tmp_path):

@@ -12,6 +12,7 @@ from deploy.provision.modelscope import build_entry, catalog, lookup
 
 
 def test_catalog_short_names_use_known_templates_and_opt_in_to_remote_code():
+    from deploy.registry.sizes import parse_size
     from deploy.registry.templates import known_templates
 
     cat = catalog()
@@ -20,6 +21,12 @@ def test_catalog_short_names_use_known_templates_and_opt_in_to_remote_code():
     assert not cat["deepseek-llm-7b-chat"].trust_remote_code
     assert {"qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-gguf"} <= set(cat)
     assert lookup("zhipuai/ChatGLM3-6B").name == "chatglm3-6b" and lookup("someone/else") is None
+    new = ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "deepseek-r1-distill-qwen-1.5b",
+           "deepseek-r1-distill-qwen-7b", "glm-4-9b-0414", "glm-z1-9b-0414"]
+    assert all(cat[n].chat_template == "auto" and cat[n].gguf for n in new)
+    fits = [cat[n].fit_estimate() for n in new]  # known before the download: from the published size and shape
+    assert all(f > parse_size(cat[n].download) for n, f in zip(new, fits))  # weights, KV cache and runtime
+    assert fits[0] < fits[1] < fits[2] < fits[3]  # Qwen3 sizes in order
 
 
 def fake_download(tmp_path):
@@ -62,10 +69,27 @@ def test_register_a_downloaded_folder(tmp_path):
     assert "already in" in again.stdout
 
 
-def test_unknown_model_needs_a_template(tmp_path):
+def test_a_model_the_catalogue_does_not_know_uses_its_own_template(tmp_path):
+    """chat_template = "auto" where the folder ships one; where it ships none, the download names the fix."""
+    import json
+
     reg = tmp_path / "model_paths.toml"
     r = run_script("someone/new-model", "--from-folder", str(fake_download(tmp_path)), registry=reg)
-    assert r.returncode == 1 and "no chat template known for 'someone/new-model'" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads(reg.read_text())["models"][0]["chat_template"] == "auto"
+    src, bare = DEFAULTS[QWEN_HF].resolved_path, tmp_path / "bare"
+    bare.mkdir()
+    for f in src.iterdir():
+        if f.name != "tokenizer_config.json":
+            (bare / f.name).symlink_to(f)
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    del cfg["chat_template"]
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    r = run_script("someone/bare-model", "--from-folder", str(bare), registry=reg)
+    assert r.returncode == 1 and "'someone/bare-model' ships no chat template" in r.stderr
+    assert "--chat-template NAME" in r.stderr
+    r = run_script("someone/bare-model", "--from-folder", str(bare), "--chat-template", "qwen2.5", registry=reg)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.slow
@@ -196,3 +220,47 @@ def test_modelscope_download_to_a_served_q4_k_m(tmp_path):
         assert (served["quantisation"], served["chat_template"]) == ("Q4_K_M", "qwen2.5")
     finally:
         s.stop()
+
+
+@pytest.mark.slow
+def test_download_qwen3_8b_registers_a_fitted_entry_with_its_own_template(tmp_path):
+    """`download qwen3-8b` with the real modelscope client against the hub's stand-in, serving a GGUF
+    named like the published Q4_K_M (the default Qwen's weights with Qwen3's published template):
+    the one file the catalogue's pattern picks is fetched, and the entry uses the template the model
+    ships, is budgeted by the fit estimate of the file, and passes the check against this host."""
+    import os
+
+    from conftest import QWEN
+    from deploy.backends import load_registry
+    from deploy.backends.fit import estimate
+    from tests.modelscope_standin import ModelScopeStandIn
+    from tests.thinking_models import QWEN3, with_template
+
+    gguf = with_template(DEFAULTS[QWEN].resolved_path, QWEN3, tmp_path / "made")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "Qwen3-8B-Q4_K_M.gguf").symlink_to(gguf)
+    (repo / "Qwen3-8B-Q8_0.gguf").symlink_to(gguf)  # another quantisation in the repository: not fetched
+    (repo / "README.md").write_text("Qwen3-8B-GGUF\n")
+    reg = tmp_path / "model_paths.toml"
+    hub = ModelScopeStandIn(repo, "Qwen/Qwen3-8B-GGUF")
+    env = {**os.environ, "MODELSCOPE_ENDPOINT": hub.url, "FLEET_CACHE": str(tmp_path / "cache")}
+    try:
+        r = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "download", "qwen3-8b"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        hub.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Qwen3-8B-Q8_0.gguf" not in hub.bytes_sent and hub.bytes_sent["Qwen3-8B-Q4_K_M.gguf"] == gguf.stat().st_size
+    raw = {m["name"]: m for m in tomllib.loads(reg.read_text())["models"]}["qwen3-8b"]
+    assert (raw["backend"], raw["chat_template"], raw["source"]) == ("llama.cpp", "auto", "modelscope:Qwen/Qwen3-8B-GGUF")
+    assert "template auto" in r.stdout
+    entry = next(m for m in load_registry(reg).models if m.name == "qwen3-8b")
+    need = estimate(entry).total
+    assert need * 1.15 <= entry.memory_budget < need * 1.15 + 0.11 * 1024**3
+    check = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "check"], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    shown = subprocess.run([sys.executable, "-m", "deploy", "--registry", str(reg), "templates"], cwd=REPO, env=env,
+                           capture_output=True, text=True).stdout
+    assert any(line.split()[:1] == ["qwen3-8b"] and "auto (its own, thinks)" in line for line in shown.splitlines())

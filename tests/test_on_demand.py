@@ -202,7 +202,7 @@ def test_no_room_in_time_is_a_503_naming_the_pool(tight):
     t.join()
     assert e.value.status_code == 503 and e.value.response.headers["retry-after"] == "5"
     msg = e.value.response.json()["error"]["message"]
-    assert "memory pool of host 127.0.0.1 (memory_limit 3.00 GiB" in msg and "every loaded model is busy" in msg, msg
+    assert "memory pool of host 127.0.0.1 (memory_limit 3.00 GiB" in msg and "every loaded model is busy or pinned" in msg, msg
     assert 1.5 < time.monotonic() - t0 < 10  # it waited load_wait, not forever
     assert ask(tight, QWEN).choices[0].message.content.strip()  # once SMALL is idle, QWEN loads
 

@@ -95,7 +95,7 @@ def test_a_streamed_answer_is_its_text_however_the_chunks_fall(ascii_only):
         async def deltas():
             previous = ""
             for text in cumulative:
-                yield text[len(previous):], {"text": text}
+                yield "text", text[len(previous):], {"text": text}  # (kind, delta, frame): split_deltas' parts
                 previous = text
 
         async def run():
@@ -119,7 +119,7 @@ def test_streamed_calls_come_whole_at_the_end():
 
     async def deltas():
         for i in range(0, len(written), 4):
-            yield written[i:i + 4], {}
+            yield "text", written[i:i + 4], {}
 
     async def run():
         return [(k, d) async for k, d, _ in answer_parts(deltas(), ToolUse([WEATHER]))]

@@ -29,6 +29,8 @@ def tool_calls(calls: list[ToolCall], streamed: bool) -> list[dict]:
 
 def _choice(i: int, answer: Answer, logprobs: bool) -> dict:
     message = {"role": "assistant", "content": answer.text}
+    if answer.reasoning is not None:  # the trace apart: reasoning_content (vLLM, llama.cpp) and its newer name
+        message["reasoning_content"] = message["reasoning"] = answer.reasoning
     if answer.calls:
         message["tool_calls"] = tool_calls(answer.calls, streamed=False)
     choice = {"index": i, "message": message, "finish_reason": answer.finish_reason}
@@ -38,9 +40,10 @@ def _choice(i: int, answer: Answer, logprobs: bool) -> dict:
 
 
 async def chat_stream(streams, model: str, notes: Notes, include_usage: bool,
-                      tools: ToolUse | None = None) -> AsyncIterator[str]:
+                      tools: ToolUse | None = None, opened: bool = False) -> AsyncIterator[str]:
     """`streams`: one function per choice that starts its worker frames, started in order. With
-    `tools`, the answer's text is read from the generic format as it grows, and its calls sent whole."""
+    `tools`, the answer's text is read from the generic format as it grows, and its calls sent whole.
+    A trace streams first, as reasoning_content (and reasoning) deltas; `opened`: the prompt opened it."""
     head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
     def chunk(i: int, delta: dict, finish: str | None = None, **more) -> str:
@@ -50,11 +53,15 @@ async def chat_stream(streams, model: str, notes: Notes, include_usage: bool,
     for i, frames in enumerate(streams):
         yield chunk(i, {"role": "assistant"})
         frame, sent, reason = {}, 0, None
-        async for kind, delta, frame in answer_stream(frames(), model, tools, notes):
+        async for kind, delta, frame in answer_stream(frames(), model, tools, notes, opened):
             if kind == "failed":
                 yield delta.event
                 yield DONE
                 return
+            if kind == "reasoning":
+                if delta:
+                    yield chunk(i, {"reasoning_content": delta, "reasoning": delta})
+                continue
             if kind == "calls":
                 reason = "tool_calls"
                 yield chunk(i, {"tool_calls": tool_calls(delta, streamed=True)})
@@ -77,10 +84,10 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     prep = await prepare(workers, ask)
     if body.stream:
         streams = [lambda: workers.stream(prep.addr, prep.params)] * body.choices
-        return sse_response(chat_stream(streams, body.model, notes, body.include_usage, ask.tools))
+        return sse_response(chat_stream(streams, body.model, notes, body.include_usage, ask.tools, prep.opens_thinking))
     # a worker that goes away raises here; the gate answers that with a 503 and Retry-After
-    answers = await asyncio.gather(*(collect(workers.stream(prep.addr, prep.params), body.model, ask.tools, notes)
-                                     for _ in range(body.choices)))
+    answers = await asyncio.gather(*(collect(workers.stream(prep.addr, prep.params), body.model, ask.tools, notes,
+                                             prep.opens_thinking) for _ in range(body.choices)))
     usage = Usage()
     for a in answers:
         usage.add(a.frame)

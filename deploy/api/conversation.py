@@ -19,16 +19,47 @@ from pydantic_core import PydanticCustomError
 from deploy.api.tool_fields import named_results, tool_use
 from deploy.api.tool_format import Choice, Tool, ToolUse
 from deploy.api.workers import Workers
-from deploy.wire.generation import Sampling, chat_params, conversation_from_messages
+from deploy.registry.templates import AUTO
+from deploy.wire.generation import (Sampling, chat_params, conversation_from_dict, conversation_from_messages,
+                                    worker_params)
 
 log = logging.getLogger("deploy.api.conversation")
+
+
+@dataclass
+class Thinking:
+    """What a request asks of a thinking model's trace: whether it may think (the template variable
+    enable_thinking, where its template has one), the most tokens it may think for (then it is made to
+    close its trace and answer), and other variables for the model's own template."""
+    enabled: bool | None = None       # None: the template's default
+    budget: int | None = None         # None: unlimited
+    template_kwargs: dict = field(default_factory=dict)
+
+    def kwargs(self) -> dict:
+        return {**self.template_kwargs, **({"enable_thinking": self.enabled} if self.enabled is not None else {})}
+
+
+# Reasoning effort (OpenAI's words) as a thinking budget, in tokens: on a CPU a trace of a few thousand
+# tokens takes minutes, so anything short of "high" is bounded. "none" turns thinking off.
+EFFORT_BUDGETS = {"minimal": 128, "low": 512, "medium": 2048, "high": None, "xhigh": None}
+
+
+def effort(value: str | None) -> Thinking:
+    """OpenAI's reasoning_effort (chat) or reasoning.effort (Responses) as Thinking: the effort also
+    reaches the model's template as reasoning_effort, as llama.cpp passes it (gpt-oss reads it)."""
+    if value is None:
+        return Thinking()
+    if value == "none":  # a template without a switch (DeepSeek-R1's opens the trace) gets a budget of 0
+        return Thinking(enabled=False, budget=0)
+    return Thinking(budget=EFFORT_BUDGETS.get(value), template_kwargs={"reasoning_effort": value})
 
 
 @dataclass
 class ChatAsk:
     """A conversation to answer: system texts (joined into the template's one system prompt), the
     turns (user and assistant text, assistant tool calls, tool results named after their calls),
-    the tools and how they may be used, the sampling, and the worker features it needs."""
+    the tools and how they may be used, the sampling, what it asks of a thinking model's trace, and
+    the worker features it needs."""
     model: str
     system: list[str]
     turns: list[dict]
@@ -36,6 +67,7 @@ class ChatAsk:
     tools: ToolUse | None = None
     needs: frozenset[str] = frozenset()
     skipped: list[str] = field(default_factory=list)
+    thinking: Thinking = field(default_factory=Thinking)
 
     def messages(self) -> list[dict]:
         """One system message first (the templates hold one: several are joined), then the turns."""
@@ -44,10 +76,12 @@ class ChatAsk:
 
 @dataclass
 class Prepared:
-    """A worker request for a ChatAsk: where it goes, what it says, and its prompt's size."""
+    """A worker request for a ChatAsk: where it goes, what it says, its prompt's size, and whether
+    the prompt leaves the model inside a trace (its answer is reasoning until </think>)."""
     addr: str
     params: dict
     prompt_tokens: int
+    opens_thinking: bool = False
 
 
 async def prepare(workers: Workers, ask: ChatAsk, fit: bool = True) -> Prepared:
@@ -62,12 +96,33 @@ async def prepare(workers: Workers, ask: ChatAsk, fit: bool = True) -> Prepared:
     if ask.tools:
         messages = ask.tools.conversation(messages, template)
         sampling.json_schema = ask.tools.schema()
-    params = chat_params(ask.model, conversation_from_messages(template, messages), sampling)
+    opened = False
+    if template["name"] == AUTO:  # the model's own template, rendered by its worker
+        rendered = await workers.render(addr, ask.model, shipped_messages(messages), ask.thinking.kwargs())
+        params = {**worker_params(ask.model, rendered["prompt"], conversation_from_dict(template), sampling),
+                  "prompt_parts": rendered["prompt_parts"]}
+        opened = rendered["opens_thinking"]
+    else:
+        params = chat_params(ask.model, conversation_from_messages(template, messages), sampling)
+    if ask.thinking.budget is not None:
+        params["reasoning_budget"] = ask.thinking.budget
     params["messages"] = messages  # for an upstream reached through its own chat route (backend = "openai")
     tokens, context = await workers.count_tokens(addr, ask.model, params["prompt"], params["prompt_parts"])
     if fit:
         params["max_new_tokens"] = Workers.room(tokens, context, params["max_new_tokens"])
-    return Prepared(addr, params, tokens)
+    return Prepared(addr, params, tokens, opened)
+
+
+def shipped_messages(messages: list[dict]) -> list[dict]:
+    """Messages as a model's own template takes them: role, text, and an earlier turn's reasoning
+    where the client handed it back (the template decides whether to show it; most drop it)."""
+    out = []
+    for m in messages:
+        shipped = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("reasoning_content"):
+            shipped["reasoning_content"] = m["reasoning_content"]
+        out.append(shipped)
+    return out
 
 
 class AsksChat(BaseModel):
@@ -107,6 +162,10 @@ class AsksChat(BaseModel):
         """What the request carries that no model here runs, said in the log (see prepare)."""
         return []
 
+    def thinking(self) -> Thinking:
+        """What the request asks of a thinking model's trace (its API's own fields)."""
+        return Thinking()
+
     @model_validator(mode="after")
     def _tools_and_results(self):
         tools, turns = self.tool_list(), self.turns()
@@ -127,4 +186,4 @@ class AsksChat(BaseModel):
         if self._tool_use:
             turns = named_results(turns)
         return ChatAsk(self.model, [s for s in self.system_texts() if s], turns, self.sampling(), self._tool_use,
-                       frozenset(self.needs), self.skipped())
+                       frozenset(self.needs), self.skipped(), self.thinking())

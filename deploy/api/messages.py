@@ -10,17 +10,19 @@ text joins the system prompt. A role no model here has is refused in Anthropic's
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from anthropic.types import (Message, RawContentBlockDeltaEvent, RawContentBlockStartEvent, RawContentBlockStopEvent,
-                             RawMessageDeltaEvent, RawMessageStartEvent, RawMessageStopEvent, TextBlock, ToolUseBlock)
+                             RawMessageDeltaEvent, RawMessageStartEvent, RawMessageStopEvent, TextBlock, ThinkingBlock,
+                             ToolUseBlock)
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from deploy.api.conversation import AsksChat, prepare
+from deploy.api.conversation import AsksChat, Thinking, prepare
 from deploy.api.protocol import Messages, ModelName, Stop, StrictModel, joined_text, sampling
 from deploy.api.streaming import Answer, Notes, Usage, answer_blocks, collect, new_id, notes_of, sse, sse_response
 from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
@@ -203,8 +205,21 @@ class CountTokensRequest(StrictModel, AsksChat):
         return sampling()
 
 
+class ThinkingConfig(StrictModel):
+    """Anthropic's `thinking`: enabled with a budget of tokens, disabled, or adaptive (Claude Code's:
+    the model's default)."""
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: Annotated[int, Field(ge=0)] | None = None
+
+    def thinking(self) -> Thinking:
+        if self.type == "disabled":
+            return Thinking(enabled=False, budget=0)
+        return Thinking(enabled=True if self.type == "enabled" else None, budget=self.budget_tokens)
+
+
 class MessagesRequest(CountTokensRequest):
     max_tokens: MaxTokens
+    thinking_: ThinkingConfig | None = Field(default=None, alias="thinking")
     stop_sequences: Stop = Field(default_factory=list)
     temperature: Annotated[Temperature, Field(le=1)] | None = None
     top_p: TopP | None = None
@@ -215,6 +230,9 @@ class MessagesRequest(CountTokensRequest):
     def sampling(self) -> Sampling:
         return sampling(max_new_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                         top_k=self.top_k, stop=list(self.stop_sequences))
+
+    def thinking(self) -> Thinking:
+        return self.thinking_.thinking() if self.thinking_ else Thinking()
 
 
 def stop_reason(answer: Answer) -> str:
@@ -238,8 +256,10 @@ class Shaper:
 
     def message(self, answer: Answer | None) -> Message:
         content = []
-        if answer is not None:
-            content = ([TextBlock(type="text", text=answer.text)] if answer.text is not None else []) + \
+        if answer is not None:  # a trace is a thinking block
+            content = ([ThinkingBlock(type="thinking", thinking=answer.reasoning, signature=signature(answer.reasoning))]
+                       if answer.reasoning is not None else []) + \
+                      ([TextBlock(type="text", text=answer.text)] if answer.text is not None else []) + \
                       [self.tool_use(c) for c in answer.calls]
         return Message(id=self.id, type="message", role="assistant", model=self.body.model, content=content,
                        stop_reason=stop_reason(answer) if answer else None, stop_sequence=None,
@@ -250,9 +270,17 @@ class Shaper:
         return ToolUseBlock(type="tool_use", id=c.id, name=c.name, input=c.arguments if given is None else given)
 
 
-async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> AsyncIterator[str]:
-    """Anthropic's event stream: a text block that opens with the first text, then one tool_use
-    block per call, its input as one input_json_delta."""
+def signature(trace: str) -> str:
+    """A thinking block's signature: Anthropic's is an encrypted copy of the trace that clients hand
+    back unread; ours is the trace's digest (clients need one to be there; nothing here checks it)."""
+    return "sha256:" + hashlib.sha256(trace.encode()).hexdigest()
+
+
+async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes,
+                  opened: bool = False) -> AsyncIterator[str]:
+    """Anthropic's event stream: a thinking model's trace first, as a thinking block with
+    thinking_delta events; a text block that opens with the first text, then one tool_use block per
+    call, its input as one input_json_delta. `opened`: the prompt opened the trace."""
     def event(cls, **data) -> str:
         kind = cls.model_fields["type"].annotation.__args__[0]
         return sse(cls(type=kind, **data), event=kind)
@@ -260,21 +288,51 @@ async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> A
     body = shape.body
     yield event(RawMessageStartEvent, message=shape.message(None))
     yield PING
-    answer, opened = None, False
-    async for kind, x, opened in answer_blocks(frames, body.model, body.tool_use(), notes):
+    answer, text_opened, thinking, at = None, False, None, 0  # at: the text block's index
+    trace: list[str] = []
+
+    def open_trace():
+        yield event(RawContentBlockStartEvent, index=0,
+                    content_block=ThinkingBlock(type="thinking", thinking="", signature=""))
+
+    def close_trace():
+        yield event(RawContentBlockDeltaEvent, index=0, delta={"type": "signature_delta",
+                                                               "signature": signature("".join(trace))})
+        yield event(RawContentBlockStopEvent, index=0)
+
+    if opened:  # the prompt opened the trace: its block comes first, even if empty
+        thinking, at = True, 1
+        for e in open_trace():
+            yield e
+    async for kind, x, text_opened in answer_blocks(frames, body.model, body.tool_use(), notes, opened):
         if kind == "failed":
             yield sse({"type": "error", "error": {"type": "api_error", "message": x.message}}, event="error")
             return
+        if kind == "reasoning":
+            if thinking is None:
+                thinking, at = True, 1
+                for e in open_trace():
+                    yield e
+            yield event(RawContentBlockDeltaEvent, index=0, delta={"type": "thinking_delta", "thinking": x})
+            trace.append(x)
+            continue
+        if thinking:  # the trace ends where the answer begins
+            for e in close_trace():
+                yield e
+            thinking = False
         if kind == "open":
-            yield event(RawContentBlockStartEvent, index=0, content_block=TextBlock(type="text", text=""))
+            yield event(RawContentBlockStartEvent, index=at, content_block=TextBlock(type="text", text=""))
         elif kind == "text":
-            yield event(RawContentBlockDeltaEvent, index=0, delta={"type": "text_delta", "text": x})
+            yield event(RawContentBlockDeltaEvent, index=at, delta={"type": "text_delta", "text": x})
         else:
             answer = x
+    if thinking:  # cut off inside the trace: thinking only
+        for e in close_trace():
+            yield e
     notes.completion_tokens = answer.usage.completion
-    if opened:
-        yield event(RawContentBlockStopEvent, index=0)
-    for k, c in enumerate(answer.calls, start=int(opened)):
+    if text_opened:
+        yield event(RawContentBlockStopEvent, index=at)
+    for k, c in enumerate(answer.calls, start=at + int(text_opened)):
         yield event(RawContentBlockStartEvent, index=k, content_block=shape.tool_use(c, {}))
         yield event(RawContentBlockDeltaEvent, index=k, delta={"type": "input_json_delta",
                                                                "partial_json": c.arguments_json})
@@ -293,8 +351,8 @@ async def create_message(body: MessagesRequest, request: Request):
     shape = Shaper(body, prep.prompt_tokens)
     frames = workers.stream(prep.addr, prep.params)
     if body.stream:
-        return sse_response(_events(shape, frames, notes), keepalive=PING)
-    answer = await collect(frames, body.model, ask.tools, notes)
+        return sse_response(_events(shape, frames, notes, prep.opens_thinking), keepalive=PING)
+    answer = await collect(frames, body.model, ask.tools, notes, prep.opens_thinking)
     notes.completion_tokens = answer.usage.completion
     return JSONResponse(shape.message(answer).model_dump(mode="json", exclude_unset=True))
 

@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
                       model_validator)
 from pydantic_core import PydanticCustomError
 
-from deploy.api.conversation import AsksChat
+from deploy.api.conversation import AsksChat, Thinking, effort
 from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
 from deploy.api.tool_format import Tool, ToolCall
 from deploy.wire.fields import (MAX_STOP, Boolean, Integer, MaxTokens, Penalty, RepetitionPenalty, Seed, Temperature,
@@ -27,6 +27,7 @@ from deploy.wire.strict_json import type_name
 MAX_N = 4               # choices per request: each one is a full generation on a CPU
 MAX_PROMPTS = 16        # prompts per /v1/completions request
 MAX_EMBED_INPUTS = 256
+MAX_GRAMMAR = 65536     # characters of a GBNF grammar
 MAX_COMPLETION_LOGPROBS = 5  # as OpenAI
 IMAGE_PARTS = {"image_url", "input_image", "image"}
 
@@ -142,6 +143,7 @@ class GenerationRequest(StrictModel):
     stream_options: StreamOptions | None = None
     logit_bias: Annotated[Any, refused("'logit_bias'", "Fix: leave it out.")] = None
     response_format: ResponseFormat | None = None
+    grammar: Annotated[Text, Field(min_length=1, max_length=MAX_GRAMMAR)] | None = None  # llama.cpp's GBNF (its extension)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +157,13 @@ class GenerationRequest(StrictModel):
     def _stream_options_need_stream(self):
         if self.stream_options is not None and not self.stream:
             raise PydanticCustomError("stream_options", "'stream_options' is only allowed when 'stream' is true")
+        return self
+
+    @model_validator(mode="after")
+    def _one_constraint(self):
+        if self.grammar is not None and self.response_format and self.response_format.schema_for_worker() is not None:
+            raise PydanticCustomError("grammar", "'grammar' and a JSON 'response_format' cannot go together: each "
+                                      "constrains the whole answer. Fix: send one of them")
         return self
 
     @property
@@ -174,6 +183,8 @@ class GenerationRequest(StrictModel):
         out = set()
         if self.response_format and self.response_format.schema_for_worker() is not None:
             out.add("json")
+        if self.grammar is not None:
+            out.add("grammar")
         if self.logprobs_wanted() is not None:
             out.add("logprobs")
         return out
@@ -184,7 +195,8 @@ class GenerationRequest(StrictModel):
                         repetition_penalty=self.repetition_penalty,
                         max_new_tokens=self.max_tokens if self.max_tokens is not None else default_max_tokens,
                         stop=list(self.stop), seed=self.seed, logprobs=self.logprobs_wanted(),
-                        json_schema=self.response_format.schema_for_worker() if self.response_format else None)
+                        json_schema=self.response_format.schema_for_worker() if self.response_format else None,
+                        grammar=self.grammar)
 
 
 def sampling(**given) -> Sampling:
@@ -299,6 +311,8 @@ class ChatMessage(StrictModel):
     name: Any = None
     tool_calls: Annotated[list[ChatToolCall], Field(min_length=1)] | None = None
     tool_call_id: CallId | None = None
+    reasoning_content: Text | None = None  # an earlier answer's trace, handed back (vLLM's name)
+    reasoning: Text | None = None          # the same, by its newer name
 
     @model_validator(mode="before")
     @classmethod
@@ -340,6 +354,9 @@ class ChatCompletionRequest(GenerationRequest, AsksChat):
     parallel_tool_calls: Boolean | None = None
     functions: Annotated[Any, refused("'functions' (the older function-calling API)",
                                       "Fix: send them as 'tools'.")] = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # variables of the model's own template (enable_thinking)
+    reasoning_budget_tokens: Annotated[Integer, Field(ge=-1)] | None = None  # llama.cpp's: a trace's most tokens, -1 none
 
     @field_validator("tool_choice", mode="before")
     @classmethod
@@ -359,6 +376,9 @@ class ChatCompletionRequest(GenerationRequest, AsksChat):
         if self.tools and self.response_format is not None and self.response_format.type != "text":
             raise PydanticCustomError("response_format", "'response_format' and 'tools' cannot go together: an answer "
                                                          "is either a tool call or JSON of your format")
+        if self.tools and self.grammar is not None and self.tool_choice != "none":
+            raise PydanticCustomError("grammar", "'grammar' and 'tools' cannot go together: the tools' calls are held "
+                                                 "to a grammar of their own. Fix: send one of them")
         if self.tools and self.logprobs:
             raise unsupported("'logprobs' with 'tools'", "Fix: leave out one of them.")
         return self
@@ -379,7 +399,22 @@ class ChatCompletionRequest(GenerationRequest, AsksChat):
                 out.append({"role": "assistant", "content": m.content, "tool_calls": [c.call() for c in m.tool_calls]})
             elif m.role != "system":
                 out.append({"role": m.role, "content": m.content or ""})
+                if m.role == "assistant" and (m.reasoning_content or m.reasoning):
+                    out[-1]["reasoning_content"] = m.reasoning_content or m.reasoning
         return out
+
+    def thinking(self) -> Thinking:
+        """reasoning_effort ("none" turns thinking off, the rest bound the trace), llama.cpp's
+        reasoning_budget_tokens (wins over the effort's budget), and the template's own variables
+        (chat_template_kwargs: enable_thinking wins over the effort)."""
+        t = effort(self.reasoning_effort)
+        if self.reasoning_budget_tokens is not None:
+            t.budget = None if self.reasoning_budget_tokens < 0 else self.reasoning_budget_tokens
+        kwargs = dict(self.chat_template_kwargs or {})
+        if isinstance(kwargs.get("enable_thinking"), bool):
+            t.enabled = kwargs.pop("enable_thinking")
+        t.template_kwargs.update(kwargs)
+        return t
 
     def tool_list(self) -> list[Tool] | None:
         return [Tool(t.function.name, t.function.description, t.function.parameters) for t in self.tools or ()] or None

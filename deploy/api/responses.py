@@ -20,11 +20,12 @@ from openai.types.responses import (Response, ResponseCompletedEvent, ResponseCo
                                     ResponseFunctionCallArgumentsDeltaEvent, ResponseFunctionCallArgumentsDoneEvent,
                                     ResponseFunctionToolCall, ResponseIncompleteEvent, ResponseInProgressEvent,
                                     ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseOutputMessage,
-                                    ResponseOutputText, ResponseTextDeltaEvent, ResponseTextDoneEvent)
+                                    ResponseOutputText, ResponseReasoningItem, ResponseReasoningTextDeltaEvent,
+                                    ResponseReasoningTextDoneEvent, ResponseTextDeltaEvent, ResponseTextDoneEvent)
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from deploy.api.conversation import AsksChat, prepare
+from deploy.api.conversation import AsksChat, Thinking, effort, prepare
 from deploy.api.protocol import FunctionCall, ModelName, ResponseFormat, StrictModel, joined_text, refused, sampling
 from deploy.api.streaming import Answer, Notes, answer_blocks, collect, new_id, notes_of, sse, sse_response
 from deploy.api.tool_fields import MAX_TOOLS, ArgumentsSchema, CallId, Description, ToolName
@@ -137,6 +138,13 @@ class TextConfig(StrictModel):
     format: TextFormat | None = None
 
 
+class ReasoningConfig(StrictModel):
+    """`reasoning`: effort ("none" turns thinking off; the rest bound the trace); the summary a
+    client asks for is not made (the trace itself is given)."""
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: str | None = None
+
+
 class ResponsesRequest(StrictModel, AsksChat):
     model: ModelName
     input: Annotated[list[Item], BeforeValidator(_input)]
@@ -146,6 +154,7 @@ class ResponsesRequest(StrictModel, AsksChat):
     top_p: TopP | None = None
     stream: bool = False
     text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
     tools: Annotated[list[dict], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
     parallel_tool_calls: bool | None = None
@@ -222,6 +231,9 @@ class ResponsesRequest(StrictModel, AsksChat):
     def needs(self) -> set[str]:
         return {"json"} if self.json_schema() is not None else set()
 
+    def thinking(self) -> Thinking:
+        return effort(self.reasoning.effort if self.reasoning else None)
+
     def json_schema(self) -> dict | None:
         return self.text.format.response_format().schema_for_worker() if self.text and self.text.format else None
 
@@ -236,7 +248,12 @@ class Shaper:
     def __init__(self, body: ResponsesRequest):
         self.body = body
         self.id, self.created_at = new_id("resp", "_"), time.time()
-        self.message_id = new_id("msg", "_")
+        self.message_id, self.reasoning_id = new_id("msg", "_"), new_id("rs", "_")
+
+    def reasoning(self, text: str, status: str = "completed") -> ResponseReasoningItem:
+        """The trace, as a reasoning item (its text given, no summary made)."""
+        return ResponseReasoningItem(type="reasoning", id=self.reasoning_id, summary=[], status=status,
+                                     content=[{"type": "reasoning_text", "text": text}] if status == "completed" else [])
 
     def message(self, text: str, status: str = "completed") -> ResponseOutputMessage:
         content = [ResponseOutputText(type="output_text", text=text, annotations=[])] if status == "completed" else []
@@ -254,7 +271,8 @@ class Shaper:
         b = self.body
         output = []
         if answer is not None:
-            output = ([self.message(answer.text)] if answer.text is not None else []) + \
+            output = ([self.reasoning(answer.reasoning)] if answer.reasoning is not None else []) + \
+                     ([self.message(answer.text)] if answer.text is not None else []) + \
                      [self.call(c) for c in answer.calls]
         cut = answer is not None and answer.finish_reason == "length"
         status = "in_progress" if answer is None else "incomplete" if cut else "completed"
@@ -273,12 +291,14 @@ class Shaper:
         u = answer.usage
         return {"input_tokens": u.prompt, "output_tokens": u.completion, "total_tokens": u.prompt + u.completion,
                 "input_tokens_details": {"cached_tokens": u.cached or 0, "cache_write_tokens": 0},
-                "output_tokens_details": {"reasoning_tokens": 0}}
+                "output_tokens_details": {"reasoning_tokens": u.reasoning or 0}}
 
 
-async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> AsyncIterator[str]:
-    """The Responses API's event stream for one answer: the message item opens with its first
-    text; tool calls come as function_call items, each whole."""
+async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes,
+                  opened: bool = False) -> AsyncIterator[str]:
+    """The Responses API's event stream for one answer: a thinking model's trace first, as a
+    reasoning item with its reasoning_text events; the message item opens with its first text; tool
+    calls come as function_call items, each whole. `opened`: the prompt opened the trace."""
     seq = 0
 
     def event(cls, **data) -> str:
@@ -290,28 +310,54 @@ async def _events(shape: Shaper, frames: AsyncIterator[dict], notes: Notes) -> A
     item, body = shape.message_id, shape.body
     yield event(ResponseCreatedEvent, response=shape.response(None))
     yield event(ResponseInProgressEvent, response=shape.response(None))
-    text, answer, opened = "", None, False
-    async for kind, x, opened in answer_blocks(frames, body.model, body.tool_use(), notes):
+    text, answer, text_opened, trace, thinking = "", None, False, None, opened
+    at = 0  # the message's output index: after the reasoning item, if there is one
+
+    def close_trace():
+        yield event(ResponseReasoningTextDoneEvent, item_id=shape.reasoning_id, output_index=0, content_index=0,
+                    text=trace)
+        yield event(ResponseOutputItemDoneEvent, output_index=0, item=shape.reasoning(trace))
+
+    if thinking:  # the prompt opened the trace: it comes first, even if empty
+        trace, at = "", 1
+        yield event(ResponseOutputItemAddedEvent, output_index=0, item=shape.reasoning("", "in_progress"))
+    async for kind, x, text_opened in answer_blocks(frames, body.model, body.tool_use(), notes, opened):
         if kind == "failed":
             yield event(ResponseErrorEvent, code="tool_call_invalid" if x.kind == "tool_call_invalid" else
                         "worker_error", message=x.message, param=None)
             return
+        if kind == "reasoning":
+            if trace is None:
+                trace, at = "", 1
+                yield event(ResponseOutputItemAddedEvent, output_index=0, item=shape.reasoning("", "in_progress"))
+            trace += x
+            yield event(ResponseReasoningTextDeltaEvent, item_id=shape.reasoning_id, output_index=0, content_index=0,
+                        delta=x)
+            continue
+        if trace is not None and thinking is not None:  # the trace ends where the answer begins
+            for e in close_trace():
+                yield e
+            thinking = None
         if kind == "open":
-            yield event(ResponseOutputItemAddedEvent, output_index=0, item=shape.message("", "in_progress"))
-            yield event(ResponseContentPartAddedEvent, item_id=item, output_index=0, content_index=0,
+            yield event(ResponseOutputItemAddedEvent, output_index=at, item=shape.message("", "in_progress"))
+            yield event(ResponseContentPartAddedEvent, item_id=item, output_index=at, content_index=0,
                         part=ResponseOutputText(type="output_text", text="", annotations=[]))
         elif kind == "text":
             text += x
-            yield event(ResponseTextDeltaEvent, item_id=item, output_index=0, content_index=0, delta=x, logprobs=[])
+            yield event(ResponseTextDeltaEvent, item_id=item, output_index=at, content_index=0, delta=x, logprobs=[])
         else:
             answer = x
+    if trace is not None and thinking is not None:  # cut off inside the trace: reasoning only
+        for e in close_trace():
+            yield e
     notes.completion_tokens = answer.usage.completion
+    opened = text_opened
     if opened:
         part = ResponseOutputText(type="output_text", text=text, annotations=[])
-        yield event(ResponseTextDoneEvent, item_id=item, output_index=0, content_index=0, text=text, logprobs=[])
-        yield event(ResponseContentPartDoneEvent, item_id=item, output_index=0, content_index=0, part=part)
-        yield event(ResponseOutputItemDoneEvent, output_index=0, item=shape.message(text))
-    for k, c in enumerate(answer.calls, start=int(opened)):
+        yield event(ResponseTextDoneEvent, item_id=item, output_index=at, content_index=0, text=text, logprobs=[])
+        yield event(ResponseContentPartDoneEvent, item_id=item, output_index=at, content_index=0, part=part)
+        yield event(ResponseOutputItemDoneEvent, output_index=at, item=shape.message(text))
+    for k, c in enumerate(answer.calls, start=at + int(opened)):
         added = shape.call(c, "in_progress", "")
         yield event(ResponseOutputItemAddedEvent, output_index=k, item=added)
         yield event(ResponseFunctionCallArgumentsDeltaEvent, item_id=added.id, output_index=k, delta=c.arguments_json)
@@ -331,7 +377,7 @@ async def create_response(body: ResponsesRequest, request: Request):
     shape = Shaper(body)
     frames = workers.stream(prep.addr, prep.params)
     if body.stream:
-        return sse_response(_events(shape, frames, notes))
-    answer = await collect(frames, body.model, ask.tools, notes)
+        return sse_response(_events(shape, frames, notes, prep.opens_thinking))
+    answer = await collect(frames, body.model, ask.tools, notes, prep.opens_thinking)
     notes.completion_tokens = answer.usage.completion
     return JSONResponse(shape.response(answer).model_dump(mode="json", exclude_unset=True))

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
 from deploy import fastchat_compat
-from deploy.api import chat, completions, embeddings, messages, rerank, responses, tokens
+from deploy.api import chat, completions, embeddings, messages, model_state, rerank, responses, tokens
 
 GENERATION, READ = "generation", "read"
 OPENAI, ANTHROPIC = "openai", "anthropic"  # the error shape a route's clients read
@@ -40,6 +40,7 @@ def route_table(controller_url: str) -> list[RouteGroup]:
         RouteGroup("count_tokens", messages.count_router, READ, errors=ANTHROPIC),
         RouteGroup("token_check", tokens.router, READ),
         RouteGroup("models", models, READ),
+        RouteGroup("model_state", model_state.router, READ),
     ]
 
 

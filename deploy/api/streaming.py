@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from deploy.api.tool_format import BadToolCall, ToolCall, ToolUse, answer_parts
 from deploy.wire.errors import ClientError, status_of_worker_code, unavailable
 from deploy.wire.frames import ENGINE_ERROR, cached_tokens
+from deploy.wire.reasoning import ThinkSplit
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Usage:
     prompt: int = 0
     completion: int = 0
     cached: int | None = None  # prompt tokens served from a KV cache, where the worker says
+    reasoning: int | None = None  # of the completion's, the trace's (split_deltas counts them)
 
     def add(self, frame: dict) -> "Usage":
         u = frame.get("usage") or {}
@@ -137,6 +139,9 @@ class Usage:
         cached = cached_tokens(u)
         if cached is not None:
             self.cached = (self.cached or 0) + cached
+        traced = (u.get("completion_tokens_details") or {}).get("reasoning_tokens")
+        if traced is not None:
+            self.reasoning = (self.reasoning or 0) + int(traced)
         return self
 
     @classmethod
@@ -148,6 +153,8 @@ class Usage:
                "total_tokens": self.prompt + self.completion}
         if self.cached is not None:
             out["prompt_tokens_details"] = {"cached_tokens": self.cached}
+        if self.reasoning is not None:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning}
         return out
 
 
@@ -190,11 +197,34 @@ async def text_deltas(frames: AsyncIterator[dict], model: str, notes: Notes):
                                   ENGINE_ERROR, "worker_unavailable")) from None
 
 
-async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes):
-    """tool_format.answer_parts over one worker's frames, ending, if the answer failed, with one
-    ("failed", Failed, {}) part: the caller words it in its API's error shape and stops."""
+async def split_deltas(deltas: AsyncIterator[tuple[str, dict]], opened: bool):
+    """(kind, new text, frame): the answer's trace ("reasoning", between <think> and </think>, from the
+    start when the prompt `opened` it) apart from its text ("text"), as it streams. The last frame's
+    usage gets the trace's tokens (completion_tokens_details.reasoning_tokens): the completion's
+    count at the frame in which the trace ended (a frame may hold a few tokens of both)."""
+    split, frame, traced = ThinkSplit(opened), {}, 0
+    async for delta, frame in deltas:
+        inside = split.in_reasoning
+        pieces = split.feed(delta)
+        if inside or split.in_reasoning or any(kind == "reasoning" for kind, _ in pieces):
+            traced = int((frame.get("usage") or {}).get("completion_tokens") or traced)
+        for kind, text in pieces:
+            yield ("reasoning" if kind == "reasoning" else "text"), text, frame
+        if not pieces:
+            yield "text", "", frame  # every frame goes on: the last one carries the usage
+    for kind, text in split.end():
+        yield ("reasoning" if kind == "reasoning" else "text"), text, frame
+    if split.thought and isinstance(frame.get("usage"), dict):
+        frame["usage"]["completion_tokens_details"] = {"reasoning_tokens": traced}
+
+
+async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes,
+                        opened: bool = False):
+    """tool_format.answer_parts over one worker's frames (their trace apart: split_deltas), ending, if
+    the answer failed, with one ("failed", Failed, {}) part: the caller words it in its API's error
+    shape and stops."""
     try:
-        async for part in answer_parts(text_deltas(frames, model, notes), tools):
+        async for part in answer_parts(split_deltas(text_deltas(frames, model, notes), opened), tools):
             yield part
     except StreamFailed as f:
         yield "failed", f.failed, {}
@@ -204,10 +234,12 @@ async def answer_stream(frames: AsyncIterator[dict], model: str, tools: ToolUse 
 
 @dataclass
 class Answer:
-    """One whole answer: its text (None when it only called tools), its calls, its last frame."""
+    """One whole answer: its text (None when it only called tools), its calls, its last frame, and
+    its trace (None when the model did not think)."""
     text: str | None
     calls: list[ToolCall] = field(default_factory=list)
     frame: dict = field(default_factory=dict)
+    reasoning: str | None = None
 
     @property
     def finish_reason(self) -> str:
@@ -219,42 +251,53 @@ class Answer:
         return Usage.of(self.frame)
 
 
-async def collect(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes) -> Answer:
+async def collect(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes,
+                  opened: bool = False) -> Answer:
     """A whole answer from its stream (so its first token is timed like a streamed one's); a failure
     raises the HTTP error it is."""
-    text, calls, frame = "", [], {}
-    async for kind, x, frame in answer_stream(frames, model, tools, notes):
+    text, calls, frame, reasoning = "", [], {}, None
+    async for kind, x, frame in answer_stream(frames, model, tools, notes, opened):
         if kind == "failed":
             raise x.client_error()
         if kind == "calls":
             calls = x
+        elif kind == "reasoning":
+            reasoning = (reasoning or "") + x
         else:
             text += x
-    return Answer(None if calls and not text else text, calls, frame)
+    if opened and reasoning is None:
+        reasoning = ""  # the template opened a trace the model closed at once
+    return Answer(None if calls and not text else text, calls, frame, reasoning)
 
 
-async def answer_blocks(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes):
-    """An answer told as the Responses and Messages APIs stream it: ("open", None) before its first
-    text (or at the end, for an answer with neither text nor calls: still one text block), ("text",
-    new text) as it grows, then ("end", Answer, whether text was opened); a failure ends it as
-    ("failed", Failed) instead."""
-    opened, text, calls, frame = False, "", [], {}
-    async for kind, delta, frame in answer_stream(frames, model, tools, notes):
+async def answer_blocks(frames: AsyncIterator[dict], model: str, tools: ToolUse | None, notes: Notes,
+                        thinking: bool = False):
+    """An answer told as the Responses and Messages APIs stream it: ("reasoning", new trace) as the
+    trace grows (it comes first), ("open", None) before its first text (or at the end, for an answer
+    with neither text nor calls: still one text block), ("text", new text) as it grows, then ("end",
+    Answer, whether text was opened); a failure ends it as ("failed", Failed) instead; an answer cut
+    off inside its trace is the trace alone. `thinking`:
+    the prompt opened the trace."""
+    opened, text, calls, frame, reasoning = False, "", [], {}, "" if thinking else None
+    async for kind, delta, frame in answer_stream(frames, model, tools, notes, thinking):
         if kind == "failed":
             yield "failed", delta, False
             return
         if kind == "calls":
             calls = delta
+        elif kind == "reasoning":
+            reasoning = (reasoning or "") + delta
+            yield "reasoning", delta, False
         elif delta:
             if not opened:
                 opened = True
                 yield "open", None, False
             text += delta
             yield "text", delta, False
-    if not opened and not calls:
+    if not opened and not calls and not reasoning:  # an empty answer is one empty text block; a trace alone is not
         opened = True
         yield "open", None, False
-    yield "end", Answer(text if opened else None, calls, frame), opened
+    yield "end", Answer(text if opened else None, calls, frame, reasoning), opened
 
 
 def closing_events(head: dict, finish: list, usage: Usage, notes: Notes, include_usage: bool, chunk_type):

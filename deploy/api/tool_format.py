@@ -233,15 +233,19 @@ def partial_response(text: str) -> str:
         return ""
 
 
-async def answer_parts(deltas: AsyncIterator[tuple[str, dict]], tools: ToolUse | None):
-    """("text", new text, frame) as the answer grows (`deltas`: streaming.text_deltas), then, with
-    tools, ("calls", [ToolCall], frame) if it called any (BadToolCall for an impossible call)."""
+async def answer_parts(deltas: AsyncIterator[tuple[str, str, dict]], tools: ToolUse | None):
+    """("reasoning", new trace, frame) and ("text", new text, frame) as the answer grows (`deltas`:
+    (kind, delta, frame), streaming.split_deltas), then, with tools, ("calls", [ToolCall], frame) if
+    it called any (BadToolCall for an impossible call)."""
     if tools is None:
-        async for delta, frame in deltas:
-            yield "text", delta, frame
+        async for part in deltas:
+            yield part
         return
     sent, text, frame = "", "", {}
-    async for delta, frame in deltas:
+    async for kind, delta, frame in deltas:
+        if kind == "reasoning":
+            yield kind, delta, frame
+            continue
         text += delta
         if RESPONSE_START.match(text):
             now = partial_response(text)

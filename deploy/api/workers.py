@@ -129,6 +129,12 @@ class Workers:
         count = (await self._post(addr, routes.COUNT_TOKEN, body, timeout=WORKER_TIMEOUT + GENERATION_TIMEOUT))["count"]
         return count, context
 
+    async def render(self, addr: str, model: str, messages: list[dict], kwargs: dict) -> dict:
+        """The prompt of the model's own template (chat_template = "auto"): prompt, prompt_parts,
+        opens_thinking, thinks. A template that cannot render the conversation is the client's 400."""
+        return await self._post(addr, routes.WORKER_RENDER, {"model": model, "messages": messages,
+                                                             "chat_template_kwargs": kwargs}, timeout=WORKER_TIMEOUT)
+
     async def token_ids(self, addr: str, params: dict) -> tuple[list[int], int]:
         """(the ids the model is fed for params' prompt, its context length)."""
         context = (await self._post(addr, routes.MODEL_DETAILS, {"model": params["model"]}, timeout=WORKER_TIMEOUT))[

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # model lacks with a 400 naming the feature, and the web UI reads them too.
 FEATURES = {
     "json": "response_format (JSON output)",
+    "grammar": "'grammar' (llama.cpp's GBNF, its server's extension)",
     "tools": "tool calling ('tools')",
     "logprobs": "logprobs",
     "embeddings": "embeddings",

@@ -42,6 +42,7 @@ class Request:
     logprobs: int | None = None      # alternatives per token (0: the chosen token's only)
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    reasoning_budget: int | None = None  # a trace's most tokens; then its end is forced
 
     @classmethod
     def of(cls, params: dict, stop_ids: list[int]) -> "Request":
@@ -55,7 +56,41 @@ class Request:
                    repetition_penalty=float(params.get("repetition_penalty") or 1.0),
                    seed=params.get("seed"), logprobs=params.get("logprobs"),
                    stop=[stop] if isinstance(stop, str) else [s for s in stop if s],
-                   stop_token_ids=sorted({*(params.get("stop_token_ids") or ()), *stop_ids}))
+                   stop_token_ids=sorted({*(params.get("stop_token_ids") or ()), *stop_ids}),
+                   reasoning_budget=params.get("reasoning_budget"))
+
+
+@dataclass
+class TraceBudget:
+    """A thinking model's trace held to a budget of tokens, as llama.cpp's reasoning budget does:
+    counted from the start tag (or from the first token, when the prompt opened the trace), and when
+    the budget is spent the end tag is forced, token by token, so the model answers."""
+    budget: int
+    start: list[int]
+    forced: list[int]             # a line break and the end tag
+    end: list[int]
+    inside: bool = False
+    spent: int = 0
+    queue: list[int] = field(default_factory=list)
+    done: bool = False
+
+    def next_forced(self, made: list[int]) -> int | None:
+        """The token to force now, or None; `made`: the tokens generated so far."""
+        if self.done:
+            return None
+        if not self.inside and made[-len(self.start):] == self.start and self.start:
+            self.inside, self.spent = True, 0
+        if self.inside and self.end and made[-len(self.end):] == self.end:
+            self.done = True
+            return None
+        if self.inside:
+            if self.queue:
+                return self.queue.pop(0)
+            if self.spent >= self.budget:
+                self.queue = list(self.forced)
+                return self.queue.pop(0)
+            self.spent += 1
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -66,8 +101,8 @@ def _sampler_class():
     class Sampler(LogitsProcessor):
         """The request's sampling, drawn with its own generator; see the module's docstring."""
 
-        def __init__(self, req: Request, prompt_len: int):
-            self.req, self.prompt_len = req, prompt_len
+        def __init__(self, req: Request, prompt_len: int, budget: TraceBudget | None = None):
+            self.req, self.prompt_len, self.budget = req, prompt_len, budget
             seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little")
             self.generator = torch.Generator().manual_seed(int(seed) % (2**63))
             self.picked: list[dict] = []  # per token: its id, log-probability and alternatives
@@ -77,6 +112,12 @@ def _sampler_class():
             logits = scores[0].float()
             raw = torch.log_softmax(logits, dim=-1)  # log-probabilities as the model gave them
             made = input_ids[0, self.prompt_len:]
+            forced = self.budget.next_forced(made.tolist()) if self.budget else None
+            if forced is not None:  # the trace's budget is spent: its end, token by token
+                self.picked.append({"id": forced, "logprob": float(raw[forced])})
+                out = torch.full_like(scores, -math.inf)
+                out[0, forced] = 0.0
+                return out
             if len(made) and (r.presence_penalty or r.frequency_penalty):
                 ids, counts = torch.unique(made, return_counts=True)
                 logits = logits.clone()
@@ -159,13 +200,24 @@ def _stop_class():
     return Stop
 
 
-def generate(model, tokenizer, prompt_ids: list[int], req: Request, streamer: Streamer):
+def trace_budget(tokenizer, req: Request, opened: bool) -> TraceBudget | None:
+    """The request's budget for a trace, in this tokenizer's ids (None: unlimited)."""
+    if req.reasoning_budget is None:
+        return None
+    from deploy.wire.reasoning import CLOSE, END, START
+
+    ids = lambda t: tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    return TraceBudget(req.reasoning_budget, ids(START), ids(CLOSE), ids(END), inside=opened)
+
+
+def generate(model, tokenizer, prompt_ids: list[int], req: Request, streamer: Streamer, opened: bool = False):
     """Run one answer to its end (the streamer sees every token, and ends it at a stop string or
-    when cancelled); returns the sampler, which knows what each token was."""
+    when cancelled); returns the sampler, which knows what each token was. `opened`: the prompt
+    opened a trace (its budget counts from the first token)."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-    sampler = _sampler_class()(req, len(prompt_ids))
+    sampler = _sampler_class()(req, len(prompt_ids), trace_budget(tokenizer, req, opened))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (req.stop_token_ids or [0])[0]
     config = GenerationConfig(do_sample=False, max_new_tokens=req.max_new_tokens, num_beams=1,
                               repetition_penalty=req.repetition_penalty, eos_token_id=req.stop_token_ids or None,
@@ -178,7 +230,8 @@ def generate(model, tokenizer, prompt_ids: list[int], req: Request, streamer: St
     return sampler
 
 
-def frames(model, tokenizer, prompt_ids: list[int], params: dict, stop_ids: list[int], echo_text: str = ""):
+def frames(model, tokenizer, prompt_ids: list[int], params: dict, stop_ids: list[int], echo_text: str = "",
+           opened: bool = False):
     """FastChat's frames for one answer (a blocking generator: the worker app runs it off its loop):
     cumulative text, exact usage, the finish reason, and log-probabilities when asked. Closing it
     (the client left) stops the answer at its next token."""
@@ -192,7 +245,7 @@ def frames(model, tokenizer, prompt_ids: list[int], params: dict, stop_ids: list
 
     def run():
         try:
-            state["sampler"] = generate(model, tokenizer, prompt_ids, req, streamer)
+            state["sampler"] = generate(model, tokenizer, prompt_ids, req, streamer, opened)
         except Exception as e:  # an error frame, never a dead stream
             state["error"] = e
         finally:

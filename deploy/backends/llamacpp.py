@@ -123,6 +123,14 @@ class LlamaCppOptions(BackendOptions):
             return f"draft_model {draft} is not a file. Fix: point it at the draft model's .gguf."
         return super().location_problem(entry)
 
+    def shipped_template(self, entry) -> str | None:
+        from deploy.backends.gguf import GGUFError, read_gguf
+
+        try:
+            return read_gguf(entry.resolved_path)[0].get("tokenizer.chat_template") or ""
+        except (OSError, GGUFError):
+            return None  # the path check says what is wrong with the file
+
     @property
     def flash_attention_on(self) -> bool | None:
         """True/False to set it, None for llama.cpp's own choice."""
@@ -152,7 +160,7 @@ def gguf_shape(path: Path, kv_bytes: float, draft: ModelShape | None = None) -> 
 
 class LlamaCpp(Backend):
     options = LlamaCppOptions
-    features = frozenset({"json", "tools", "logprobs", "embeddings", "batching"})
+    features = frozenset({"json", "grammar", "tools", "logprobs", "embeddings", "batching"})
     runtime_overhead = 300 * 1024**2
     # VSZ - RSS of a loaded idle worker is ~1.0 GB; 3 GiB leaves room for load-time mappings
     address_space_headroom = 3 * 1024**3

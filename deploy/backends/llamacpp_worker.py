@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 import secrets
 import threading
 import uuid
@@ -24,7 +25,10 @@ from deploy.backends.openai_shapes import TokenLogprobs, embeddings_reply, last_
 from deploy.backends.slot_store import SlotStore
 from deploy.registry.templates import MODEL_PREFIX, text_for_tokenizer
 from deploy.wire.frames import ENGINE_ERROR, VALIDATION_ERROR, cached_tokens, frame
-from deploy.wire.prompt import separately_encoded, text_runs, with_prefix
+from deploy.registry.templates import AUTO
+from deploy.wire.prompt import separately_encoded, shipped_parts, text_runs, with_placeholders, with_prefix
+from deploy.wire.reasoning import CLOSE, TraceCount, opens_thinking
+from deploy.wire.reasoning import END as THINK_END
 
 log = logging.getLogger("deploy.backends.llamacpp_worker")
 _DONE = object()
@@ -59,6 +63,8 @@ def engine_request(params: dict, stream: bool, stop_token_texts: list[str] = ())
         body["ignore_eos"] = True
     if params.get("json_schema") is not None:  # response_format: the engine builds a grammar from it
         body["json_schema"] = params["json_schema"]
+    if params.get("grammar"):  # llama.cpp's own GBNF, as its server takes it
+        body["grammar"] = params["grammar"]
     if params.get("logprobs") is not None:
         body["logprobs"] = max(1, int(params["logprobs"]))  # 0 (chosen token only) is trimmed later
     if params.get("seed") is not None:
@@ -109,6 +115,7 @@ class LlamaCppWorker(BaseModelWorker):
         self._engine_http = httpx.AsyncClient(timeout=60)
         self._engine_url, self._engine_key = "", ""
         self.template = entry.chat_template
+        self.shipped_template = ""  # the GGUF's own chat template (chat_template = "auto" renders it)
         self.engine_added = ""
         self.controls: set[str] = set()  # the vocabulary's control tokens (what templates mark turns with)
         self.prefix_ids: list[int] = []  # what every prompt begins with (DeepSeek's BOS, ChatGLM3's [gMASK] sop)
@@ -157,6 +164,7 @@ class LlamaCppWorker(BaseModelWorker):
         # default: here it gets half of what the budget leaves beyond the estimate, never more
         # (the other half is the margin for what the estimate cannot see).
         params.cache_ram_mib = spare(entry) // 2 // 2**20
+        params.use_jinja = entry.chat_template == AUTO  # the model's own template (/apply-template)
         params.n_threads_http = 1
         params.api_keys = [self._engine_key]
         params.endpoint_props = params.endpoint_metrics = False
@@ -173,6 +181,7 @@ class LlamaCppWorker(BaseModelWorker):
         self._engine_url = self.engine.listening_address
         self.engine_added, added_ids = engine_added_prefix(self._engine_url, self._engine_key)
         self.controls = control_tokens(self.entry.resolved_path)
+        self.shipped_template = self.entry.options.shipped_template(self.entry) or ""
         prefix = MODEL_PREFIX.get(self.template)
         self.prefix_ids = engine_tokens(self._engine_url, self._engine_key, prefix, True) if prefix else added_ids
         if self.slots is not None:
@@ -214,6 +223,26 @@ class LlamaCppWorker(BaseModelWorker):
         and its own BOS added (if the GGUF says so): ChatGLM3's [gMASK]sop written, DeepSeek's BOS once."""
         return text_for_tokenizer(prompt, self.template, self.engine_added)
 
+    async def render(self, messages: list[dict], kwargs: dict) -> dict:
+        """The prompt of the model's own template (the GGUF's, by the engine's jinja, as llama.cpp's
+        server renders it) for OpenAI-style messages, with its parts (each message's text apart:
+        deploy/wire/prompt.py), and whether it leaves the model inside a trace."""
+        if not self.shipped_template:
+            raise ValueError(f"{self.entry.resolved_path.name} ships no chat template. Fix: set chat_template to "
+                             f"one of `python -m deploy templates` for '{self.entry.name}'")
+        body = {"messages": messages, "chat_template_kwargs": kwargs or {}}
+
+        async def rendered(msgs) -> str:
+            r = await self.engine_post("/apply-template", {**body, "messages": msgs})
+            if r.status_code != 200:
+                raise ValueError(f"the model's chat template could not render the conversation: {r.text[:300]}")
+            return r.json()["prompt"]
+
+        whole = await rendered(messages)
+        marked, place = with_placeholders(messages)
+        return {"prompt": whole, "prompt_parts": shipped_parts(whole, await rendered(marked), place),
+                "opens_thinking": opens_thinking(whole), "thinks": THINK_END in self.shipped_template}
+
     async def tokenize(self, text: str, special: bool, add: bool = False) -> list[int]:
         """The engine's tokens for `text`: special tokens parsed or not, its own BOS added or not."""
         r = await self.engine_post("/tokenize", {"content": text, "add_special": add, "parse_special": special})
@@ -252,25 +281,21 @@ class LlamaCppWorker(BaseModelWorker):
     async def count_token(self, params: dict) -> dict:
         return {"count": len(await self.prompt_ids(params)), "error_code": 0}
 
-    async def generate_stream_gate(self, params: dict):
-        """FastChat stream protocol: cumulative text per chunk, NUL-delimited JSON."""
-        self.call_ct += 1
+    async def engine_stream(self, body: dict):
+        """One engine request's chunks as they come; leaving early stops it (the engine is told at
+        its next token)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
-        stop_texts = await self.stop_token_texts(params.get("stop_token_ids"))
-        ids = await self.chat_ids(params)
-        prompt = ids if ids is not None else self.text_for_tokenizer(params["prompt"])
 
         def on_chunk(chunk):  # engine thread
             if cancelled.is_set():
-                return True  # the client went away: True asks the engine to stop this request
+                return True  # True asks the engine to stop this request
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return False
 
         def run():
             try:
-                body = engine_request({**params, "prompt": prompt}, True, stop_texts)
                 self.engine.handle_completions(body, on_chunk)
             except Exception as e:  # surfaces as an error chunk, never a dead stream
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(e)}})
@@ -278,12 +303,70 @@ class LlamaCppWorker(BaseModelWorker):
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         loop.run_in_executor(self._pool, run)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield item
+        finally:
+            cancelled.set()
+
+    async def answer_chunks(self, params: dict, prompt, stop_texts: list[str]):
+        """The engine's chunks for a request. With a reasoning budget, a trace that reaches it is
+        closed (CLOSE written after it, as llama.cpp's server forces its end tag) and the answer goes
+        on from there, in a second request that finds the first one's tokens in the slot's cache."""
+        budget = params.get("reasoning_budget")
+        body = engine_request({**params, "prompt": prompt}, True, stop_texts)
+        if budget is None or params.get("grammar") or params.get("json_schema") is not None:
+            # a grammar holds the whole answer from its first token, trace and all: it decides
+            async with aclosing(self.engine_stream(body)) as chunks:
+                async for item in chunks:
+                    yield item
+            return
+        count, text = TraceCount(opens_thinking(params["prompt"]), int(budget)), ""
+        if not count.over:
+            async with aclosing(self.engine_stream(body)) as chunks:
+                async for item in chunks:
+                    yield item
+                    choice = (item.get("choices") or [{}])[0]
+                    if choice.get("text"):
+                        text += choice["text"]
+                        count.add(choice["text"])
+                    if count.over and not choice.get("finish_reason") and "usage" not in item and "error" not in item:
+                        break  # leaving the stream stops the engine's request
+                else:
+                    return
+        ids = prompt if isinstance(prompt, list) else await self.tokenize(prompt, True, True)
+        closing = await self.tokenize(CLOSE, True)
+        given = len(ids)
+        ids = ids + await self.tokenize(text, True) + closing
+        spent = count.tokens + len(closing)
+        usage = {"prompt_tokens": given, "completion_tokens": spent, "total_tokens": given + spent}
+        yield {"choices": [{"text": CLOSE, "finish_reason": None}], "usage": usage}
+        left = int(params.get("max_new_tokens") or 256) - spent
+        if left <= 0:
+            yield {"choices": [{"text": "", "finish_reason": "length"}], "usage": usage}
+            return
+        rest = engine_request({**params, "prompt": ids, "max_new_tokens": left}, True, stop_texts)
+        async with aclosing(self.engine_stream(rest)) as chunks:
+            async for item in chunks:
+                if "usage" in item:  # the second request's counts, as the answer's
+                    u, n = item["usage"], spent + item["usage"]["completion_tokens"]
+                    item = {**item, "usage": {**u, "prompt_tokens": given, "completion_tokens": n,
+                                              "total_tokens": given + n}}
+                yield item
+
+    async def generate_stream_gate(self, params: dict):
+        """FastChat stream protocol: cumulative text per chunk, NUL-delimited JSON."""
+        self.call_ct += 1
+        loop = asyncio.get_running_loop()
+        stop_texts = await self.stop_token_texts(params.get("stop_token_ids"))
+        ids = await self.chat_ids(params)
+        prompt = ids if ids is not None else self.text_for_tokenizer(params["prompt"])
         text = params["prompt"] if params.get("echo") else ""
         logprobs = TokenLogprobs(len(text), params.get("logprobs"))
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         last_sent, sent_text = 0.0, None
-        try:
-            while (item := await queue.get()) is not _DONE:
+        async with aclosing(self.answer_chunks(params, prompt, stop_texts)) as chunks:
+            async for item in chunks:
                 if "error" in item or "choices" not in item:
                     err = item.get("error", item)
                     msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
@@ -316,8 +399,6 @@ class LlamaCppWorker(BaseModelWorker):
                 last_sent, sent_text = now, text
                 yield frame({"text": text, "error_code": 0, "usage": usage, "finish_reason": finish,
                               **logprobs.fields()})
-        finally:
-            cancelled.set()
 
     async def get_embeddings(self, params: dict) -> dict:
         """FastChat's embeddings protocol: L2-normalised mean-pooled vectors, float or base64."""

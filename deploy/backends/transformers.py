@@ -99,6 +99,20 @@ class TransformersOptions(BackendOptions):
     def runtime_of(self, entry) -> str:
         return runtime_for(entry.resolved_path) if self.runtime == "auto" else self.runtime
 
+    def shipped_template(self, entry) -> str | None:
+        """tokenizer_config.json's chat_template, or chat_template.jinja beside it (where
+        transformers saves it since 4.43)."""
+        folder = entry.resolved_path
+        if (folder / "chat_template.jinja").is_file():
+            return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        try:
+            template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, ValueError):
+            return ""
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        return template or ""
+
     def path_problem(self, path: Path) -> str | None:
         if (path / "config.json").is_file():
             return None

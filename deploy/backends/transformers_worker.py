@@ -22,7 +22,9 @@ from deploy.backends.base import ConfigProblem, return_memory_to_the_system
 from deploy.backends.transformers import resolve_dtype
 from deploy.registry.templates import MODEL_PREFIX, text_for_tokenizer
 from deploy.wire.frames import CONTEXT_OVERFLOW, PARAM_OUT_OF_RANGE, error_frame
-from deploy.wire.prompt import separately_encoded, text_runs, with_prefix
+from deploy.wire.prompt import separately_encoded, shipped_parts, text_runs, with_placeholders, with_prefix
+from deploy.wire.reasoning import END as THINK_END
+from deploy.wire.reasoning import opens_thinking
 
 log = logging.getLogger("deploy.backends.transformers_worker")
 
@@ -190,6 +192,23 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
         def count_token(self, params):
             return {"count": len(self.prompt_ids(params)), "error_code": 0}
 
+        def render(self, messages: list[dict], kwargs: dict) -> dict:
+            """The prompt of the model's own template (tokenizer_config.json's chat_template, by
+            apply_chat_template) for OpenAI-style messages, with its parts, and whether it leaves the
+            model inside a trace."""
+            shipped = getattr(self.tokenizer, "chat_template", None) or ""
+            if not shipped:
+                raise ValueError(f"{entry.resolved_path.name} ships no chat template. Fix: set chat_template to one of "
+                                 f"`python -m deploy templates` for '{entry.name}'")
+
+            def rendered(msgs) -> str:
+                return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
+                                                          **(kwargs or {}))
+            whole = rendered(messages)
+            marked, place = with_placeholders(messages)
+            return {"prompt": whole, "prompt_parts": shipped_parts(whole, rendered(marked), place),
+                    "opens_thinking": opens_thinking(whole), "thinks": THINK_END in shipped}
+
         def get_embeddings(self, params):
             """FastChat's, one input at a time, each within EMBED_MAX_TOKENS: FastChat pads a batch
             to its longest input and keeps every layer's hidden states, so a few long inputs would
@@ -218,7 +237,8 @@ def make_transformers_worker(entry, controller_addr: str, worker_addr: str):
                                   "continue from.", PARAM_OUT_OF_RANGE)
                 return
             yield from hf_generation.frames(self.model, self.tokenizer, ids, params, self.stop_ids,
-                                            params["prompt"] if params.get("echo") else "")
+                                            params["prompt"] if params.get("echo") else "",
+                                            opens_thinking(params["prompt"]))
 
         def generate_gate(self, params):
             last = {}

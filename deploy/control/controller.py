@@ -303,7 +303,8 @@ def create_controller_app(secret: str, check_interval: float = CHECK_INTERVAL,
             found = board.pools.of(name)
             return {"worker": name, "models": info.model_names, "queue_length": info.queue_length,
                     "heartbeat_age_s": round(now - info.last_heart_beat, 1), "healthy": healthy, "reason": reason,
-                    "state": found[1].state if found else None, "load_error": found[1].reason if found else ""}
+                    "state": found[1].state if found else None, "load_error": found[1].reason if found else "",
+                    "pinned": found[1].keep_loaded if found else False, "budget": found[1].budget if found else None}
         out = [row(n, i, True, "") for n, i in controller.worker_info.items()]
         out += [row(n, u.info, False, u.reason) for n, u in controller.unhealthy.items()]
         return {"workers": out}

@@ -65,10 +65,13 @@ class Pool:
                 if m.state == LOADED and not m.keep_loaded and m.worker != asking.worker]
 
     def full_message(self, m: Member) -> str:
-        loaded = ", ".join(f"{x.model} ({fmt_size(x.budget)})" for x in self.members.values() if x.state != ASLEEP)
+        held = [x for x in self.members.values() if x.state != ASLEEP and x.worker != m.worker]
+        loaded = ", ".join(f"{x.model} ({fmt_size(x.budget)}{', pinned' if x.keep_loaded else ''})" for x in held)
+        pinned = [x.model for x in held if x.keep_loaded]
+        fix = (f"; or unpin {', '.join(pinned)} (python -m deploy unpin NAME)" if pinned else "")
         return (f"the memory pool of host {self.host} (memory_limit {fmt_size(self.limit)}, {fmt_size(self.used)} "
-                f"in use) has no room for '{m.model}' ({fmt_size(m.budget)}): every loaded model is busy "
-                f"({loaded or 'none'}); retry when one is idle")
+                f"in use) has no room for '{m.model}' ({fmt_size(m.budget)}): every loaded model is busy or pinned "
+                f"({loaded or 'none'}); retry when one is idle{fix}")
 
     def describe(self) -> dict:
         return {"host": self.host, "limit": self.limit, "used": self.used,

@@ -91,6 +91,7 @@ class PoolRequest(BaseModel):
     seconds: Annotated[Real, Field(ge=0, le=86400)] = 0.0
     reason: Annotated[Text, Field(max_length=2000)] = ""
     idle_bytes: Bytes = 0
+    pinned: Boolean = False                    # pin: never unloaded to make room
 
 
 async def _info(http: httpx.AsyncClient, worker: str) -> dict:
@@ -154,6 +155,16 @@ async def released(body: PoolRequest, request: Request):
     _, m = found
     m.set_state(ASLEEP)
     m.idle_bytes = body.idle_bytes or m.idle_bytes
+    return {"ok": True}
+
+
+@router.post(routes.POOL_PIN)
+async def pin(body: PoolRequest, request: Request):
+    """{"worker_name", "pinned"}: a pinned model is never unloaded to make room (keep_loaded, set now)."""
+    found = _member(request, body)
+    if found is None:
+        return _unknown()
+    found[1].keep_loaded = body.pinned
     return {"ok": True}
 
 

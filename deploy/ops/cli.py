@@ -46,11 +46,20 @@ def cmd_render(args, paths: FleetPaths) -> int:
 
 
 def cmd_templates(args, paths: FleetPaths) -> int:
-    from deploy.registry.templates import OUR_TEMPLATES, known_templates
+    """The names chat_template takes, then which one each registered model uses."""
+    from deploy.registry.templates import AUTO, OUR_TEMPLATES, known_templates, template_in_use
 
     ours = {c.name for c in OUR_TEMPLATES}
-    for name in sorted(known_templates()):
+    for name in sorted(known_templates() - {AUTO}):
         print(f"{name}{'  (added by this project)' if name in ours else ''}")
+    print(f"{AUTO}  (the template the model ships, rendered by llama.cpp's jinja or transformers' apply_chat_template)")
+    try:
+        reg = load_registry(paths.registry)
+    except RegistryError:
+        return 0  # the names alone: `check` says what is wrong with the file
+    print(f"\nIn {paths.registry}:")
+    for m in reg.models:
+        print(f"  {m.name:34} {template_in_use(m)}")
     return 0
 
 
@@ -164,6 +173,18 @@ def cmd_status(args, paths: FleetPaths) -> int:
     return status(paths)
 
 
+def cmd_models(args, paths: FleetPaths) -> int:
+    from deploy.ops.model_cli import show_models
+
+    return show_models(paths)
+
+
+def cmd_model_action(args, paths: FleetPaths) -> int:
+    from deploy.ops.model_cli import model_action
+
+    return model_action(paths, args.cmd, args.name)
+
+
 def cmd_down(args, paths: FleetPaths) -> int:
     from deploy.ops.fleet import down
 
@@ -275,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600)
     command("status", cmd_status, "programs, registered models and their cores")
     command("down", cmd_down, "stop the fleet")
+    command("models", cmd_models, "every model: in memory or not, pinned or not (the API's GET /models)")
+    for action, what in (("load", "load a model now, if its host's memory pool has room (it may unload idle "
+                                  "models for it)"),
+                         ("unload", "unload a model now, unless it is answering"),
+                         ("pin", "keep a model in memory: never unloaded to make room or when idle"),
+                         ("unpin", "let a pinned model be unloaded again")):
+        command(action, cmd_model_action, what).add_argument("name", help="the model's name")
     command("fetch-defaults", cmd_fetch_defaults, "fetch and check the offline default models")
     command("runtimes", cmd_runtimes, "build the Python runtimes the registered models need besides the main one "
                                       "(a model whose own code needs an old transformers), each once")

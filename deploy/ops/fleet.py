@@ -18,6 +18,7 @@ from deploy.registry.host import HostInfo, describe_cores
 from deploy.registry.paths import MAIN_RUNTIME, FleetPaths, runtime_python
 from deploy.registry.render import render, write
 from deploy.registry.sizes import fmt_size
+from deploy.registry.templates import template_in_use
 from deploy.wire.client import FleetClient
 
 FAILED_STATES = ("FATAL", "EXITED", "STOPPED")
@@ -133,9 +134,10 @@ def _health(w: dict | None) -> str:
 
 
 def _row(*cells) -> str:
-    """model, host, backend, process, health, model state, cores, actual, RSS / budget, queue, heartbeat"""
-    widths = (34, 21, 12, 9, 12, 8, 9, 7, 36, 5)
-    return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[10]}" if len(cells) > 10 else "")
+    """model, host, backend, template, process, health, model state, cores, actual, RSS / budget, queue,
+    heartbeat"""
+    widths = (34, 21, 12, 22, 9, 12, 8, 9, 7, 36, 5)
+    return " ".join(f"{c!s:{w}}" for c, w in zip(cells, widths)) + (f" {cells[11]}" if len(cells) > 11 else "")
 
 
 def _model_state(w: dict | None, info: dict) -> str:
@@ -176,7 +178,7 @@ def _worker_cells(w: dict | None) -> tuple:
 
 
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
-    """Per worker: model, host, backend, supervisord state, health, whether the model is in memory
+    """Per worker: model, host, backend, the template that builds its prompts, supervisord state, health, whether the model is in memory
     (loaded / asleep / loading), cores configured and actual, live RSS against its budget, queue and
     last heartbeat; then workers registered from other hosts, the runtimes other than the main one
     and their models, and each host's memory pool."""
@@ -185,7 +187,7 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     workers = client.workers()
     by_address = {w["worker"]: w for w in workers}
     progs = programs(paths)
-    print(_row("model", "host", "backend", "process", "health", "state", "cores", "actual", "RSS / budget", "queue",
+    print(_row("model", "host", "backend", "template", "process", "health", "state", "cores", "actual", "RSS / budget", "queue",
                "heartbeat"))
     shown, upstreams = set(), []
     for m in reg.models:
@@ -193,19 +195,20 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
         info = client.worker_info(w["worker"]) if w else {}
         shown.add(w["worker"] if w else None)
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
-        print(_row(m.name, host, m.backend, p.state if p else "absent", _health(w), _model_state(w, info),
+        print(_row(m.name, host, m.backend, template_in_use(m), p.state if p else "absent", _health(w), _model_state(w, info),
                    describe_cores(m.cores), _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
         upstreams.append(_upstream_line(m.name, info))
     for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
         if w["worker"] in shown:
             continue
         info = client.worker_info(w["worker"])
-        print(_row(",".join(w["models"]), w["worker"].split("//")[-1], info.get("backend", "?"), "remote",
+        print(_row(",".join(w["models"]), w["worker"].split("//")[-1], info.get("backend", "?"),
+                   info.get("chat_template", "?"), "remote",
                    _health(w), _model_state(w, info), describe_cores(info.get("cores", [])) if info else "?", "",
                    _memory(info, info.get("memory_budget")), *_worker_cells(w)))
     for name in ("controller", "api_server", "webui") if reg.deployment.role == "all" else ():
         p = progs.get(name)
-        print(_row(name, "", "", p.state if p else "absent").rstrip())
+        print(_row(name, "", "", "", p.state if p else "absent").rstrip())
     for line in [u for u in upstreams if u] + _runtime_lines(reg) + _pool_lines(client, workers):
         print(line)
     return 0

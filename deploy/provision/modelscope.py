@@ -20,6 +20,8 @@ from deploy.provision.runtimes import RuntimeBuildError, ensure_for
 from deploy.registry.config import parse_cores
 from deploy.registry.paths import FleetPaths, cache_dir
 from deploy.registry.placement import propose_for
+from deploy.registry.sizes import fmt_size
+from deploy.registry.templates import AUTO
 from deploy.backends.fit import suggest_budget
 
 CATALOG = Path(__file__).with_name("catalog.toml")
@@ -35,10 +37,29 @@ class DownloadError(Exception):
 class CatalogEntry:
     name: str
     id: str
-    chat_template: str
+    chat_template: str = AUTO
     trust_remote_code: bool = False
     context_length: int | None = None
+    kv_unified: bool = False  # llama.cpp's slots share one context (a long trace fits in any of them)
     gguf: str | None = None  # a GGUF repository: the pattern of the one file to fetch
+    download: str | None = None  # that file's published size
+    kv_shape: list[int] | None = None  # [layers, KV heads, head size], from the model's config.json
+
+    def fit_estimate(self) -> int | None:
+        """Memory its entry would be budgeted before the file is here: the estimate the download
+        makes from the file, made from the published size and shape instead."""
+        if not (self.gguf and self.download and self.kv_shape):
+            return None
+        from deploy.backends.base import ModelShape
+        from deploy.backends.fit import BUDGET_MARGIN, estimate
+        from deploy.registry.sizes import parse_size
+
+        probe = backends.parse_registry({"models": [{
+            **self.entry_settings(), "path": f"{self.name}.gguf", "backend": "llama.cpp", "port": 21101, "cores": [0],
+            "memory_budget": "1TiB"}]}, "catalog.toml").models[0]
+        layers, kv_heads, head = self.kv_shape
+        return int(estimate(probe, ModelShape(parse_size(self.download), layers, kv_heads, head, 2.0)).total
+                   * BUDGET_MARGIN)
 
     def entry_settings(self) -> dict:
         out = {"name": self.name, "chat_template": self.chat_template}
@@ -46,6 +67,8 @@ class CatalogEntry:
             out["trust_remote_code"] = True
         if self.context_length:
             out["context_length"] = self.context_length
+        if self.kv_unified:
+            out["kv_unified"] = True
         return out
 
 
@@ -105,10 +128,12 @@ def build_entry(model_id: str, path: Path, port: int, cores: list[int], override
     raw = {"name": model_id.split("/")[-1].lower(), **(known.entry_settings() if known else {}), **overrides,
            "path": str(path), "backend": backend, "port": port, "cores": cores,
            "source": f"modelscope:{known.id if known else model_id}"}
-    if "chat_template" not in raw:
-        raise DownloadError(f"no chat template known for '{model_id}'. Fix: pass --chat-template NAME "
-                            f"(see `python -m deploy templates`).")
+    raw.setdefault("chat_template", AUTO)
     raw.setdefault("memory_budget", suggest_budget(raw))
+    entry = backends.parse_registry({"models": [raw]}, "download").models[0]
+    if entry.chat_template == AUTO and entry.options.shipped_template(entry) == "":
+        raise DownloadError(f"'{model_id}' ships no chat template, so chat_template = \"auto\" has nothing to render. "
+                            f"Fix: pass --chat-template NAME (see `python -m deploy templates`).")
     return raw
 
 
@@ -152,9 +177,13 @@ def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, r
 
 
 def catalog_table() -> str:
-    rows = [f"{'name':26} {'ModelScope id':36} {'template':14} notes"]
+    """The short names, with the budget the download will give each where it is known before."""
+    rows = [f"{'name':31} {'ModelScope id':44} {'template':13} {'budget':8} notes"]
     for c in catalog().values():
         notes = ", ".join(x for x in ("GGUF (llama.cpp)" if c.gguf else "HF folder",
-                                      "remote code" if c.trust_remote_code else "") if x)
-        rows.append(f"{c.name:26} {c.id:36} {c.chat_template:14} {notes}")
-    return "\n".join(rows)
+                                      "remote code" if c.trust_remote_code else "",
+                                      f"{c.download} download" if c.download else "") if x)
+        budget = c.fit_estimate()
+        rows.append(f"{c.name:31} {c.id:44} {c.chat_template:13} {fmt_size(budget) if budget else '-':8} {notes}")
+    return "\n".join(rows + ["", "budget: the fit estimate plus 15 % at the entry's context_length (the download "
+                              "computes it again from the file); '-' is known only once the files are here."])

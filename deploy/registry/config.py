@@ -20,7 +20,7 @@ from deploy.registry.host import HostInfo, describe_cores
 from deploy.registry.options import BackendOptions, Catalogue
 from deploy.registry.paths import FleetPaths, expand_path
 from deploy.registry.sizes import fmt_size, parse_duration, parse_size
-from deploy.registry.templates import known_templates
+from deploy.registry.templates import AUTO, known_templates
 
 
 def parse_cores(value: Any) -> list[int]:
@@ -71,7 +71,11 @@ class ModelEntry(BaseModel):
         json_schema_extra={"fix": "write it like \"6GiB\""},
     )
     chat_template: str = Field(
-        description="FastChat conversation template name (see `python -m deploy templates`).",
+        default=AUTO,
+        description="How prompts are written: \"auto\", the template the model ships (a GGUF's "
+                    "tokenizer.chat_template, a folder's tokenizer_config.json), rendered as llama.cpp and "
+                    "transformers render it; or a FastChat conversation template by name, for a model that ships "
+                    "none or a wrong one (see `python -m deploy templates`).",
         json_schema_extra={"fix": "use a name listed by `python -m deploy templates`"},
     )
     context_length: int = Field(default=4096, ge=128, description="Tokens per request (prompt + answer).")
@@ -390,6 +394,10 @@ def check_host(reg: Registry, host: HostInfo, check_paths: bool = True) -> tuple
             problem = m.options.location_problem(m)
             if problem:
                 errors.append(f"{where}, field 'path': {problem}")
+            elif m.chat_template == AUTO and m.options.shipped_template(m) == "":
+                errors.append(f"{where}, field 'chat_template': \"auto\" renders the template the model ships, and "
+                              f"{m.resolved_path.name} ships none. Fix: set chat_template to a name listed by "
+                              f"`python -m deploy templates` (qwen-7b-chat for Qwen-7B-Chat).")
         warnings.extend(f"{where}: {w}" for w in m.options.host_warnings(m))
     errors.extend(check_pool(reg, host))
     names = known_templates()

@@ -39,6 +39,11 @@ class BackendOptions(BaseModel):
                     f"deploy download for others) or correct the path.")
         return self.path_problem(p)
 
+    def shipped_template(self, entry: ModelEntry) -> str | None:
+        """The chat template the model's files carry (what chat_template = "auto" renders), "" for
+        none, or None where this backend's model renders its own prompts (a server elsewhere)."""
+        return None
+
     def host_warnings(self, entry: ModelEntry) -> list[str]:
         """What may stop the entry on this host without being an error in the file."""
         return []

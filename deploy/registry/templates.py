@@ -24,10 +24,18 @@ def _chatml(name: str, system_message: str, stop_token_ids: list[int]) -> Conver
     )
 
 
+# chat_template = "auto": the template the model ships (a GGUF's tokenizer.chat_template, a folder's
+# tokenizer_config.json), rendered by the worker as the peers render it (llama.cpp's jinja, transformers'
+# apply_chat_template). This entry only names it: it holds no prompt format of its own, and no stop
+# strings (the model's own end-of-turn tokens end its answers).
+AUTO = "auto"
+
 OUR_TEMPLATES = [
     # stop ids: <|endoftext|>, <|im_start|>, <|im_end|> in each model's vocabulary
     _chatml("qwen2.5", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", [151643, 151644, 151645]),
     _chatml("smollm2", "You are a helpful AI assistant named SmolLM, trained by Hugging Face", [0, 1, 2]),
+    Conversation(name=AUTO, system_template="{system_message}", roles=("user", "assistant"),
+                 sep_style=SeparatorStyle.ADD_COLON_SINGLE, sep="\n"),
 ]
 
 for _conv in OUR_TEMPLATES:
@@ -37,6 +45,18 @@ for _conv in OUR_TEMPLATES:
 
 def known_templates() -> set[str]:
     return set(conv_templates)
+
+
+def template_in_use(entry) -> str:
+    """Which template builds an entry's prompts, in a few words for `status` and `templates`."""
+    if entry.chat_template != AUTO:
+        return entry.chat_template
+    shipped = entry.options.shipped_template(entry)
+    if shipped is None:
+        return "auto (its server's)"
+    if not shipped:
+        return "auto: NONE SHIPPED"
+    return "auto (its own" + (", thinks)" if "</think>" in shipped else ")")
 
 
 # ---- prompts FastChat's separator styles cannot express exactly ---------------------------------

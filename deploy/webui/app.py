@@ -70,7 +70,7 @@ THEME_FONTS = ["Noto Sans CJK SC", "Noto Sans", "WenQuanYi Micro Hei", "PingFang
 def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> tuple[Pickers, gr.Radio]:
     rnd, new, pickers = round_ui("named", "输入问题，所有模型同时回答 / ask every pane's model", names=True,
                                  panes=MAX_PANES)
-    selects, infos = [s for s, _ in pickers], [i for _, i in pickers]
+    selects, infos = [p.select for p in pickers], [p.info for p in pickers]
     ctl = controls("named", max_new_tokens)
     md, js, file = export_row("named")
 
@@ -100,7 +100,7 @@ def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> tuple[Pickers, gr.Ra
     wire_pane_count(rnd)
     wire_votes(arena, rnd, anony=False, share=None)
     wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], False))
-    return Pickers(selects, infos), rnd.count
+    return Pickers.of(pickers), rnd.count
 
 
 BATTLE_TITLES = ["Model A", "Model B"]
@@ -151,7 +151,8 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
 # ---- one pane: direct chat ---------------------------------------------------------------------
 def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
     state = gr.State(Side())
-    sel, info = picker("Model", "direct_model")
+    chosen = picker("Model", "direct_model")
+    sel, info = chosen.select, chosen.info
     bot = pane("Chat", "direct_pane")
     box, send, stop = input_row("direct", "输入问题 / ask")
     with gr.Row():
@@ -210,7 +211,7 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
         return side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON
     gr.on([clear.click, bot.clear], clear_fn, state, outputs)  # New chat, or the pane's own clear button
     wire_export(md, js, file, state, ctl, lambda s: ([s], [s.model or "Model"], False))
-    return Pickers([sel], [info])
+    return Pickers.of([chosen])
 
 
 # ---- leaderboard --------------------------------------------------------------------------------
@@ -323,8 +324,11 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         timer.tick(refresh_models, [known, *selects], [known, models_df, count, *selects])
         timer.tick(refresh_infos, selects, infos)
         demo.load(refresh_models, [known, *selects], [known, models_df, count, *selects])
-        for sel, info in zip(selects, infos):
+        buttons = [*named.buttons, *direct.buttons, *puzzle_pickers.buttons]
+        for sel, info, (load, unload) in zip(selects, infos, buttons):
             sel.change(arena.describe, sel, info)
+            load.click(arena.load, sel, info)
+            unload.click(arena.unload, sel, info)
     for fn in demo.fns.values():  # the page's own events: no API for other clients (the fleet has one)
         fn.api_visibility = "private"
     return demo

@@ -11,10 +11,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from deploy.registry.templates import AUTO
 from deploy.webui.votes import VoteLog, state_dict
+from deploy.wire import routes
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 from deploy.wire.frames import cached_tokens
-from deploy.wire.generation import Sampling, chat_params
+from deploy.wire.generation import Sampling, chat_params, messages_of, worker_params
+from deploy.wire.reasoning import split_whole
+from deploy.wire.residency_calls import act
 
 WAITING = "*… waiting for the first token*"
 STOPPED = "■ *stopped*"
@@ -73,6 +77,26 @@ class Speed:
 
 
 @dataclass
+class Trace:
+    """A thinking model's trace for one answer: its text, whether it ended, how long it took and how
+    many tokens it used (counted from the answer's first token to its end)."""
+    text: str = ""
+    done: bool = False    # it stopped growing: the answer began, or the answer ended
+    closed: bool = False  # the model ended its trace and began its answer
+    seconds: float = 0.0
+    tokens: int = 0
+
+    def metadata(self, hidden: bool) -> dict:
+        """Gradio's folded block for it: open with a spinner while it grows, folded once done."""
+        if hidden:
+            return {"title": "Thinking…", "status": "pending" if not self.done else "done"}
+        meta = {"title": "Thinking", "status": "done" if self.done else "pending", "log": f"{self.tokens} tokens"}
+        if self.done:
+            meta["duration"] = round(self.seconds, 1)
+        return meta
+
+
+@dataclass
 class Side:
     """One pane's conversation: which model, its template, its history, and per-answer speed."""
     model: str | None = None
@@ -81,6 +105,8 @@ class Side:
     history: list = field(default_factory=list)  # [[user, bot], ...] for gr.Chatbot
     answers: list = field(default_factory=list)  # raw answer text per turn (history shows it with its speed)
     speeds: list = field(default_factory=list)   # Speed per turn
+    traces: list = field(default_factory=list)   # Trace or None per turn: a thinking model's trace
+    opened: bool = False  # the last prompt opened a trace (the model's own template did)
     turn_models: list = field(default_factory=list)  # (model, system prompt) per turn: who wrote each answer
     error: bool = False
     loading_since: float | None = None  # its model was not in memory when this answer was asked
@@ -90,14 +116,23 @@ class Side:
 
     @property
     def messages(self) -> list[dict]:
-        """The history as the pane (gr.Chatbot, messages format) shows it; each text as a text block,
-        which Gradio shows as it is (a plain string loses its common indentation: unfenced code)."""
-        def say(role: str, text: str) -> dict:
-            return {"role": role, "content": [{"type": "text", "text": text}]}
-        out = []
+        return self.shown(hidden=False)
+
+    def shown(self, hidden: bool) -> list[dict]:
+        """The history as the pane (gr.Chatbot, messages format) shows it, each text as a text block
+        (Gradio shows it as it is; a plain string loses its common indentation: unfenced code); a
+        trace folded above its answer. `hidden`: a battle before the vote, where a model's thinking
+        style would name it: the trace is only "Thinking…"."""
+        def say(role: str, text: str, meta: dict | None = None) -> dict:
+            return {"role": role, "content": [{"type": "text", "text": text}], **({"metadata": meta} if meta else {})}
+        out, turn = [], -1
         for user, bot in self.history:
             if user is not None:
                 out.append(say("user", user))
+                turn += 1
+            trace = self.traces[turn] if 0 <= turn < len(self.traces) and user is not None else None
+            if trace is not None:
+                out.append(say("assistant", "" if hidden else safe_markdown(trace.text), trace.metadata(hidden)))
             if bot is not None:
                 out.append(say("assistant", bot))
         return out
@@ -112,10 +147,25 @@ class Battle:
     replaced_by: "Battle | None" = None  # ...and its last update shows this one instead (see app.py)
     question: str = ""
 
+    @property
+    def hidden(self) -> bool:
+        """An anonymous battle before its vote: nothing shown may tell its models apart."""
+        return self.titles is not None and not self.voted
 
-def render(side: Side, i: int) -> str:
-    """Turn i's bubble: the answer, then its speed (or an error), as the pane shows it."""
-    text = safe_markdown(side.answers[i])
+    def panes(self) -> list[list[dict]]:
+        """Each side's conversation as its pane shows it now."""
+        return [s.shown(self.hidden) for s in self.sides]
+
+
+CUT_IN_TRACE = "*✂ no answer: it was still thinking when it reached the most new tokens (raise **Max new tokens**)*"
+
+
+def render(side: Side, i: int, stopped: bool = False) -> str:
+    """Turn i's bubble: the answer, then its speed (or an error), as the pane shows it; an answer
+    that never began because the trace used every token allowed says so (Stop says its own)."""
+    trace = side.traces[i] if i < len(side.traces) else None
+    cut = trace is not None and not trace.closed and not stopped
+    text = safe_markdown(side.answers[i]) or (CUT_IN_TRACE if cut else "")
     sp = side.speeds[i]
     return text + (f"\n\n`{sp.line()}`" if sp and sp.ttft is not None else "")
 
@@ -170,6 +220,27 @@ class Arena:
                 f"ctx {i.get('context_length')}", f"from {i['source']}" if i.get("source") else None]
         return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
 
+    async def load(self, model: str | None) -> str:
+        """Load the picked model now (its line says so, or why not: the pool's reason)."""
+        return await self._residency(model, "load")
+
+    async def unload(self, model: str | None) -> str:
+        """Unload the picked model now, unless it is answering (its line says why not)."""
+        return await self._residency(model, "unload")
+
+    async def _residency(self, model: str | None, action: str) -> str:
+        if not model:
+            return "<small>Pick a model first.</small>"
+        try:
+            outcome = await act(self.client, model, action)
+        except ModelUnavailable:
+            return f"<small>{html.escape(model)} is not served now.</small>"
+        line = await self.describe(model)
+        if outcome.ok:
+            return line
+        return line + f"<br><small>Not {'loaded' if action == 'load' else 'unloaded'}: " \
+                      f"{html.escape('; '.join(outcome.reasons))}</small>"
+
     async def quick_first(self, models: list[str]) -> list[str]:
         """The order default picks come from: models whose workers batch concurrent requests (the
         'batching' feature) first; the others answer one request at a time, at a few tokens/s on a
@@ -212,6 +283,7 @@ class Arena:
         side.history.append([as_text(text), WAITING])
         side.answers.append("")
         side.speeds.append(Speed())
+        side.traces.append(None)
         return True
 
     def retract(self, side: Side) -> bool:
@@ -221,6 +293,7 @@ class Arena:
         side.stop = False
         side.conv.messages[-1][1] = None
         side.answers[-1], side.speeds[-1] = "", Speed()
+        side.traces[-1] = None
         side.history[-1][1] = WAITING
         return True
 
@@ -230,10 +303,10 @@ class Arena:
         if await self.state(side.model) in ("asleep", "loading"):  # the pane says so until the first token
             side.loading_since = time.monotonic()
         try:
-            params = chat_params(side.model, side.conv, Sampling(
+            addr = await self.client.worker_address(side.model)
+            params = await self.request(addr, side, Sampling(
                 temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
                 seed=settings.seed))
-            addr = await self.client.worker_address(side.model)
             finished = False
             async for frame in self.client.stream(addr, params):
                 if frame.get("error_code", 0) != 0:
@@ -256,6 +329,30 @@ class Arena:
             await q.put((i, text, str(e), True, speed))
         except Exception as e:  # connection refused or reset, bad frames: an honest error in this pane
             await q.put((i, text, f"the worker stopped answering ({type(e).__name__})", True, speed))
+
+    async def request(self, addr: str, side: Side, sampling: Sampling) -> dict:
+        """The worker request for a side's conversation: in the model's own template (rendered by its
+        worker, chat_template = "auto"), or in the FastChat template its entry names."""
+        side.opened = False
+        if side.conv.name != AUTO:
+            return chat_params(side.model, side.conv, sampling)
+        rendered = await self.client.worker_post(addr, routes.WORKER_RENDER, {
+            "model": side.model, "messages": messages_of(side.conv), "chat_template_kwargs": {}}, timeout=900)
+        side.opened = rendered["opens_thinking"]
+        return {**worker_params(side.model, rendered["prompt"], side.conv, sampling),
+                "prompt_parts": rendered["prompt_parts"]}
+
+    def _answered(self, side: Side, text: str, speed: Speed) -> None:
+        """A frame's text as the side's trace (a thinking model's, folded) and answer."""
+        reasoning, answer = split_whole(text, side.opened)
+        side.answers[-1] = answer
+        if reasoning is not None:
+            trace = side.traces[-1] or Trace()
+            if not trace.done:
+                trace.text, trace.tokens = reasoning, speed.tokens
+                trace.seconds = speed.seconds - (speed.ttft or 0) if speed.ttft else 0.0
+                trace.done = trace.closed = bool(answer)  # the answer began: the trace ended
+            side.traces[-1] = trace
 
     async def stream_sides(self, sides: list[Side], settings: GenSettings, labels: list[str]):
         """Advance every side's stream at once; yield after each update. A failing side shows an
@@ -284,17 +381,21 @@ class Arena:
                     continue
                 side = sides[i]
                 side.loading_since = None
-                side.answers[-1], side.speeds[-1] = text, speed
+                side.speeds[-1] = speed
+                self._answered(side, text, speed)
+                answer = side.answers[-1]
                 if error:
                     side.error = True
-                    side.history[-1][1] = ((safe_markdown(text) + "\n\n" if text else "")
+                    side.history[-1][1] = ((safe_markdown(answer) + "\n\n" if answer else "")
                                            + f"Error: {labels[i]} failed: {helpful(error, side.model, labels[i])}")
                     live.discard(i)
                 elif done:
-                    self._finish(side, text)
+                    if side.traces[-1] is not None:
+                        side.traces[-1].done = True
+                    self._finish(side, answer)
                     live.discard(i)
                 else:
-                    side.history[-1][1] = safe_markdown(text) or WAITING
+                    side.history[-1][1] = safe_markdown(answer) or ("" if side.traces[-1] else WAITING)
                 yield
         finally:
             for t in tasks.values():
@@ -303,7 +404,7 @@ class Arena:
     @staticmethod
     def _finish(side: Side, text: str, stopped: bool = False) -> None:
         side.conv.update_last_message(text)
-        side.history[-1][1] = render(side, len(side.answers) - 1) + (f"\n\n{STOPPED}" if stopped else "")
+        side.history[-1][1] = render(side, len(side.answers) - 1, stopped) + (f"\n\n{STOPPED}" if stopped else "")
 
     def vote_best(self, battle: Battle, best: int | str, ip: str) -> int:
         """Best of N panes (names shown), as pairwise outcomes in FastChat's format: `best` (a

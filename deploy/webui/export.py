@@ -12,15 +12,19 @@ from deploy.webui.votes import VOTES
 
 
 def _turns(side: Side, hidden: bool = False) -> list[dict]:
-    """(question, answer, who answered, speed) per turn, from the conversation itself (the text
-    the model saw). `hidden`: a battle before its vote, where nothing may name a model."""
+    """(question, reasoning, answer, who answered, speed) per turn, from the conversation itself
+    (the answer the model is handed back; a thinking model's trace apart from it). `hidden`: a
+    battle before its vote, where nothing may name a model (a thinking style can)."""
     msgs = side.conv.messages[side.conv.offset:] if side.conv is not None else []
     out = []
     for k in range(0, len(msgs) - 1, 2):
         i = k // 2
         sp = side.speeds[i] if i < len(side.speeds) else None
         model, system = side.turn_models[i] if i < len(side.turn_models) else (side.model, "")
-        out.append({"user": msgs[k][1], "assistant": msgs[k + 1][1] or "",
+        trace = side.traces[i] if i < len(side.traces) else None
+        out.append({"user": msgs[k][1], "reasoning": None if hidden or trace is None else trace.text,
+                    "reasoning_tokens": None if hidden or trace is None else trace.tokens,
+                    "assistant": msgs[k + 1][1] or "",
                     "model": None if hidden else model, "system": None if hidden else system,
                     "speed": None if sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
@@ -65,7 +69,11 @@ def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str 
             if not hidden and len(models) > 1 and t["system"] and t["system"] != shown_system:
                 out += [f"*System ({t['model']}):* {t['system']}", ""]
                 shown_system = t["system"]
-            out += [f"**User:** {t['user']}", "", f"**{who}:** {t['assistant']}", ""]
+            out += [f"**User:** {t['user']}", ""]
+            if t["reasoning"]:
+                out += [f"<details><summary>{who} thought ({t['reasoning_tokens']} tokens)</summary>", "",
+                        t["reasoning"], "", "</details>", ""]
+            out += [f"**{who}:** {t['assistant']}", ""]
             if t["speed"]:
                 sp = t["speed"]
                 out += [f"*{sp['ttft_s']} s to first token, {sp['tokens']} tokens"

@@ -91,11 +91,11 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
         yield battle, battle.sides[0].messages, battle.sides[1].messages, done, _grading(book, p, battle)
 
     choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
-    send.click(ask, [state, *[s for s, _ in pickers], choose, *ctl.inputs],
+    send.click(ask, [state, *[p.select for p in pickers], choose, *ctl.inputs],
                       [state, *bots, status, reference], trigger_mode="once", concurrency_limit=None)
 
     def stop_fn(battle: Battle):
         for s in battle.sides:
             s.stop = True
     stop.click(stop_fn, state, None, queue=False)
-    return Pickers([s for s, _ in pickers], [i for _, i in pickers])
+    return Pickers.of(pickers)

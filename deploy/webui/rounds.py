@@ -47,8 +47,8 @@ class Round:
               send=NO_CHANGE) -> tuple:
         """Every pane of the round (an unused one emptied), then the controls; `votes` is one
         update for every vote button, or a list of one per button."""
-        panes = [s.messages if battle.titles is None else gr.update(value=s.messages, label=t)
-                 for s, t in zip(battle.sides, battle.titles or [None] * len(battle.sides))]
+        panes = [shown if battle.titles is None else gr.update(value=shown, label=t)
+                 for shown, t in zip(battle.panes(), battle.titles or [None] * len(battle.sides))]
         panes += [[]] * (len(self.bots) - len(panes))
         votes = votes if isinstance(votes, list) else [votes] * len(self.votes)
         return (battle, *panes, box, status, *votes, regen, send)
@@ -235,7 +235,8 @@ def wire_votes(arena: Arena, rnd: Round, anony: bool, share: gr.Textbox | None) 
                 battle.titles = [f"Model A: {a.model}", f"Model B: {b.model}"]
                 msg = (f"Vote recorded: {VOTES[kind][0]}. Model A was **{a.model}**, Model B was **{b.model}**. "
                        f"This battle is over: your next question starts a new one with two models drawn again.")
-                return (battle, msg, *[OFF] * len(rnd.votes), OFF, *[gr.update(label=t) for t in battle.titles],
+                return (battle, msg, *[OFF] * len(rnd.votes), OFF,
+                        *[gr.update(label=t, value=shown) for t, shown in zip(battle.titles, battle.panes())],
                         gr.update(value=share_text(battle, kind), visible=True))
             return (battle, f"Vote recorded: {VOTES[kind][0]}. Ask a follow-up: both conversations go on "
                             f"(or **New round** to start over).", *[OFF] * len(rnd.votes), *keep)

@@ -2,7 +2,7 @@
 input row and export row everywhere (deploy/webui/app.py and puzzles_tab.py build the tabs)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 from pydantic import TypeAdapter, ValidationError
@@ -75,11 +75,23 @@ def pane(label: str, elem_id: str) -> gr.Chatbot:
                       group_consecutive_messages=False, allow_tags=False)
 
 
-def picker(label: str, elem_id: str) -> tuple[gr.Dropdown, gr.Markdown]:
-    """A model dropdown with a line about the chosen model under it."""
+@dataclass
+class Picker:
+    select: gr.Dropdown
+    info: gr.Markdown
+    load: gr.Button
+    unload: gr.Button
+
+
+def picker(label: str, elem_id: str) -> Picker:
+    """A model dropdown with a line about the chosen model under it, and buttons that load the model
+    now or unload it (the API's /models/load and /models/unload, for a user managing memory)."""
     sel = gr.Dropdown(label=label, elem_id=elem_id)
-    info = gr.Markdown(elem_id=f"{elem_id}_info", elem_classes="model-info")
-    return sel, info
+    with gr.Row(equal_height=True, elem_classes="model-line"):
+        info = gr.Markdown(elem_id=f"{elem_id}_info", elem_classes="model-info")
+        load = gr.Button("Load", size="sm", min_width=60, scale=0, elem_id=f"{elem_id}_load")
+        unload = gr.Button("Unload", size="sm", min_width=60, scale=0, elem_id=f"{elem_id}_unload")
+    return Picker(sel, info, load, unload)
 
 
 def input_row(prefix: str, placeholder: str) -> tuple[gr.Textbox, gr.Button, gr.Button]:
@@ -104,3 +116,8 @@ def export_row(prefix: str) -> tuple[gr.Button, gr.Button, gr.File]:
 class Pickers:
     selects: list[gr.Dropdown]
     infos: list[gr.Markdown]
+    buttons: list[tuple[gr.Button, gr.Button]] = field(default_factory=list)  # (load, unload) per picker
+
+    @classmethod
+    def of(cls, pickers: list[Picker]) -> "Pickers":
+        return cls([p.select for p in pickers], [p.info for p in pickers], [(p.load, p.unload) for p in pickers])

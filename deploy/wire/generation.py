@@ -24,6 +24,7 @@ class Sampling:
     seed: int | None = None
     logprobs: int | None = None       # top alternatives per token (0: only the chosen token's)
     json_schema: dict | None = None   # response_format: the answer must match it
+    grammar: str | None = None        # llama.cpp's GBNF: the answer must match it
     echo: bool = False
 
 
@@ -54,6 +55,16 @@ def conversation_from_messages(conv_dict: dict, messages: list[dict]):
     return conv
 
 
+def messages_of(conv) -> list[dict]:
+    """A conversation as OpenAI-style messages (a system message first, if it has one), up to its
+    last, empty, assistant turn: what a model's own template renders (chat_template = "auto")."""
+    out = [{"role": "system", "content": conv.system_message}] if conv.system_message else []
+    for i, (_, text) in enumerate(conv.messages[conv.offset:]):
+        if text is not None:
+            out.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return out
+
+
 def worker_params(model: str, prompt: str, conv, s: Sampling) -> dict[str, Any]:
     """A worker request for `prompt`, with the stop strings and stop token ids of `conv`, the
     worker's conversation template (a completion's raw prompt stops where a chat turn would)."""
@@ -64,7 +75,7 @@ def worker_params(model: str, prompt: str, conv, s: Sampling) -> dict[str, Any]:
               "top_p": s.top_p, "top_k": s.top_k, "presence_penalty": s.presence_penalty,
               "frequency_penalty": s.frequency_penalty, "max_new_tokens": s.max_new_tokens, "echo": s.echo,
               "stop_token_ids": conv.stop_token_ids, "stop": sorted(stops)}
-    for name in ("seed", "json_schema", "repetition_penalty"):
+    for name in ("seed", "json_schema", "grammar", "repetition_penalty"):
         if getattr(s, name) is not None:
             params[name] = getattr(s, name)
     return params

@@ -42,31 +42,59 @@ def prompt_parts(conv) -> list[list[str]]:
     return [[TEMPLATE, whole]]  # the template rewrote a message: keep the prompt whole
 
 
-def _placed(conv, whole: str, system: bool) -> list[list[str]] | None:
-    """The parts, found by rendering placeholders for the messages' text; None if they do not join
-    into `whole`."""
-    texts: list[str] = []
+class Placeholders:
+    """Stand-ins for the messages' text, for rendering a template once more with them in place."""
 
-    def placed(text):
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def __call__(self, text):
         if not isinstance(text, str) or not text or "\ue000" in text:
             return text  # empty or None: the template may leave its turn out; nothing to keep apart
-        texts.append(text)
-        return f"\ue000{len(texts) - 1}\ue001"
+        self.texts.append(text)
+        return f"\ue000{len(self.texts) - 1}\ue001"
 
+    def parts(self, rendered: str, whole: str) -> list[list[str]] | None:
+        """The parts of `whole`, from its rendering with the placeholders; None if they do not join
+        into it (the template changed a message's text)."""
+        parts, at = [], 0
+        for m in _PLACE.finditer(rendered):
+            if m.start() > at:
+                parts.append([TEMPLATE, rendered[at:m.start()]])
+            parts.append([MESSAGE, self.texts[int(m.group(1))]])
+            at = m.end()
+        if at < len(rendered):
+            parts.append([TEMPLATE, rendered[at:]])
+        return parts if "".join(t for _, t in parts) == whole else None
+
+
+def _placed(conv, whole: str, system: bool) -> list[list[str]] | None:
+    """The parts of a FastChat conversation's prompt; None if they do not join into `whole`."""
+    place = Placeholders()
     marked = copy.deepcopy(conv)
     if system:
-        marked.system_message = placed(conv.system_message)
-    marked.messages = [[role, placed(text)] for role, text in conv.messages]
-    parts, at = [], 0
-    rendered = render(marked)
-    for m in _PLACE.finditer(rendered):
-        if m.start() > at:
-            parts.append([TEMPLATE, rendered[at:m.start()]])
-        parts.append([MESSAGE, texts[int(m.group(1))]])
-        at = m.end()
-    if at < len(rendered):
-        parts.append([TEMPLATE, rendered[at:]])
-    return parts if "".join(t for _, t in parts) == whole else None
+        marked.system_message = place(conv.system_message)
+    marked.messages = [[role, place(text)] for role, text in conv.messages]
+    return place.parts(render(marked), whole)
+
+
+def with_placeholders(messages: list[dict]) -> tuple[list[dict], Placeholders]:
+    """OpenAI-style messages with their text (content, and reasoning handed back) as placeholders,
+    for a template the model ships (deploy/backends: each worker renders it)."""
+    place = Placeholders()
+    marked = []
+    for m in messages:
+        m = dict(m)
+        for key in ("content", "reasoning_content"):
+            if isinstance(m.get(key), str):
+                m[key] = place(m[key])
+        marked.append(m)
+    return marked, place
+
+
+def shipped_parts(whole: str, rendered_with_placeholders: str, place: Placeholders) -> list[list[str]]:
+    """The parts of a prompt rendered by the model's own template (whole when they do not join)."""
+    return place.parts(rendered_with_placeholders, whole) or [[TEMPLATE, whole]]
 
 
 def separately_encoded(template: str) -> bool:

@@ -18,7 +18,7 @@ from deploy.wire.fields import (Boolean, MaxTokens, Penalty, RepetitionPenalty, 
 from deploy.wire.strict_json import parse_object, type_name
 
 # What each feature-bound field needs of the worker's backend (deploy/backends: features).
-FEATURE_OF = {"logprobs": "logprobs", "json_schema": "json"}
+FEATURE_OF = {"logprobs": "logprobs", "json_schema": "json", "grammar": "grammar"}
 
 
 def _stop(v: Any) -> Any:
@@ -62,6 +62,8 @@ class GenerateParams(Prompt):
     stop: Annotated[str | list[str] | None, BeforeValidator(_stop)] = None
     stop_token_ids: list[TokenId] | None = None
     json_schema: dict | None = None
+    grammar: Text | None = None  # llama.cpp's GBNF
+    reasoning_budget: Annotated[int, Field(ge=0, le=1 << 24)] | None = None  # a trace's most tokens
     echo: Boolean | None = None
     ignore_eos: Boolean | None = None
     images: list | None = None
@@ -80,6 +82,22 @@ class GenerateParams(Prompt):
         if v:
             raise ValueError("this worker's model takes no images")
         return v
+
+
+class ChatMessage(BaseModel):
+    """A message of a conversation for a template the model ships: its role and its text (an
+    assistant's earlier reasoning, where the client handed it back)."""
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Text
+    reasoning_content: Text | None = None
+
+
+class RenderParams(BaseModel):
+    """/worker_render: a conversation, and the variables its template takes (enable_thinking, ...)."""
+    model_config = ConfigDict(extra="allow")
+    messages: list[ChatMessage] = Field(min_length=1)
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class CountParams(Prompt):

@@ -29,9 +29,10 @@ from deploy.wire.bounded_body import BoundedBody, body_limit
 from deploy.wire.client import AsyncFleetClient
 from deploy.wire.errors import ClientError, unavailable
 from deploy.wire.frames import UNAVAILABLE, VALIDATION_ERROR
-from deploy.wire.worker_params import CountParams, EmbedParams, GenerateParams, checked
+from deploy.wire.strict_json import parse_object
+from deploy.wire.worker_params import CountParams, EmbedParams, GenerateParams, RenderParams, checked
 from deploy.worker.membership import ControllerPool, Joining, LocalPool, stay_registered
-from deploy.worker.residency import LOADED, LoadFailed, NoMemory, Residency
+from deploy.worker.residency import ASLEEP, LOADED, LoadFailed, NoMemory, Residency
 
 log = logging.getLogger("deploy.worker.app")
 
@@ -69,9 +70,10 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
             await asyncio.sleep(2)
 
     def share() -> dict:
-        """This worker's pool state now, sent with every registration."""
+        """This worker's pool state now, sent with every registration (a pin set since start too)."""
         loaded = residency.state == LOADED
-        return {"state": "loaded" if loaded else "asleep", "idle_bytes": 0 if loaded else residency.idle_bytes()}
+        return {"state": "loaded" if loaded else "asleep", "idle_bytes": 0 if loaded else residency.idle_bytes(),
+                "keep_loaded": residency.keep_loaded}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -199,6 +201,20 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
     async def count_token(request: Request):
         return await with_model(w(request).count_token, await params(request, CountParams))
 
+    @app.post(routes.WORKER_RENDER)
+    async def render(request: Request):
+        """The prompt of the model's own template for a conversation (chat_template = "auto")."""
+        wk = w(request)
+        p = await params(request, RenderParams)
+        if not hasattr(wk, "render"):
+            raise ClientError(400, f"model '{wk.model_names[0]}' renders no template of its own here. Fix: give its "
+                                   f"entry a chat_template name (python -m deploy templates)")
+        try:
+            return {**await with_model(wk.render, [m for m in p["messages"]], p.get("chat_template_kwargs") or {}),
+                    "error_code": 0}
+        except ValueError as e:
+            raise ClientError(400, str(e)) from None
+
     @app.post(routes.WORKER_TOKENIZE)
     async def tokenize(request: Request):
         """The ids the model is fed for a prompt (a chat prompt's parts, or a raw prompt)."""
@@ -221,6 +237,10 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
                 "load_error": residency.reason, "rss_asleep": residency.rss_asleep,
                 "idle_s": round(time.monotonic() - residency.last_used, 1) if residency.last_used else None}
 
+    def residency_state() -> dict:
+        return {"state": residency.state, "pinned": residency.keep_loaded, "in_flight": residency.in_flight,
+                "load_error": residency.reason}
+
     @app.post(routes.WORKER_UNLOAD)
     async def fleet_unload(request: Request):
         """The pool asks this worker to give its memory back; only if idle, only with the fleet secret."""
@@ -229,6 +249,41 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
             return JSONResponse({"text": "this route needs the fleet secret", "error_code": 40101}, status_code=401)
         unloaded = await residency.unload("the memory pool needs the room")
         return {"unloaded": unloaded, "idle_bytes": residency.idle_bytes(), "state": residency.state}
+
+    @app.post(routes.WORKER_LOAD)
+    async def fleet_load(request: Request):
+        """Load now (a user asked), if the pool has room at once (it may unload idle models for it);
+        else the pool's reason."""
+        fleet_only(request)
+        try:
+            await residency.ensure_loaded(evict=True, wait=0)
+        except (NoMemory, LoadFailed) as e:
+            return {"ok": False, "reason": str(e), **residency_state()}
+        return {"ok": True, "reason": "", **residency_state()}
+
+    @app.post(routes.WORKER_RELEASE)
+    async def fleet_release(request: Request):
+        """Unload now (a user asked), unless it is answering: then why not."""
+        fleet_only(request)
+        if residency.state == ASLEEP:
+            return {"ok": True, "reason": "", **residency_state()}
+        if not await residency.unload("asked to"):
+            busy = residency.in_flight
+            return {"ok": False, "reason": f"it is answering {busy} request(s); unload it once they end" if busy else
+                    f"it is {residency.state}; try again in a moment", **residency_state()}
+        await pool.released(residency.idle_bytes())
+        return {"ok": True, "reason": "", **residency_state()}
+
+    @app.post(routes.WORKER_PIN)
+    async def fleet_pin(request: Request):
+        """{"pinned": bool}: never unloaded (to make room, or when idle) while pinned."""
+        fleet_only(request)
+        pinned = parse_object(await request.body()).get("pinned")
+        if not isinstance(pinned, bool):
+            raise ClientError(400, "'pinned' must be true or false")
+        residency.keep_loaded = pinned
+        await pool.pin(pinned)
+        return {"ok": True, "reason": "", **residency_state()}
 
     @app.post(routes.MODEL_DETAILS)
     async def model_details(request: Request):

@@ -56,6 +56,9 @@ class ControllerPool:
     async def released(self, idle_bytes: int) -> None:
         await self._tell(routes.POOL_RELEASED, idle_bytes=idle_bytes)
 
+    async def pin(self, pinned: bool) -> None:
+        await self._tell(routes.POOL_PIN, pinned=pinned)
+
     async def _tell(self, route: str, **body) -> None:
         try:
             await self._call(route, **body)
@@ -74,6 +77,9 @@ class LocalPool:
         pass
 
     async def released(self, idle_bytes: int) -> None:
+        pass
+
+    async def pin(self, pinned: bool) -> None:
         pass
 
 

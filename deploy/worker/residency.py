@@ -116,8 +116,10 @@ class Residency:
 
     async def idle_loop(self, every: float = 1.0) -> None:
         """Unload after `idle_unload` seconds unused (Ollama's keep_alive), even with room to spare."""
-        while self.idle_unload and not self.keep_loaded:
+        while self.idle_unload:
             await asyncio.sleep(every)
+            if self.keep_loaded:  # pinned (now, or in its entry): never unloaded
+                continue
             if self.idle and time.monotonic() - self.last_used >= self.idle_unload:
                 if await self.unload(f"idle for {self.idle_unload:g} s"):
                     await self.pool.released(self.idle_bytes())

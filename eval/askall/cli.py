@@ -18,6 +18,7 @@ from eval.askall.overrides import load_overrides
 from eval.askall.puzzles import PuzzleFileError, file_hash, load_puzzles, puzzle_files
 from eval.askall.report import csv_report, html_report, markdown
 from eval.askall.runner import Settings, run_all
+from eval.askall.thinking import labelled, served
 from eval.askall.store import RESULTS_DIR, RunStore, key
 
 def _deployment():
@@ -56,6 +57,9 @@ def parse_args(argv):
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, help="sampling seed (repeat k uses seed + k)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--thinking", choices=("default", "on", "off", "both"), default="default",
+                   help="a thinking model's trace: as its template has it (default), on, off, or both: every model "
+                        "asked twice, 'NAME [thinking on]' and 'NAME [thinking off]', side by side in the report")
     p.add_argument("--timeout", type=float, default=600, help="seconds per answer")
     p.add_argument("--judge", help="a registered model that grades answers against the references")
     p.add_argument("--judge-api-base", help="judge on another OpenAI-compatible endpoint (default: --api-base)")
@@ -110,7 +114,8 @@ def open_run(args):
                 "max_tokens": args.max_tokens, "seed": args.seed, "repeats": args.repeats, "timeout": args.timeout,
                 "judge": args.judge, "judge_api_base": args.judge_api_base,
                 "judge_api_key_env": args.judge_api_key_env, "models": args.models,
-                "puzzles": args.puzzles, "puzzle_file": str(Path(args.puzzle_file).resolve()) if args.puzzle_file else None}
+                "puzzles": args.puzzles, "puzzle_file": str(Path(args.puzzle_file).resolve()) if args.puzzle_file else None,
+                "thinking": args.thinking}
     return store, {"run": store.path.name, "settings": settings, "sessions": []}, False
 
 
@@ -169,10 +174,15 @@ def resolve_models(store: RunStore, meta: dict, resumed: bool) -> tuple[list[str
     registered = [m.name for m in fleet]
     if resumed:
         names = [m["name"] for m in meta["models"]]
-        return names, [n for n in names if n in registered], [n for n in names if n not in registered]
-    names = pick(registered, meta["settings"].get("models"))
-    meta["models"] = [{"name": m.name, "worker": m.worker, "info": m.info} for m in fleet if m.name in names]
+        up = [n for n in names if served(n)[0] in registered]
+        return names, up, [n for n in names if n not in up]
+    chosen = pick(registered, meta["settings"].get("models"))
+    modes = {"default": [None], "on": ["on"], "off": ["off"], "both": ["on", "off"]}[meta["settings"].get("thinking")
+                                                                                    or "default"]
+    meta["models"] = [{"name": labelled(m.name, mode), "worker": m.worker, "info": m.info}
+                      for m in fleet if m.name in chosen for mode in modes]
     store.write_meta(meta)
+    names = [m["name"] for m in meta["models"]]
     return names, names, []
 
 
@@ -205,7 +215,7 @@ def ask(args, store: RunStore, meta: dict, puzzles: list, live: list[str], gone:
             bar.set_postfix_str(f"{rec['model']}: {rec['puzzle']}" + (" FAILED" if rec.get("error") else ""))
             bar.update(1)
 
-    apart = cannot_all_be_resident(s["controller"], live)
+    apart = cannot_all_be_resident(s["controller"], sorted({served(m)[0] for m in live}))
     if apart:
         print(f"asking one model at a time: {apart}; each model is loaded before its answers, so each is timed "
               f"as if alone", file=sys.stderr)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from eval.askall.cascade import Graded
 from eval.askall.grading import Verdict, label_for
 from eval.askall.puzzles import Puzzle
+from eval.askall.thinking import labelled, served
 
 SOURCE_TAG = {"rules": "R", "human": "H"}  # judge:* -> J
 
@@ -35,6 +36,8 @@ class ModelStats:
     latency: list = field(default_factory=list)
     tps: list = field(default_factory=list)
     tokens: int = 0
+    thinking: list = field(default_factory=list)  # seconds in the trace, per answer that had one
+    trace_tokens: list = field(default_factory=list)
 
     @staticmethod
     def mean(xs):
@@ -55,6 +58,9 @@ def collect(models: list[str], graded: list[Graded]) -> dict[str, ModelStats]:
             if g.rec.get(k) is not None:
                 getattr(st, attr).append(g.rec[k])
         st.tokens += g.rec.get("completion_tokens") or 0
+        if g.rec.get("reasoning") is not None or g.rec.get("thinking_s") is not None:
+            st.thinking.append(g.rec.get("thinking_s") or 0.0)
+            st.trace_tokens.append(g.rec.get("reasoning_tokens") or 0)
     return stats
 
 
@@ -201,8 +207,29 @@ def warnings(puzzles: list[Puzzle], graded: list[Graded]) -> list[str]:
 
 def speed_table(models: list[str], stats: dict[str, ModelStats]) -> Table:
     rows = [[_c(m), _c(_fmt(st.mean(st.ttft), " s")), _c(_fmt(st.mean(st.latency), " s")),
-             _c(_fmt(st.mean(st.tps), "", 1)), _c(st.tokens)] for m, st in ((m, stats[m]) for m in models)]
-    return Table("Speed", ["model", "mean TTFT", "mean latency", "mean decode tok/s", "tokens"], rows)
+             _c(_fmt(st.mean(st.tps), "", 1)), _c(st.tokens), _c(_fmt(st.mean(st.thinking), " s")),
+             _c(_fmt(st.mean(st.trace_tokens), "", 0))] for m, st in ((m, stats[m]) for m in models)]
+    return Table("Speed", ["model", "mean TTFT", "mean latency", "mean decode tok/s", "tokens", "mean thinking",
+                           "mean thinking tokens"], rows,
+                 "TTFT: to the answer's first token, after a thinking model's trace. Decoding counts the trace's "
+                 "tokens too. Thinking: the time and tokens of the trace, for the answers that had one (– none did).")
+
+
+def thinking_table(models: list[str], stats: dict[str, ModelStats]) -> Table | None:
+    """A model asked with thinking on and with it off (--thinking both): the two side by side."""
+    pairs = [(m, labelled(served(m)[0], "off")) for m in models if served(m)[1] == "on"]
+    pairs = [(on, off) for on, off in pairs if off in stats]
+    if not pairs:
+        return None
+    rows = []
+    for on, off in pairs:
+        a, b = stats[on], stats[off]
+        rows.append([_c(served(on)[0]), _c(f"{a.score:.2f} / {a.max_score:.0f}"), _c(f"{b.score:.2f} / {b.max_score:.0f}"),
+                     _c(_fmt(a.mean(a.latency), " s")), _c(_fmt(b.mean(b.latency), " s")),
+                     _c(_fmt(a.mean(a.trace_tokens), "", 0)), _c(_fmt(b.mean(b.trace_tokens), "", 0))])
+    return Table("Thinking on and off", ["model", "score, on", "score, off", "latency, on", "latency, off",
+                                         "thinking tokens, on", "thinking tokens, off"], rows,
+                 "The same questions asked with the model's trace on and off (--thinking both).")
 
 
 def speed_charts(models: list[str], stats: dict[str, ModelStats]) -> list[tuple[str, dict, str]]:
@@ -223,6 +250,8 @@ class AnswerView:
     answer: str
     cut_off: bool = False
     evidence: list[dict] = field(default_factory=list)  # spans of `answer` the rules read (rules' verdict)
+    trace: str | None = None  # a thinking model's reasoning, shown folded (never graded)
+    trace_line: str = ""
 
 
 EVIDENCE_WORDS = {"met": "met", "wrong": "wrong reading", "cancelled": "met but contradicted", "hedge": "option stated"}
@@ -237,17 +266,21 @@ def answer_views(meta: dict, p: Puzzle, models: list[str], graded: list[Graded])
                       f"{r.get('completion_tokens') or '–'} tokens, {_fmt(r.get('decode_tps'), ' tok/s', 1)}, "
                       f"finish: {r.get('finish_reason') or '–'}")
             repeat = f"repeat {r['repeat']}" if meta["settings"].get("repeats", 1) > 1 else ""
+            trace_line = (f"Thinking: {r.get('reasoning_tokens') or '–'} tokens, {_fmt(r.get('thinking_s'), ' s')}"
+                          if r.get("reasoning") is not None else "")
             out.append(AnswerView(m, repeat, g.final, g.others, timing, r.get("error"), r.get("answer") or "",
-                                  g.cut_off, [e for e in g.rules.evidence if "start" in e]))
+                                  g.cut_off, [e for e in g.rules.evidence if "start" in e], r.get("reasoning"),
+                                  trace_line))
     return out
 
 
 def _parts(meta: dict, puzzles: list[Puzzle], graded: list[Graded]):
     models = [m["name"] for m in meta["models"]]
     stats = collect(models, graded)
-    dis = disagreements_table(graded)
+    dis, both = disagreements_table(graded), thinking_table(models, stats)
     tables = [settings_table(meta, puzzles), models_table(meta, stats), scores_table(models, puzzles, graded, stats),
-              speed_table(models, stats), *criteria_tables(models, puzzles, graded), *([dis] if dis else [])]
+              speed_table(models, stats), *([both] if both else []), *criteria_tables(models, puzzles, graded),
+              *([dis] if dis else [])]
     return models, stats, tables
 
 
@@ -295,6 +328,9 @@ def markdown(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
             out.append(f"- {a.timing}" + (f", error: {a.error}" if a.error else ""))
             if a.cut_off:
                 out.append("- ✂ cut off at the token limit: the answer did not finish")
+            if a.trace is not None:  # folded where Markdown is rendered (GitHub, editors)
+                out += ["", f"<details><summary>{a.trace_line} (not graded)</summary>", "", "```text",
+                        a.trace.replace("```", "ˋˋˋ"), "```", "", "</details>"]
             if a.answer:
                 out += ["", "```text", a.answer.replace("```", "ˋˋˋ"), "```"]
     return "\n".join(out) + "\n"
@@ -313,7 +349,7 @@ border:1px solid #eee;padding:6px;max-height:420px;overflow:auto}.meta{font-size
 .right{background:#d8f3dc}.partial{background:#fff3bf}.wrong,.echo,.hedge{background:#ffd6d6}.error{background:#e9ecef}
 .badge{display:inline-block;padding:1px 6px;border-radius:4px;font-size:12px}.src{background:#e7f0fa}
 mark.ev-met{background:#b7e4c7}mark.ev-wrong,mark.ev-hedge{background:#ffb3b3}mark.ev-cancelled{background:#ffe066}
-.cut{color:#a61e4d;font-weight:bold}
+.cut{color:#a61e4d;font-weight:bold}details.trace{margin:4px 0}details.trace summary{font-size:12px;color:#555;cursor:pointer}
 """
 
 
@@ -369,11 +405,14 @@ def _html_card(a: AnswerView) -> str:
                      for o in a.others)
     err = f'<div class="meta">error: {e(a.error)}</div>' if a.error else ""
     cut = '<div class="meta cut">✂ cut off at the token limit: the answer did not finish</div>' if a.cut_off else ""
+    trace = (f'<details class="trace"><summary>{e(a.trace_line)} (not graded)</summary>'
+             f'<div class="answer">{e(a.trace)}</div></details>' if a.trace is not None else "")
     return (f'<div class="card"><h4>{e(a.model)}{f" · {e(a.repeat)}" if a.repeat else ""} '
             f'<span class="badge {v.label}">{e(v.label)} {v.score:.2f}</span> '
             f'<span class="badge src" title="{e(v.source)}">{e(source_tag(v))}</span></h4>'
             f'<div class="meta">{e(v.source)}: {e(v.reason)}</div>{others}'
-            f'<div class="meta">{e(a.timing)}</div>{cut}{err}<div class="answer">{highlight(a.answer, a.evidence)}</div></div>')
+            f'<div class="meta">{e(a.timing)}</div>{cut}{err}{trace}'
+            f'<div class="answer">{highlight(a.answer, a.evidence)}</div></div>')
 
 
 def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
@@ -399,7 +438,8 @@ def html_report(meta: dict, puzzles: list[Puzzle], graded: list[Graded]) -> str:
 
 # ---- CSV -----------------------------------------------------------------------------------------
 CSV_FIELDS = ["model", "puzzle", "repeat", "score", "max_score", "label", "source", "rules_score", "judge_score",
-              "cut_off", "finish_reason", "ttft_s", "latency_s", "completion_tokens", "decode_tps", "error", "reason"]
+              "cut_off", "finish_reason", "ttft_s", "latency_s", "completion_tokens", "decode_tps", "thinking_s",
+              "reasoning_tokens", "error", "reason"]
 
 
 def csv_report(meta: dict, graded: list[Graded]) -> str:
@@ -414,6 +454,6 @@ def csv_report(meta: dict, graded: list[Graded]) -> str:
                     "rules_score": g.rules.score, "judge_score": j.score if j and j.label != "error" else "",
                     "cut_off": int(g.cut_off), "finish_reason": r.get("finish_reason") or "",
                     **{k: r.get(k) if r.get(k) is not None else "" for k in
-                       ("ttft_s", "latency_s", "completion_tokens", "decode_tps")},
+                       ("ttft_s", "latency_s", "completion_tokens", "decode_tps", "thinking_s", "reasoning_tokens")},
                     "error": r.get("error") or "", "reason": g.final.reason})
     return buf.getvalue()
