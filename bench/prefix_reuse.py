@@ -32,8 +32,9 @@ OTHERS = 3
 
 
 def passages() -> list[str]:
-    """Real text for the user's turns: the README's paragraphs, about 1,000 characters each."""
-    paras = [p.strip() for p in (REPO_ROOT / "README.md").read_text().split("\n\n") if len(p.strip()) > 200]
+    """Real text for the user's turns: the paragraphs of the README and docs/, about 1,000 characters each."""
+    docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    paras = [p.strip() for f in docs for p in f.read_text().split("\n\n") if len(p.strip()) > 200]
     out, cur = [], ""
     for p in paras:
         cur = f"{cur}\n\n{p}" if cur else p

@@ -336,15 +336,15 @@ VLLM_MODEL = os.environ.get("FLEET_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
 
 
 def test_vllm_on_a_gpu_joins_as_an_openai_upstream(tmp_path):
-    """The README's GPU-host recipe with vLLM itself: where vllm is installed and a GPU is present
+    """The GPU-host recipe (docs/multi-host.md) with vLLM itself: where vllm is installed and a GPU is present
     (FLEET_VLLM_MODEL: a model it can load there), `vllm serve` joins through an openai entry."""
     try:
         import torch
         import vllm  # noqa: F401
     except ImportError:
-        pytest.skip("vllm is not installed here (a CPU machine): see README, 'A GPU host running vLLM'")
+        pytest.skip("vllm is not installed here (a CPU machine): see docs/multi-host.md, 'A GPU host running vLLM'")
     if not torch.cuda.is_available():
-        pytest.skip("no GPU here: vLLM serves on a GPU host (README, 'A GPU host running vLLM')")
+        pytest.skip("no GPU here: vLLM serves on a GPU host (docs/multi-host.md, 'A GPU host running vLLM')")
     port, key_file = free_port(), tmp_path / "vllm.key"
     key_file.write_text(KEY)
     key_file.chmod(0o600)

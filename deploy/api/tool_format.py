@@ -7,7 +7,7 @@ constrains the answer with a grammar built from `schema()` (the json_schema path
 uses), so a call names a given tool and its arguments match that tool's schema; `jsonschema`
 checks them once more. This is llama.cpp's old "generic" format: its current parsers read only
 the formats a model's jinja template declares, and the default models (Qwen2.5-Coder) write their
-calls as fenced JSON that the Hermes parser does not take (README, "Tools").
+calls as fenced JSON that the Hermes parser does not take (docs/api.md, "Tools").
 
 A conversation's earlier calls are written back as the JSON the model wrote; tool results go in
 the template's own tool-result role where it has one (ChatGLM3's <|observation|>), else as a user

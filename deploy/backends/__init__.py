@@ -27,7 +27,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (LlamaCpp(), Transformers(), 
 RETIRED = {
     "vllm": "FastChat's vLLM worker registered without the fleet secret, so the controller refused it. Fix: "
             "run `vllm serve` on the GPU host and add it as backend = \"openai\" (python -m deploy add-model "
-            "--upstream URL --upstream-model NAME ...; README.md, 'More than one machine')",
+            "--upstream URL --upstream-model NAME ...; docs/multi-host.md, 'A GPU host running vLLM')",
 }
 
 __all__ = ["Backend", "ConfigProblem", "FleetWorker", "ModelShape", "FEATURES", "BACKENDS", "catalogue", "get",

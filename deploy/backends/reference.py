@@ -1,4 +1,4 @@
-"""The model_paths.toml field reference (README.md, `python -m deploy reference`), generated from
+"""The model_paths.toml field reference (docs/configuration.md, "Every field"), generated from
 the same definitions that validate the file: the shared fields, then each backend's own."""
 from __future__ import annotations
 

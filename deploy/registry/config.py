@@ -441,7 +441,7 @@ def pool_note(reg: Registry, host: HostInfo) -> str | None:
         return None
     return (f"the budgets add up to {fmt_size(total)}, more than this host's memory pool of {fmt_size(limit)}: "
             f"every model is served, loaded when first asked, and to make room the idle model used least "
-            f"recently is unloaded (README: running more models than memory).")
+            f"recently is unloaded (docs/memory.md, 'More models than memory').")
 
 
 def validate_for_host(reg: Registry, host: HostInfo | None = None, check_paths: bool = True) -> list[str]:

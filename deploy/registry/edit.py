@@ -13,7 +13,7 @@ from deploy.registry.render import write
 
 REGISTRY_HEADER = """\
 # The registry of downloaded models: one [[models]] entry per model, one FastChat worker each.
-# Reference: README.md, "model_paths.toml". After editing: python -m deploy render
+# Reference: docs/configuration.md, "Every field". After editing: python -m deploy render
 # '$FLEET_CACHE' expands to the model cache (default ~/.cache/fastchat-fleet).
 """
 

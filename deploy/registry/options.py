@@ -25,7 +25,7 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: ClassVar[str]   # the value of `backend` in model_paths.toml
-    summary: ClassVar[str]   # one line for the README and `check`
+    summary: ClassVar[str]   # one line for `python -m deploy reference` and `check`
 
     def path_problem(self, path: Path) -> str | None:
         """Why `path` cannot be this backend's model (with the fix), or None if it can."""

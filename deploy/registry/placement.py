@@ -1,7 +1,7 @@
 """Which cores a new model should get, when the user does not say.
 
 Measured with bench/seed_scale.py (three seed-shaped 7B Q4_K_M models on this project's 2-core
-machines; figures in the README, "The seed models at scale"), all three decoding at once:
+machines; figures in bench/README.md, "The seed models at scale"), all three decoding at once:
 every model on both cores with 2 threads each: 2.35 tok/s in all (the six llama.cpp threads spin
 while they wait for each other and fight for two cores); one core each (two models sharing one)
 with 1 thread: 6.49; every model on both cores with 1 thread each: 8.59, the best (the scheduler
@@ -31,7 +31,8 @@ def propose(existing: list[list[int]], host_cores: list[int]) -> Placement:
     n_models = len(existing) + 1
     if n_models >= len(host_cores) and n_models > 1:
         return Placement(sorted(host_cores), 1, f"{n_models} models on {len(host_cores)} core(s): every core, one "
-                         f"thread each, measured best for more models than cores (README: the seed models at scale)")
+                         f"thread each, measured best for more models than cores "
+                         f"(bench/README.md, 'The seed models at scale')")
     per_model = max(1, len(host_cores) // n_models)
     chosen = sorted(sorted(load, key=lambda c: (load[c], c))[:per_model])
     return Placement(chosen, len(chosen), f"{n_models} model(s) on {len(host_cores)} core(s): "
