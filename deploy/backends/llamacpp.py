@@ -53,36 +53,30 @@ class LlamaCppOptions(BackendOptions):
     stream_interval_ms: int = Field(default=50, ge=0, le=1000,
                                     description="Send streamed text at most this often (0: every token).")
     mmap: bool = Field(default=False, description="Map the GGUF instead of reading it. Reading (the default) "
-                       "keeps the weights once, in the worker's own memory: with mmap, llama.cpp's repacked copy and "
-                       "the mapped file both count in RSS (1.79 vs 1.21 GiB for the 1.5B default), and decode was no "
-                       "faster (reading: 1.03 and 1.15 times mmap's speed in two runs of bench/llamacpp_memory.py). "
-                       "mmap lets replicas of one file share its pages.")
+                       "keeps the weights once, in the worker's own memory; with mmap, llama.cpp's repacked copy and "
+                       "the mapped file both count in the worker's memory, and decode is no faster. Set it so that "
+                       "replicas of one file share its pages, or with repack = false for fast switches. Figures: "
+                       "bench/README.md, 'Memory against the budgets'.")
     repack: bool = Field(default=True, description="Repack the weights for this CPU's kernels as they load (llama.cpp's "
-                         "default). false loads much faster and may decode slower: with mmap = true, a 7B Q4_K_M "
-                         "(DeepSeek shape, page cache warm, engine alone, 2 threads) loaded in 1.4-1.5 s instead of "
-                         "4.0-4.6 s (5.9-6.3 s read, the default) and decoded at 0.83-0.97 times the default's speed "
-                         "(0.81-0.92 with one thread; two runs of bench/llamacpp_memory.py): for models that are "
-                         "swapped in and out of a small memory pool often (bench/on_demand.py measures the switch per "
-                         "setting).")
+                         "default). false (with mmap = true) loads much faster and may decode slower: set it for "
+                         "models that are swapped in and out of a small memory pool often. Figures: "
+                         "bench/README.md, 'What a load is made of'.")
     poll: int | None = Field(default=None, ge=0, le=100,
                              description="How hard waiting compute threads spin (0-100, llama.cpp's default 50); "
                                          "lower it for models that share cores.")
     flash_attention: Literal["auto", "on", "off"] = Field(
-        default="auto", description="Flash attention; auto: llama.cpp's choice (on, on this CPU). At 7B, "
-        "two streams at once on the engine decoded 4.7-5.4 tok/s in aggregate with it on and 6.7-8.3 off (one "
-        "stream: the same); through a worker the difference was within noise; off cost 16 and 29 percent of "
-        "prompt speed at 0.5B in two runs (bench/llamacpp_batching.py, bench/seed_scale.py).")
+        default="auto", description="Flash attention; auto: llama.cpp's choice. Set \"off\" for a 7B model that "
+        "answers several streams at once, where it can decode faster in aggregate; it costs prompt speed. Figures: "
+        "bench/README.md, 'Concurrent streams on one 7B worker'.")
     embeddings: bool = Field(default=True, description="Also serve /v1/embeddings and /v1/rerank (mean-pooled, "
-                             "L2-normed) from the same engine and weights; bench/bench.py measures what it costs in "
-                             "decode speed: 1 percent in the latest run (44.9 vs 45.3 tok/s), within noise in earlier "
-                             "ones. false turns it off.")
+                             "L2-normed) from the same engine and weights; false turns it off. What it costs in "
+                             "decode speed: bench/README.md, 'Embeddings'.")
 
     keep_conversations: bool = Field(
         default=True, description="When the model is unloaded to make room, save the conversations its slots hold "
         "(their KV cache, to a private temporary folder) and restore them when it loads again: a conversation that "
-        "comes back after the swap does not process its prompt again (its next turn's first token 3.65 vs 31.6 s, "
-        "1,915 tokens on the 1.5B, load included; bench/slot_restore.py). Costs disk while unloaded: the KV cache of "
-        "each slot in use (28.7 MB per 1,000 tokens on the 1.5B, saved in 16 ms and restored in 8 ms for 1,900).")
+        "comes back after the swap does not process its prompt again. Costs disk while unloaded: the KV cache of "
+        "each slot in use. Figures: bench/README.md, 'Slot save and restore'.")
     kv_unified: bool = Field(
         default=False, description="The slots share one KV cache of context_length tokens (llama.cpp's --kv-unified, "
         "its server's default when it picks the number of slots): any one request may use the whole context, for the "
@@ -90,9 +84,9 @@ class LlamaCppOptions(BackendOptions):
         "room left ends with an error. Set it for long prompts (agents, long documents) on a model that is also "
         "asked short questions at once.")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
-        default="f16", description="The KV cache's number format (K and V): q8_0 holds it in 53 percent of "
-        "f16's memory, q4_0 in 28 percent, which the fit estimate counts; quantised V needs flash attention "
-        "(auto or on). Speed, memory and changed puzzle answers per type: bench/kv_cache.py.")
+        default="f16", description="The KV cache's number format (K and V): q8_0 and q4_0 hold it in less memory, "
+        "which the fit estimate counts; quantised V needs flash attention (auto or on). Speed, memory and changed "
+        "puzzle answers per type: bench/README.md, 'KV cache types'.")
 
     speculation: Literal["off", "ngram-mod", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "draft"] = Field(
         default="off", description="Speculative decoding: the engine drafts tokens and the model checks several at "
