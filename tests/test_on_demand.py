@@ -35,6 +35,9 @@ def pool_stack(tmp, models, **deployment) -> Stack:
     s.registry.write_text(tomlkit.dumps(doc))
     s.start_fleet()
     s.wait_registered([m["name"] for m in models])
+    # Each worker tries to load at start when the pool has room: let those loads end first, so a test's
+    # first request does not find a model busy loading (on a slow machine that outlasts a short load_wait).
+    wait_for(lambda: "loading" not in states(s).values(), 180, "the start-up loads to end", every=0.2)
     return s
 
 

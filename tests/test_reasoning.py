@@ -15,6 +15,7 @@ from tests.tiny_models import tiny_qwen3
 
 pytestmark = pytest.mark.slow
 R1, Q3, HF = "r1-distill", "qwen3-template", "tiny-qwen3-r1"
+Q3_OFF, R1_CAPPED = "qwen3-thinking-off", "r1-budget-12"  # the same files, with an entry's thinking default
 TRACE, ANSWER = "Two and two: count them, four.", "The answer is 4."
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -24,19 +25,21 @@ def fleet(tmp_path_factory):
     made = tmp_path_factory.mktemp("thinking")
     src = DEFAULTS[QWEN].resolved_path
 
-    def gguf(name: str, template) -> dict:
+    def gguf(name: str, template, **fields) -> dict:
         return {"name": name, "path": str(with_template(src, template, made)), "backend": "llama.cpp",
                 "port": free_port(), "cores": [0], "memory_budget": "2GiB", "chat_template": "auto",
-                "context_length": 2048, "concurrency": 2}
+                "context_length": 2048, "concurrency": 2, **fields}
 
     folder = tiny_qwen3(made / "tiny", DEFAULTS[QWEN_HF].resolved_path, chat_template=R1_DISTILL.read_text())
-    s = Stack(tmp_path_factory.mktemp("fleet"), [gguf(R1, R1_DISTILL), gguf(Q3, QWEN3), {
+    s = Stack(tmp_path_factory.mktemp("fleet"), [gguf(R1, R1_DISTILL), gguf(Q3, QWEN3),
+                                                 gguf(Q3_OFF, QWEN3, thinking="off", concurrency=1),
+                                                 gguf(R1_CAPPED, R1_DISTILL, reasoning_budget=12, concurrency=1), {
         "name": HF, "path": str(folder), "backend": "transformers", "port": free_port(), "cores": [1],
         "memory_budget": "2GiB", "chat_template": "auto", "context_length": 2048, "concurrency": 1,
         "dtype": "float32"}])
     try:
         s.start_fleet()
-        s.wait_registered([R1, Q3, HF], timeout=240)
+        s.wait_registered([R1, Q3, HF, Q3_OFF, R1_CAPPED], timeout=240)
         yield s
     finally:
         s.stop()
@@ -155,3 +158,24 @@ def test_an_earlier_answer_reaches_the_template_without_its_trace(fleet):
                   {"role": "user", "content": "And 3+3?"}]
     handed = client.chat.completions.create(model=R1, messages=with_trace, max_tokens=1, temperature=0)
     assert handed.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_an_entrys_thinking_default_holds_until_a_request_says_otherwise(fleet):
+    """thinking = "off" is Qwen3's switch off for a request that says nothing (its prompt is the one
+    enable_thinking false gives), and a request's own enable_thinking wins; reasoning_budget = 12
+    bounds a trace the request did not bound, and reasoning_effort "high" lifts it."""
+    client = fleet.openai()
+
+    def prompt_tokens(model: str, **extra) -> int:
+        return client.chat.completions.create(model=model, messages=QUESTION, max_tokens=1, temperature=0,
+                                              **extra).usage.prompt_tokens
+
+    off = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    on = {"extra_body": {"chat_template_kwargs": {"enable_thinking": True}}}
+    assert prompt_tokens(Q3_OFF) == prompt_tokens(Q3, **off) != prompt_tokens(Q3)
+    assert prompt_tokens(Q3_OFF, **on) == prompt_tokens(Q3)
+    capped = client.chat.completions.create(model=R1_CAPPED, messages=QUESTION, max_tokens=40, temperature=0)
+    assert abs(tokens(fleet, R1_CAPPED, capped.choices[0].message.reasoning_content) - 12) <= 2
+    lifted = client.chat.completions.create(model=R1_CAPPED, messages=QUESTION, max_tokens=40, temperature=0,
+                                            reasoning_effort="high")
+    assert len(lifted.choices[0].message.reasoning_content) > len(capped.choices[0].message.reasoning_content)

@@ -38,11 +38,21 @@ def test_markdown_export_reads_as_a_transcript():
     assert "Vote: **A is better**" in md and "temperature 0.0" in md and "system_prompt" not in md
 
 
-def test_the_speed_line_under_an_answer():
+def test_the_speed_line_under_an_ended_answer_but_not_in_a_battle_before_its_vote():
     s = side("qwen", [("q", "an answer")])
-    assert render(s, 0) == "an answer\n\n`0.50 s to first token · 20.0 tok/s · 21 tokens`"
-    s.speeds[0] = Speed()  # no token came: no speed line
+    s.history = [["q", render(s, 0)]]
     assert render(s, 0) == "an answer"
+    assert s.shown(hidden=False)[-1]["content"][0]["text"] == "an answer"  # still answering: no line yet
+    s.speeds[0].final = True
+    line = "an answer\n\n`0.50 s to first token · 20.0 tok/s · 21 tokens`"
+    assert s.shown(hidden=False)[-1]["content"][0]["text"] == line
+    assert s.shown(hidden=True)[-1]["content"][0]["text"] == "an answer"
+    b = Battle(sides=[s, side("smollm", [("q", "y")])], titles=["Model A", "Model B"])
+    assert "first token" not in str(b.panes()) and '"speed": null' in as_json(b.sides, ["A", "B"], {}, hidden=True)
+    b.voted = True
+    assert "first token" in str(b.panes())
+    s.speeds[0] = Speed(final=True)  # no token came: no speed line
+    assert s.shown(hidden=False)[-1]["content"][0]["text"] == "an answer"
 
 
 def test_a_shared_battle_result_names_the_models_the_winner_and_the_question():

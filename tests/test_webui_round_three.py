@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 # "Every item holds at 1280x800 and at 390x844" (#22): each test below runs at both
 SIZES = pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
 # what would name a model: its name, and its template's default system prompt (deploy/registry/templates.py)
-GIVEAWAYS = [QWEN, SMALL, "You are Qwen", "named SmolLM"]
+# A name, a system prompt, and the speed line: its prompt count is the tokenizer's, its cache figure
+# the backend's, its pace the model's (Chatbot Arena shows no speed before the vote either).
+GIVEAWAYS = [QWEN, SMALL, "You are Qwen", "named SmolLM", "to first token", "tok/s", "prompt tokens reused"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,9 @@ def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(brow
             assert gap_below(pg, p) <= 5, p
         md, js = export(pg, "anony", "md"), export(pg, "anony", "json")
         seen = received_by(pg, "anony_")  # what the battle's own events brought (not a timer's model lines)
-        assert "to first token" in seen  # the recording holds the answers' frames: the search below means something
+        answers = [t["assistant"] for c in js["conversations"] for t in c["turns"]]
+        assert all(a.strip() for a in answers) and all(a[:8] in seen for a in answers), (answers, seen[-500:])
+        assert [t["speed"] for c in js["conversations"] for t in c["turns"]] == [None, None]
         page_html = pg.evaluate("() => document.querySelector('#anony_pane_a').closest('.tabitem').innerHTML")
         for word in GIVEAWAYS:
             assert word not in seen, f"the page received {word!r} during the battle"
@@ -98,7 +102,11 @@ def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(brow
                                   (p) => document.querySelector(p + ' [data-testid="block-label"]').innerText)""")
         assert labels == [f"Model A: {fought[0]}", f"Model B: {fought[1]}"], labels
         assert pg.locator("#anony_regen").is_disabled()  # the battle is over: nothing to regenerate
-        assert fought[0] in str(export(pg, "anony", "json"))  # and now the export names them
+        after = export(pg, "anony", "json")
+        assert fought[0] in str(after)  # and now the export names them, and gives the speeds
+        assert all(t["speed"]["tokens"] > 0 for c in after["conversations"] for t in c["turns"])
+        wait_for(lambda: all("to first token" in pane_text(pg, p) for p in ("anony_pane_a", "anony_pane_b")), 10,
+                 "the speed lines after the vote")
 
         ask(pg, "anony", "2+2等于几？只回答数字。")  # the next battle: anonymous again
         wait_for(lambda: "Which answer is better?" in status(pg, "anony_status"), 180, "the next battle")

@@ -11,7 +11,7 @@ that we skip (a hosted tool, a field no engine here has) is said in the API serv
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
@@ -34,9 +34,24 @@ class Thinking:
     enabled: bool | None = None       # None: the template's default
     budget: int | None = None         # None: unlimited
     template_kwargs: dict = field(default_factory=dict)
+    budget_set: bool = False          # the request set the budget (an effort, budget tokens), if only to unlimited
 
     def kwargs(self) -> dict:
         return {**self.template_kwargs, **({"enable_thinking": self.enabled} if self.enabled is not None else {})}
+
+    def defaulted(self, default: dict | None) -> "Thinking":
+        """What the request left unsaid, from its entry's default (the fields thinking and
+        reasoning_budget): off means the template's switch off and, where the request set no
+        budget, a budget of 0 for a template without a switch."""
+        if not default:
+            return self
+        enabled = self.enabled if self.enabled is not None else default.get("enabled")
+        budget, budget_set = self.budget, self.budget_set
+        if not budget_set and default.get("budget") is not None:
+            budget, budget_set = default["budget"], True
+        if enabled is False and not budget_set:
+            budget, budget_set = 0, True
+        return replace(self, enabled=enabled, budget=budget, budget_set=budget_set)
 
 
 # Reasoning effort (OpenAI's words) as a thinking budget, in tokens: on a CPU a trace of a few thousand
@@ -50,8 +65,9 @@ def effort(value: str | None) -> Thinking:
     if value is None:
         return Thinking()
     if value == "none":  # a template without a switch (DeepSeek-R1's opens the trace) gets a budget of 0
-        return Thinking(enabled=False, budget=0)
-    return Thinking(budget=EFFORT_BUDGETS.get(value), template_kwargs={"reasoning_effort": value})
+        return Thinking(enabled=False, budget=0, budget_set=True)
+    return Thinking(enabled=True, budget=EFFORT_BUDGETS.get(value), template_kwargs={"reasoning_effort": value},
+                    budget_set=True)
 
 
 @dataclass
@@ -91,6 +107,7 @@ async def prepare(workers: Workers, ask: ChatAsk, fit: bool = True) -> Prepared:
         log.warning("%s: skipped %s", ask.model, what)
     addr = await workers.route(ask.model, set(ask.needs) | ({"tools"} if ask.tools else set()))
     template = await workers.template(addr, ask.model)
+    ask.thinking = ask.thinking.defaulted(template.get("thinking"))
     sampling = ask.sampling
     messages = ask.messages()
     if ask.tools:

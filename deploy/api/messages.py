@@ -213,8 +213,9 @@ class ThinkingConfig(StrictModel):
 
     def thinking(self) -> Thinking:
         if self.type == "disabled":
-            return Thinking(enabled=False, budget=0)
-        return Thinking(enabled=True if self.type == "enabled" else None, budget=self.budget_tokens)
+            return Thinking(enabled=False, budget=0, budget_set=True)
+        return Thinking(enabled=True if self.type == "enabled" else None, budget=self.budget_tokens,
+                        budget_set=self.budget_tokens is not None)
 
 
 class MessagesRequest(CountTokensRequest):

@@ -410,6 +410,7 @@ class ChatCompletionRequest(GenerationRequest, AsksChat):
         t = effort(self.reasoning_effort)
         if self.reasoning_budget_tokens is not None:
             t.budget = None if self.reasoning_budget_tokens < 0 else self.reasoning_budget_tokens
+            t.budget_set = True
         kwargs = dict(self.chat_template_kwargs or {})
         if isinstance(kwargs.get("enable_thinking"), bool):
             t.enabled = kwargs.pop("enable_thinking")

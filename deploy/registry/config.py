@@ -78,6 +78,15 @@ class ModelEntry(BaseModel):
                     "none or a wrong one (see `python -m deploy templates`).",
         json_schema_extra={"fix": "use a name listed by `python -m deploy templates`"},
     )
+    thinking: Literal["default", "on", "off"] = Field(
+        default="default", description="For a model that thinks (writes a reasoning trace before its answer): on "
+        "or off when a request does not say. off turns the template's switch off (enable_thinking, as Qwen3's) "
+        "and gives a template without one (DeepSeek-R1's) a thinking budget of 0; default: the model's own "
+        "template decides. A request's reasoning_effort, chat_template_kwargs or thinking wins.")
+    reasoning_budget: int | None = Field(
+        default=None, ge=0, description="The most tokens a reasoning trace may take when a request sets no budget "
+        "of its own; then the model is made to close its reasoning and answer, so a thinking model answers in "
+        "bounded time on a CPU. Default: no limit.")
     context_length: int = Field(default=4096, ge=128, description="Tokens per request (prompt + answer).")
     concurrency: int = Field(default=4, ge=1, le=64, description="Requests served at once (llama.cpp batches them).")
     threads: int | None = Field(default=None, ge=1, description="Compute threads; default: number of cores.")
@@ -146,6 +155,11 @@ class ModelEntry(BaseModel):
     @property
     def resolved_path(self) -> Path:
         return expand_path(self.path)
+
+    @property
+    def thinking_default(self) -> dict:
+        """What a request that says nothing about thinking gets (the API applies it, deploy/api/conversation.py)."""
+        return {"enabled": {"on": True, "off": False}.get(self.thinking), "budget": self.reasoning_budget}
 
     @property
     def model_name(self) -> str:

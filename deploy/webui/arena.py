@@ -60,6 +60,7 @@ class Speed:
     seconds: float = 0.0
     prompt_tokens: int = 0
     cached_tokens: int | None = None  # of the prompt, already in the worker's KV cache (llama.cpp says)
+    final: bool = False  # the answer ended: its pane shows the line (a battle's only after the vote)
 
     @property
     def tps(self) -> float | None:
@@ -121,8 +122,10 @@ class Side:
     def shown(self, hidden: bool) -> list[dict]:
         """The history as the pane (gr.Chatbot, messages format) shows it, each text as a text block
         (Gradio shows it as it is; a plain string loses its common indentation: unfenced code); a
-        trace folded above its answer. `hidden`: a battle before the vote, where a model's thinking
-        style would name it: the trace is only "Thinking…"."""
+        trace folded above its answer, and under each ended answer its speed line. `hidden`: a battle
+        before the vote, where a model's thinking style would name it (the trace is only "Thinking…"),
+        and so would its speed: a tokenizer's prompt count, a backend's missing cache figure, a
+        model's pace (the line is left out)."""
         def say(role: str, text: str, meta: dict | None = None) -> dict:
             return {"role": role, "content": [{"type": "text", "text": text}], **({"metadata": meta} if meta else {})}
         out, turn = [], -1
@@ -134,7 +137,9 @@ class Side:
             if trace is not None:
                 out.append(say("assistant", "" if hidden else safe_markdown(trace.text), trace.metadata(hidden)))
             if bot is not None:
-                out.append(say("assistant", bot))
+                sp = self.speeds[turn] if 0 <= turn < len(self.speeds) and user is not None else None
+                line = f"\n\n`{sp.line()}`" if sp and sp.final and sp.ttft is not None and not hidden else ""
+                out.append(say("assistant", bot + line))
         return out
 
 
@@ -161,13 +166,12 @@ CUT_IN_TRACE = "*✂ no answer: it was still thinking when it reached the most n
 
 
 def render(side: Side, i: int, stopped: bool = False) -> str:
-    """Turn i's bubble: the answer, then its speed (or an error), as the pane shows it; an answer
-    that never began because the trace used every token allowed says so (Stop says its own)."""
+    """Turn i's bubble as it ended: the answer (its speed line is added where it is shown: see
+    Side.shown); an answer that never began because the trace used every token allowed says so
+    (Stop says its own)."""
     trace = side.traces[i] if i < len(side.traces) else None
     cut = trace is not None and not trace.closed and not stopped
-    text = safe_markdown(side.answers[i]) or (CUT_IN_TRACE if cut else "")
-    sp = side.speeds[i]
-    return text + (f"\n\n`{sp.line()}`" if sp and sp.ttft is not None else "")
+    return safe_markdown(side.answers[i]) or (CUT_IN_TRACE if cut else "")
 
 
 class Arena:
@@ -404,6 +408,7 @@ class Arena:
     @staticmethod
     def _finish(side: Side, text: str, stopped: bool = False) -> None:
         side.conv.update_last_message(text)
+        side.speeds[-1].final = True
         side.history[-1][1] = render(side, len(side.answers) - 1, stopped) + (f"\n\n{STOPPED}" if stopped else "")
 
     def vote_best(self, battle: Battle, best: int | str, ip: str) -> int:

@@ -26,7 +26,7 @@ def _turns(side: Side, hidden: bool = False) -> list[dict]:
                     "reasoning_tokens": None if hidden or trace is None else trace.tokens,
                     "assistant": msgs[k + 1][1] or "",
                     "model": None if hidden else model, "system": None if hidden else system,
-                    "speed": None if sp is None or sp.ttft is None else
+                    "speed": None if hidden or sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
                      "tokens_per_s": None if sp.tps is None else round(sp.tps, 2),
                      "prompt_tokens": sp.prompt_tokens, "cached_tokens": sp.cached_tokens}})

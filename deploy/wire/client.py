@@ -111,10 +111,12 @@ class _Calls:
             return []
 
     def conv_template(self, addr: str, model: str, timeout: float | None = None) -> Call:
-        """The worker's conversation template, as a dict."""
+        """The worker's conversation template, as a dict, with the entry's thinking default under
+        "thinking" (None from a worker that has none)."""
         try:
-            return _ok((yield Http("POST", addr + routes.WORKER_GET_CONV_TEMPLATE, {"model": model},
-                                   timeout=timeout)))["conv"]
+            answer = _ok((yield Http("POST", addr + routes.WORKER_GET_CONV_TEMPLATE, {"model": model},
+                                     timeout=timeout)))
+            return {**answer["conv"], "thinking": answer.get("thinking")}
         except _ERRORS as e:
             raise ModelUnavailable(f"the worker of '{model}' does not answer ({type(e).__name__})") from None
 

@@ -226,7 +226,8 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
 
     @app.post(routes.WORKER_GET_CONV_TEMPLATE)
     async def get_conv(request: Request):
-        return w(request).get_conv_template()
+        """FastChat's answer, and beside it the entry's thinking default (the API applies it)."""
+        return {**w(request).get_conv_template(), "thinking": request.app.state.info.get("thinking")}
 
     @app.api_route(routes.FLEET_INFO, methods=["GET", "POST"])
     async def fleet_info(request: Request):

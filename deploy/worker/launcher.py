@@ -84,7 +84,7 @@ def worker_info(entry: ModelEntry, lim: MemoryLimit) -> dict:
         "threads": entry.n_threads, "memory_budget": entry.memory_budget, "memory_limit": lim.describe(),
         "context_length": entry.context_length, "concurrency": entry.concurrency,
         "chat_template": entry.chat_template, "model_file": entry.resolved_path.name, "source": entry.source,
-        **backend.describe(entry), "features": sorted(backend.features_for(entry)),
+        "thinking": entry.thinking_default, **backend.describe(entry), "features": sorted(backend.features_for(entry)),
     }
 
 
