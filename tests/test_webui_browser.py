@@ -98,7 +98,8 @@ def test_anonymous_battle_reveals_names_after_the_vote(page, ui):
     page.get_by_role("tab", name="Leaderboard").click()  # the anonymous vote is ranked
     wait_for(lambda: all(m in page.inner_text("#leaderboard_table") for m in fought), 60, "leaderboard rows")
     assert "1 anonymous battle vote(s)" in page.inner_text("#leaderboard_note")
-    wait_for(lambda: "(preliminary)" in page.inner_text("#leaderboard_table"), 60, "the intervals")
+    wait_for(lambda: "not enough votes (1 of 5 battles)" in page.inner_text("#leaderboard_table"), 60,
+             "no rating from one battle")
     assert fought[0] in page.inner_text("#leaderboard_pairs")
 
 
