@@ -3,7 +3,10 @@ CLI (OpenAI's Responses API), installed from npm at pinned versions, pointed at 
 their default settings and the 0.5B default model, each completes one non-interactive prompt. Their
 first request is their whole system prompt and tool set (about 12,000 and 10,000 tokens): it fits
 the default entry's context, and every field of it is accepted, mapped or skipped. Any answer will
-do: the model is tiny. Nothing leaves the machine (their telemetry and update checks are off)."""
+do: the model is tiny. Nothing leaves the machine (their telemetry and update checks are off).
+
+The two clients' runs are marked `agents`: each spends minutes on its first prompt on two CPU cores,
+so the default run (and CI) leaves them out; `scripts/test.sh -m agents` runs them."""
 from __future__ import annotations
 
 import os
@@ -54,6 +57,7 @@ def run(args: list[str], env: dict, cwd, timeout: float = 1200) -> subprocess.Co
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.agents
 def test_claude_code_completes_a_prompt(clients, fleet, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -71,6 +75,7 @@ def test_claude_code_completes_a_prompt(clients, fleet, tmp_path):
     assert "POST /v1/messages?beta=true HTTP/1.1\" 200" in api_log, api_log[-3000:]
 
 
+@pytest.mark.agents
 def test_codex_cli_completes_a_prompt(clients, fleet, tmp_path):
     home = tmp_path / "codex-home"
     home.mkdir()

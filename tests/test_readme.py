@@ -7,7 +7,7 @@ from conftest import REPO
 def test_ci_runs_the_readme_test_command():
     ci = [l.strip() for l in (REPO / ".ci/run").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert "scripts/test.sh" in ci
-    assert "scripts/test.sh      # run all the tests" in (REPO / "README.md").read_text()
+    assert "scripts/test.sh      # run the tests" in (REPO / "README.md").read_text()
 
 
 def test_ask_all_runs_as_a_script_and_as_a_module_from_any_folder(tmp_path):
