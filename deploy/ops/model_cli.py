@@ -27,16 +27,24 @@ def _refused(r: httpx.Response) -> str:
         return r.text[:500]
 
 
-def show_models(paths: FleetPaths) -> int:
+def _call(paths: FleetPaths, method: str, route: str, **kw) -> httpx.Response | None:
+    """The API's answer, or None once the reason it failed is printed (not answering, or refused)."""
     base, headers = _api(paths)
     try:
-        r = httpx.get(base + "/models", headers=headers, timeout=30)
+        r = httpx.request(method, base + route, headers=headers, **kw)
     except httpx.HTTPError as e:
         print(f"ERROR: the API server at {base} does not answer ({type(e).__name__}). Fix: python -m deploy up",
               file=sys.stderr)
-        return 1
+        return None
     if r.status_code != 200:
         print(f"ERROR: {_refused(r)}", file=sys.stderr)
+        return None
+    return r
+
+
+def show_models(paths: FleetPaths) -> int:
+    r = _call(paths, "GET", "/models", timeout=30)
+    if r is None:
         return 1
     print(f"{'model':34} {'state':10} {'pinned':7} budget")
     for m in ModelList.model_validate(r.json()).data:
@@ -47,15 +55,8 @@ def show_models(paths: FleetPaths) -> int:
 
 
 def model_action(paths: FleetPaths, action: str, model: str) -> int:
-    base, headers = _api(paths)
-    try:
-        r = httpx.post(f"{base}/models/{action}", json={"model": model}, headers=headers, timeout=960)
-    except httpx.HTTPError as e:
-        print(f"ERROR: the API server at {base} does not answer ({type(e).__name__}). Fix: python -m deploy up",
-              file=sys.stderr)
-        return 1
-    if r.status_code != 200:
-        print(f"ERROR: {_refused(r)}", file=sys.stderr)
+    r = _call(paths, "POST", f"/models/{action}", json={"model": model}, timeout=960)
+    if r is None:
         return 1
     done = ActionDone.model_validate(r.json())
     print(f"{done.model}: {done.status.value}{', pinned' if done.status.pinned else ''}")
