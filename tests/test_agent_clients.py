@@ -1,6 +1,6 @@
 """Today's agent clients, as their users run them: Claude Code (Anthropic's Messages API) and Codex
 CLI (OpenAI's Responses API), installed from npm at pinned versions, pointed at the fleet's API with
-their default settings and the 0.5B default model, each completes one non-interactive prompt. Their
+their default settings and the 1.5B default model, each completes one non-interactive prompt. Their
 first request is their whole system prompt and tool set (about 12,000 and 10,000 tokens): it fits
 the default entry's context, and every field of it is accepted, mapped or skipped. Any answer will
 do: the model is tiny. Nothing leaves the machine (their telemetry and update checks are off).
@@ -19,7 +19,7 @@ from conftest import Stack, entry
 from deploy.registry.paths import tools_dir
 
 pytestmark = pytest.mark.slow
-MODEL = "qwen2.5-coder-0.5b-instruct"
+MODEL = "qwen2.5-coder-1.5b-instruct"
 CLIENTS = {"@anthropic-ai/claude-code": "2.1.332", "@openai/codex": "0.171.0"}
 
 

@@ -193,6 +193,8 @@ def test_controls_are_named_for_screen_readers_and_their_text_is_readable(browse
         named = pg.evaluate("""() => ['#pane_a', '#pane_b'].map((p) => [
             document.querySelector(p + ' [role="log"]').getAttribute('aria-label'),
             document.querySelector(p + ' [data-testid="block-label"]').innerText.trim()])""")
+        picked = [pg.input_value(f"#named_model_{c} input") for c in "ab"]
+        assert [label for _, label in named] == [f"Model A: {picked[0]}", f"Model B: {picked[1]}"]  # not a letter only
         for aria, label in named:
             assert aria == f"{label}: conversation", named
         assert pg.get_attribute("#named_input textarea", "aria-label") == "Your question"

@@ -26,8 +26,8 @@ import gradio as gr
 
 from deploy.webui.arena import Arena, Battle, GenSettings, Side
 from deploy.webui.puzzles_tab import PuzzleBook, puzzles_tab
-from deploy.webui.rounds import (MAX_PANES, play, regen_fn, round_ui, wire_export, wire_pane_count, wire_round,
-                                 wire_votes)
+from deploy.webui.rounds import (LETTERS, MAX_PANES, play, regen_fn, round_ui, wire_export, wire_pane_count,
+                                 wire_round, wire_votes)
 from deploy.webui.votes import CATEGORIES, MIN_BATTLES, PAIRS_CORNER, VoteLog
 from deploy.webui.widgets import NO_CHANGE, OFF, ON, Pickers, controls, export_row, input_row, pane, picker, settings_from
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
@@ -100,6 +100,9 @@ def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> tuple[Pickers, gr.Ra
                regen_fn(rnd, arena, lambda b: [s.model for s in b.sides], lambda b: prompt(len(b.sides)), True),
                [rnd.state, *ctl.inputs])
     wire_pane_count(rnd)
+    for sel, bot, letter in zip(selects, rnd.bots, LETTERS):  # a pane is headed by its model's name, not a letter only
+        sel.change(lambda m, letter=letter: gr.update(label=f"Model {letter}: {m}" if m else f"Model {letter}"),
+                   sel, bot, queue=False, show_progress="hidden")
     wire_votes(arena, rnd, anony=False, share=None)
     wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], False))
     return Pickers.of(pickers), rnd.count
