@@ -76,10 +76,11 @@ def test_default_fleet_comes_up_pinned_and_answers(fleet_root):
         line, row = lines[m["name"]], lines[m["name"]].split()
         cores = ",".join(map(str, m["cores"])) if isinstance(m["cores"], list) else m["cores"]
         if m["name"] == "typo-model":
-            assert row[3:6] == ["FATAL", "unregistered", "-"] and row[7] == "-", line
+            assert row[4:7] == ["FATAL", "unregistered", "-"] and row[8] == "-", line
             continue
-        assert row[3] in ("STARTING", "RUNNING") and row[4] == "up" and row[5] == "loaded", line
-        assert row[6] == row[7] == cores, line
+        assert row[3] == m.get("chat_template", "auto"), line  # the template each model uses
+        assert row[4] in ("STARTING", "RUNNING") and row[5] == "up" and row[6] == "loaded", line
+        assert row[7] == row[8] == cores, line
         mem = re.search(r"([\d.]+) (MiB|GiB) / ([\d.]+) GiB", line)
         used, budget = float(mem.group(1)) * units[mem.group(2)], float(mem.group(3)) * 2**30
         assert 50 * 2**20 < used < budget, line  # live, and within its budget

@@ -86,8 +86,10 @@ class VoteLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rounds = bootstrap_rounds
         self._lock = threading.Lock()
-        self._computing = threading.Lock()
-        self._cache: tuple[tuple, Leaderboard] | None = None
+        # per category: one bootstrap at a time, and the last board with the log's signature it came from
+        # (a category's board never waits behind another's)
+        self._computing = {c: threading.Lock() for c in CATEGORIES}
+        self._cache: dict[str, tuple[tuple, Leaderboard]] = {}
 
     def _file(self) -> Path:
         return self.folder / f"{datetime.date.today():%Y-%m-%d}-conv.json"
@@ -140,18 +142,19 @@ class VoteLog:
         counts and pairwise table with `intervals` False, so a new vote shows the moment the tab opens."""
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}: one of {', '.join(CATEGORIES)}")
-        sig = (self._signature(), category)
-        if self._cache and self._cache[0] == sig:
-            return self._cache[1]
+        cached = self._cache.get(category)
+        if cached and cached[0] == self._signature():
+            return cached[1]
         pick = lambda bs: [b for b in bs if category == "all" or b["category"] == category]  # noqa: E731
         if not wait:
             return self._compute(pick(self.battles()), rounds=0, category=category)
-        with self._computing:  # one bootstrap at a time; a second caller finds it cached
-            sig = (self._signature(), category)
-            if self._cache and self._cache[0] == sig:
-                return self._cache[1]
+        with self._computing[category]:  # one bootstrap at a time; a second caller finds it cached
+            sig = self._signature()
+            cached = self._cache.get(category)
+            if cached and cached[0] == sig:
+                return cached[1]
             lb = self._compute(pick(self.battles()), self.rounds, category=category)
-            self._cache = (sig, lb)
+            self._cache[category] = (sig, lb)
             return lb
 
     def warm(self) -> None:
