@@ -178,8 +178,8 @@ def _worker_cells(w: dict | None) -> tuple:
 
 
 def status(paths: FleetPaths, reg: Registry | None = None) -> int:
-    """Per worker: model, host, backend, the template that builds its prompts, supervisord state, health, whether the model is in memory
-    (loaded / asleep / loading), cores configured and actual, live RSS against its budget, queue and
+    """Per worker: model, host, backend, the template that builds its prompts, supervisord state,
+    health, whether the model is in memory (loaded / asleep / loading), cores configured and actual, live RSS against its budget, queue and
     last heartbeat; then workers registered from other hosts, the runtimes other than the main one
     and their models, and each host's memory pool."""
     reg = reg or load_registry(paths.registry)
@@ -187,16 +187,17 @@ def status(paths: FleetPaths, reg: Registry | None = None) -> int:
     workers = client.workers()
     by_address = {w["worker"]: w for w in workers}
     progs = programs(paths)
-    print(_row("model", "host", "backend", "template", "process", "health", "state", "cores", "actual", "RSS / budget", "queue",
-               "heartbeat"))
+    print(_row("model", "host", "backend", "template", "process", "health", "state", "cores", "actual", "RSS / budget",
+               "queue", "heartbeat"))
     shown, upstreams = set(), []
     for m in reg.models:
         p, w = progs.get(f"worker-{m.name}"), by_address.get(f"http://{reg.deployment.host}:{m.port}")
         info = client.worker_info(w["worker"]) if w else {}
         shown.add(w["worker"] if w else None)
         host = w["worker"].split("//")[-1] if w else f"{reg.deployment.host}:{m.port}"
-        print(_row(m.name, host, m.backend, template_in_use(m), p.state if p else "absent", _health(w), _model_state(w, info),
-                   describe_cores(m.cores), _actual_cores(p), _memory(info, m.memory_budget), *_worker_cells(w)))
+        print(_row(m.name, host, m.backend, template_in_use(m), p.state if p else "absent", _health(w),
+                   _model_state(w, info), describe_cores(m.cores), _actual_cores(p), _memory(info, m.memory_budget),
+                   *_worker_cells(w)))
         upstreams.append(_upstream_line(m.name, info))
     for w in workers:  # registered from elsewhere (another host), not in this model_paths.toml
         if w["worker"] in shown:
