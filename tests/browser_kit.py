@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.harness import REPO, wait_for
 
@@ -140,10 +141,21 @@ def long_question() -> str:
 
 
 def set_max_tokens(pg, prefix: str, n: int):
+    """Types n into the slider's box, as a user does, until the slider itself shows it: on a busy
+    machine a value typed while the tab is still being drawn can be lost, and a test that then asks
+    for 48 tokens gets the default 512."""
     if not pg.locator(f"#{prefix}_max_tokens").is_visible():
         pg.click(f"#{prefix}_params")
-    pg.fill(f"#{prefix}_max_tokens input[type=number]", str(n))
-    pg.press(f"#{prefix}_max_tokens input[type=number]", "Tab")
+    box, bar = f"#{prefix}_max_tokens input[type=number]", f"#{prefix}_max_tokens input[type=range]"
+    for _ in range(5):
+        pg.fill(box, str(n))
+        pg.press(box, "Tab")
+        try:
+            pg.wait_for_function(f"() => document.querySelector('{bar}').value === '{n}'", timeout=3000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the {prefix} slider never showed {n}: {pg.locator(bar).input_value()}")
 
 
 def export(pg, prefix: str, fmt: str = "json"):

@@ -207,7 +207,7 @@ def test_a_worker_stopped_mid_run_is_recorded_as_failed(fleet, tmp_path):
     failed = [x for x in doomed if x["error"]]
     assert len(failed) == 4 and failed[0]["retries"] >= 3, failed[0]  # waited with back-off, up to --timeout ...
     waited = float(re.search(r"still failing after \d+ retries over (\d+) s", failed[0]["error"]).group(1))
-    assert 20 <= waited <= 40, failed[0]["error"]
+    assert 20 <= waited <= 60, failed[0]["error"]  # its --timeout, give or take a busy machine's back-off step
     assert all("not asked: the model was unreachable" in x["error"] for x in failed[1:])  # ... once, not per puzzle
     others = [x for x in recs if x["model"] != "doomed"]
     assert len(others) == 10 and all(x["error"] is None for x in others)

@@ -199,3 +199,35 @@ def test_add_model_refuses_a_duplicate_and_replace_replaces_it(tmp_path):
     assert rep.returncode == 0 and "replaced 'glm'" in rep.stdout, rep.stderr
     models = tomllib.loads(reg.read_text())["models"]
     assert len(models) == 1 and models[0]["chat_template"] == "qwen-7b-chat"
+
+
+def test_two_edits_at_once_keep_both_entries_on_their_own_ports(tmp_path, capfd):
+    """Two `quantize` or `download` runs finishing together: each picks the next free port from the
+    registry as it finds it, then writes. One at a time, both entries land, each on its own port."""
+    import threading
+    import time
+    import tomllib
+
+    from deploy.backends import catalogue
+    from deploy.registry.edit import add_entries, next_free_port
+    from deploy.registry.paths import FleetPaths
+
+    paths = FleetPaths(tmp_path / "model_paths.toml")
+
+    def add(name: str):
+        def entry_for(data: dict) -> list[dict]:
+            port = next_free_port(data)
+            time.sleep(0.5)  # the other run reads the registry meanwhile
+            return [{"name": name, "path": f"/m/{name}", "backend": "transformers", "port": port, "cores": [0],
+                     "memory_budget": "1GiB", "chat_template": "chatglm3"}]
+        add_entries(entry_for, paths, catalogue())
+
+    runs = [threading.Thread(target=add, args=(n,)) for n in ("a", "b")]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    models = tomllib.loads(paths.registry.read_text())["models"]
+    assert sorted(m["name"] for m in models) == ["a", "b"]
+    assert len({m["port"] for m in models}) == 2
+    assert "waiting for another process to finish editing model_paths.toml" in capfd.readouterr().err

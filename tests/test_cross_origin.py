@@ -12,10 +12,12 @@ import threading
 
 import httpx
 import pytest
-
 from conftest import SMALL, Stack, entry
-from tests.browser_kit import browser  # noqa: F401  (the fixture)
-from tests.browser_kit import CHROMIUM_ARGS  # noqa: F401
+
+from tests.browser_kit import (
+    CHROMIUM_ARGS,  # noqa: F401
+    browser,  # noqa: F401  (the fixture)
+)
 from tests.harness import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -99,15 +101,20 @@ def test_another_origin_cannot_read_vote_or_make_a_worker_generate(browser, flee
                                and r, 60, "the attacks to run")
         except AssertionError:
             raise AssertionError(f"{pg.evaluate('() => window.results')} {statuses}") from None
+        # the browser reports a response after the script has it, and Playwright delivers events
+        # only while it is called: wait in the page for all of them
+        posts = lambda: [s for s in statuses if s[0] == "POST"]
+        try:
+            wait_for(lambda: pg.wait_for_timeout(100) or len(posts()) >= 8, 20, "the page's and the frame's POSTs")  # joins, chat, generate
+        except AssertionError:
+            raise AssertionError(statuses) from None
     finally:
         ctx.close()
         site.shutdown()
     for where in ("page", "sandboxed"):
         got = results[where]
         assert got["config"].startswith("blocked") and got["models"].startswith("blocked"), (where, got)
-    posts = [s for s in statuses if s[0] == "POST"]
-    assert len(posts) >= 8, statuses  # the page's and the frame's: joins, chat, generate
-    assert all(status == 403 for _, _, status, _ in posts), posts  # refused before they are routed
+    assert all(status == 403 for _, _, status, _ in posts()), posts()  # refused before they are routed
     assert not any(allow for *_, allow in statuses), statuses  # and no answer grants another origin anything
     # the worker generated nothing: its generation routes answer the fleet only
     log = fleet.procs[f"worker-{SMALL}"].output()

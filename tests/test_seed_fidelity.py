@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -54,14 +55,15 @@ def quantised(seeds, tmp_path_factory):
     `quantize` (the results, for the quantize test to read)."""
     root = tmp_path_factory.mktemp("seed-registry")
     registry = write_registry(root / "model_paths.toml", [], free_port(), free_port(), free_port())
-    runs = {}
     for s in seeds.values():
         added = cli(registry, "add-model", "--name", s.name, "--path", str(s.folder), "--backend", "transformers",
                     "--port", str(free_port()), "--cores", "0", "--memory-budget", "3GiB", "--chat-template",
                     s.template, "--context-length", "2048", "--concurrency", "1",
                     *(["--trust-remote-code"] if s.remote_code else []))
         assert added.returncode == 0, added.stderr
-        runs[s.family] = cli(registry, "quantize", s.name)
+    # all three at once, as a user may in three terminals: each registers its GGUF in the one registry
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        runs = dict(zip(seeds, pool.map(lambda s: cli(registry, "quantize", s.name), seeds.values())))
     return registry, runs
 
 
@@ -129,6 +131,8 @@ def test_quantize_makes_a_gguf_of_each_seed_model(quantised, seeds):
         assert r.returncode == 0, f"{family}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         assert "[4/4] registered" in r.stdout, r.stdout
     entries = {m["name"]: m for m in tomllib.loads(registry.read_text())["models"]}
+    ports = [m["port"] for m in entries.values()]
+    assert len(set(ports)) == len(ports) == 6, ports  # three runs at once: none lost, none sharing a port
     for s in seeds.values():
         e = entries[f"{s.name}-q4_k_m"]
         assert e["backend"] == "llama.cpp" and e["chat_template"] == s.template

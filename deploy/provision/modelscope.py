@@ -139,7 +139,7 @@ def build_entry(model_id: str, path: Path, port: int, cores: list[int], override
 
 def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, revision: str | None = None,
                           from_folder: str | None = None) -> int:
-    from deploy.registry.edit import add_entries, next_free_port, read_data
+    from deploy.registry.edit import add_entries, next_free_port
 
     known = lookup(name_or_id)
     model_id = known.id if known else name_or_id
@@ -150,15 +150,21 @@ def download_and_register(paths: FleetPaths, name_or_id: str, overrides: dict, r
             print(f"downloading {model_id} from ModelScope ({endpoint()}) into {cache_dir() / 'modelscope'} ...",
                   flush=True)
             path = snapshot(model_id, revision, known.gguf if known else None)
-        data = read_data(paths)
-        port = overrides.pop("port", None) or next_free_port(data)
-        if "cores" not in overrides:
-            placed = propose_for(data)
-            overrides.setdefault("threads", placed.threads)
-            print(f"cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
-        cores = parse_cores(overrides.pop("cores", None) or placed.cores)
-        entry = build_entry(name_or_id, path.resolve(), port, cores, overrides)
-        added = add_entries([entry], paths, backends.catalogue())
+        built: list[dict] = []
+
+        def entry_for(data: dict) -> list[dict]:
+            """The entry, its port and cores chosen from the registry as it is at the write."""
+            port = overrides.pop("port", None) or next_free_port(data)
+            if "cores" not in overrides:
+                placed = propose_for(data)
+                overrides.setdefault("threads", placed.threads)
+                print(f"cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
+            cores = parse_cores(overrides.pop("cores", None) or placed.cores)
+            built.append(build_entry(name_or_id, path.resolve(), port, cores, overrides))
+            return built
+
+        added = add_entries(entry_for, paths, backends.catalogue())
+        entry = built[0]
     except DownloadError as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
         return 1

@@ -59,7 +59,7 @@ def disk_check(entry: ModelEntry, qtype: str) -> str:
 
 def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) -> int:
     from deploy.provision.llamacpp_tools import ToolError, ensure_tools
-    from deploy.registry.edit import add_entries, next_free_port, read_data
+    from deploy.registry.edit import add_entries, next_free_port
     from deploy.registry.placement import propose_for
     from deploy.backends.fit import suggest_budget
 
@@ -90,20 +90,25 @@ def quantize_model(paths: FleetPaths, name: str, qtype: str, overrides: dict) ->
                 bf16.unlink(missing_ok=True)
             part.replace(out)
             _stamp(out).write_text(json.dumps({"from": str(folder), "type": qtype}))
-        data = read_data(paths)
-        # placed as if it replaces the folder it comes from, which rarely runs beside it
-        placed = propose_for({"models": [m for m in data.get("models", []) if m.get("name") != entry.name]})
-        raw = {"name": f"{entry.name.removesuffix('-hf')}-{qtype.lower()}", "path": str(out),
-               "backend": backends.for_download(out).name, "port": next_free_port(data), "cores": placed.cores,
-               "threads": placed.threads, "chat_template": entry.chat_template, "context_length": entry.context_length,
-               "source": f"quantised to {qtype} from {entry.name}" + (f" ({entry.source})" if entry.source else "")}
-        if "cores" not in overrides:
-            print(f"      cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
-        else:
-            raw.pop("threads")
-        raw.update(overrides)
-        raw.setdefault("memory_budget", suggest_budget(raw))
-        added = add_entries([raw], paths, backends.catalogue())
+        raw: dict = {}
+
+        def entry_for(data: dict) -> list[dict]:
+            """The GGUF's entry, its port and cores chosen from the registry as it is at the write."""
+            # placed as if it replaces the folder it comes from, which rarely runs beside it
+            placed = propose_for({"models": [m for m in data.get("models", []) if m.get("name") != entry.name]})
+            raw.update(name=f"{entry.name.removesuffix('-hf')}-{qtype.lower()}", path=str(out),
+                       backend=backends.for_download(out).name, port=next_free_port(data), cores=placed.cores,
+                       threads=placed.threads, chat_template=entry.chat_template, context_length=entry.context_length,
+                       source=f"quantised to {qtype} from {entry.name}" + (f" ({entry.source})" if entry.source else ""))
+            if "cores" not in overrides:
+                print(f"      cores {placed.cores} ({placed.reason}); --cores chooses others", flush=True)
+            else:
+                raw.pop("threads")
+            raw.update(overrides)
+            raw.setdefault("memory_budget", suggest_budget(raw))
+            return [raw]
+
+        added = add_entries(entry_for, paths, backends.catalogue())
     except (QuantizeError, ToolError) as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
         return 1

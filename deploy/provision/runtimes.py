@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from deploy.registry.config import Registry
+from deploy.registry.locks import held
 from deploy.registry.paths import MAIN_RUNTIME, REPO_ROOT, RUNTIMES_DIR, runtime_python
 
 LOCKS = REPO_ROOT / "runtimes"
@@ -57,8 +58,8 @@ def is_ready(name: str) -> bool:
 
 
 def _pip(python: Path, args: list[str], what: str) -> None:
-    r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                       capture_output=True, text=True)
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+    r = subprocess.run([*pip, *args], capture_output=True, text=True)
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).splitlines()[-20:])
         raise RuntimeBuildError(f"{tail}\ninstalling {what} into the runtime failed (exit {r.returncode}). Fix: read the "
@@ -73,9 +74,15 @@ def ensure(name: str, say=print) -> Path:
         raise RuntimeBuildError(f"no runtime named '{name}' (known: {', '.join(known())}). Fix: use one of those, or "
                             f"runtime = \"auto\" in the entry.")
     python = runtime_python(name)
-    if is_ready(name):
-        say(f"runtime {name}: present ({python.parent.parent})")
-        return python
+    with held(RUNTIMES_DIR / f".{name}.lock", f"building the runtime {name}"):  # built once, by the first
+        if is_ready(name):
+            say(f"runtime {name}: present ({python.parent.parent})")
+            return python
+        _build(name, python, say)
+    return python
+
+
+def _build(name: str, python: Path, say) -> None:
     venv = RUNTIMES_DIR / name
     say(f"runtime {name}: building {venv} from {lock_of(name).relative_to(REPO_ROOT)} (once; a few minutes) ...")
     shutil.rmtree(venv, ignore_errors=True)
@@ -87,7 +94,6 @@ def ensure(name: str, say=print) -> Path:
     _pip(python, ["--no-deps", "-e", str(REPO_ROOT), "--config-settings", "editable_mode=compat"], "this project")
     (venv / ".lock-installed").write_text(stamp(name))
     say(f"runtime {name}: ready")
-    return python
 
 
 def ensure_for(reg: Registry, say=print) -> dict[str, Path]:

@@ -2,11 +2,13 @@
 write is validated first, with the caller's backend catalogue (deploy.backends.catalogue())."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import tomlkit
 
 from deploy.registry.config import Deployment, parse_registry
+from deploy.registry.locks import held
 from deploy.registry.options import Catalogue
 from deploy.registry.paths import FleetPaths
 from deploy.registry.render import write
@@ -16,6 +18,13 @@ REGISTRY_HEADER = """\
 # Reference: docs/configuration.md, "Every field". After editing: python -m deploy render
 # '$FLEET_CACHE' expands to the model cache (default ~/.cache/fastchat-fleet).
 """
+
+
+def one_writer(paths: FleetPaths):
+    """One edit of the registry at a time: `quantize` or `download` in two terminals each read it,
+    pick the next free port and write it back, so without the lock one entry is lost or two share a
+    port."""
+    return held(paths.registry.with_name(f".{paths.registry.name}.lock"), f"editing {paths.registry.name}")
 
 
 def _load_doc(path: Path) -> tomlkit.TOMLDocument:
@@ -57,39 +66,46 @@ def _entry_table(entry: dict) -> tomlkit.items.Table:
     return t
 
 
-def add_entries(entries: list[dict], paths: FleetPaths, catalogue: Catalogue, replace: bool = False) -> list[str]:
-    """Append entries (skipping names already present unless replace); validates and re-renders."""
+def add_entries(entries: list[dict] | Callable[[dict], list[dict]], paths: FleetPaths, catalogue: Catalogue,
+                replace: bool = False) -> list[str]:
+    """Append entries (skipping names already present unless replace); validates and re-renders.
+    `entries` may be a function of the registry's data, for entries that take a free port or cores
+    from it: it runs under the same lock as the write."""
     path = paths.registry
-    doc = _load_doc(path)
-    if "models" not in doc:
-        doc.add("models", tomlkit.aot())
-    models = doc["models"]
-    existing = {m["name"]: i for i, m in enumerate(models)}
-    added = []
-    for e in entries:
-        if e["name"] in existing:
-            if not replace:
-                continue
-            i = existing[e["name"]]  # tomlkit's array of tables has no item assignment
-            del models[i]
-            models.insert(i, _entry_table(e))
-        else:
-            models.append(_entry_table(e))
-        added.append(e["name"])
-    reg = parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), catalogue, str(path))  # validate first
-    if added or not path.exists():
-        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    write(reg, paths)
+    with one_writer(paths):
+        doc = _load_doc(path)
+        if callable(entries):
+            entries = entries(doc.unwrap())
+        if "models" not in doc:
+            doc.add("models", tomlkit.aot())
+        models = doc["models"]
+        existing = {m["name"]: i for i, m in enumerate(models)}
+        added = []
+        for e in entries:
+            if e["name"] in existing:
+                if not replace:
+                    continue
+                i = existing[e["name"]]  # tomlkit's array of tables has no item assignment
+                del models[i]
+                models.insert(i, _entry_table(e))
+            else:
+                models.append(_entry_table(e))
+            added.append(e["name"])
+        reg = parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), catalogue, str(path))  # validate first
+        if added or not path.exists():
+            path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+        write(reg, paths)
     return added
 
 
 def set_deployment(paths: FleetPaths, catalogue: Catalogue, **fields) -> None:
     """Set fields of [deployment] in model_paths.toml (validated first), keeping its comments."""
     path = paths.registry
-    doc = _load_doc(path)
-    if "deployment" not in doc:
-        doc.add("deployment", tomlkit.table())
-    for k, v in fields.items():
-        doc["deployment"][k] = v
-    parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), catalogue, str(path))
-    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    with one_writer(paths):
+        doc = _load_doc(path)
+        if "deployment" not in doc:
+            doc.add("deployment", tomlkit.table())
+        for k, v in fields.items():
+            doc["deployment"][k] = v
+        parse_registry(tomlkit.loads(tomlkit.dumps(doc)).unwrap(), catalogue, str(path))
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
