@@ -240,9 +240,8 @@ def hostile_requests(fleet) -> list[tuple[str, str, str, dict, bytes | None]]:
             "name": "now", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c", "content": "noon"}],
          "tools": [TOOL], "max_tokens": 2},  # cut mid-answer: its text comes back as it is
     ]
-    # The transformers worker (one fp32 core) takes only two of each: a queue of real answers there
-    # takes longer than the 10 s this test allows, for no fault of the gate (three of each, with a
-    # dropped stream beside them, took 10.9 s in one CI run).
+    # The transformers worker (one fp32 core) takes only two of each: a longer queue of real answers
+    # there would measure the model's speed, not the gate.
     for model, legal in ((SMALL, odd_but_legal), (QWEN_HF, odd_but_legal[:2])):
         for i, extra in enumerate(legal):
             reqs.append((f"odd but legal {i} ({model})", "POST", root + "/v1/chat/completions", auth,
@@ -388,7 +387,7 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
         what, method, url, headers, body = req
         t0 = time.monotonic()
         try:
-            r = httpx.request(method, url, headers=headers, content=body, timeout=12)
+            r = httpx.request(method, url, headers=headers, content=body, timeout=30)
             status = r.status_code
             if url.startswith(api_root(fleet)) and status >= 400 and method != "HEAD":  # OpenAI-shaped
                 assert r.json()["error"]["message"], (what, r.text)
@@ -420,7 +419,9 @@ def test_no_request_can_hurt_the_fleet(fleet, client):
     errors = [r for r in results if not isinstance(r[1], int) or r[1] >= 500]
     assert errors == [], errors
     print("\n".join(f"{s!s:>5} {t:5.2f}s {w}" for w, s, t in sorted(results, key=lambda r: -r[2])[:15]))
-    slow = [r for r in results if r[2] > 10]
+    # a hang is 35 s or more (a body that never comes, before the gate); a queue of real answers on
+    # the one-core fp32 model beside a flood of refusals takes some seconds, more on a busy machine
+    slow = [r for r in results if r[2] > 25]
     assert slow == [], slow
     assert {r[1] for r in results if r[0].startswith("lying")} == {408}
     assert {r[1] for r in results if r[0].endswith("without the secret")} == {401}
