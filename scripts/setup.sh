@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
-# pip --no-compile: Python compiles a module the first time it is imported; compiling every file of
-# torch and transformers at install time costs time for modules never imported.
+# pip byte-compiles at install (its default), and must: where PYTHONDONTWRITEBYTECODE is set, as on
+# some CI machines, Python never writes a .pyc later, and every worker would compile torch,
+# transformers and gradio from source each time it starts.
 quiet_pip() {  # this machine's pip config warns about missing local mirrors; keep real errors
   "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2)
 }
@@ -36,7 +37,7 @@ step "[2/6] PyTorch 2.13.0 (CPU) first, so nothing later pulls CUDA builds"
 if .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
   echo "torch 2.13.0 present"
 else
-  quiet_pip .venv/bin/python -m pip install --no-compile --disable-pip-version-check torch==2.13.0
+  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check torch==2.13.0
 fi
 
 step "[3/6] Pinned packages (requirements.lock)"
@@ -44,7 +45,7 @@ lock_sum=$(sha256sum requirements.lock | cut -d' ' -f1)
 if [ -f .venv/.lock-installed ] && [ "$(cat .venv/.lock-installed)" = "$lock_sum" ]; then
   echo "requirements.lock already installed"
 else
-  quiet_pip .venv/bin/python -m pip install --no-compile --disable-pip-version-check -r requirements.lock
+  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check -r requirements.lock
   echo "$lock_sum" > .venv/.lock-installed
 fi
 

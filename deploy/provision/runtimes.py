@@ -58,7 +58,7 @@ def is_ready(name: str) -> bool:
 
 
 def _pip(python: Path, args: list[str], what: str) -> None:
-    pip = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     r = subprocess.run([*pip, *args], capture_output=True, text=True)
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).splitlines()[-20:])
