@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -242,6 +243,21 @@ class Stack:
     def start_webui(self) -> None:
         w = self.start("webui", [PY, "-m", "deploy", "webui"])
         wait_for(lambda: _ok(self.webui_url), 90, "web UI", w)
+
+    @classmethod
+    @contextmanager
+    def serving_webui(cls, tmp: Path, models: list[dict]):
+        """The controller, a worker per model (registered) and the web UI; stopped on leaving."""
+        s = cls(tmp, models)
+        try:
+            s.start_controller()
+            for m in models:
+                s.start_worker(m["name"])
+            s.wait_registered([m["name"] for m in models])
+            s.start_webui()
+            yield s
+        finally:
+            s.stop()
 
     def use_api_keys(self, cors_origins: list[str] = ()) -> str:
         """Give the API server a keys file (and allowed origins) before it starts; returns the key."""

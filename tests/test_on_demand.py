@@ -206,7 +206,9 @@ def test_no_room_in_time_is_a_503_naming_the_pool(tight):
     assert e.value.status_code == 503 and e.value.response.headers["retry-after"] == "5"
     msg = e.value.response.json()["error"]["message"]
     assert "memory pool of host 127.0.0.1 (memory_limit 3.00 GiB" in msg and "every loaded model is busy or pinned" in msg, msg
-    assert 1.5 < time.monotonic() - t0 < 10  # it waited load_wait, not forever
+    # it waited load_wait (2 s), not until the busy model's answer ended or the client gave up (120 s);
+    # a loaded machine stretches the rest of the call (one CI run: 20 s)
+    assert 1.5 < time.monotonic() - t0 < 60
     assert ask(tight, QWEN).choices[0].message.content.strip()  # once SMALL is idle, QWEN loads
 
 

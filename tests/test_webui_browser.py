@@ -291,6 +291,7 @@ def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui
     wait_for(lambda: "Both answered" in status(page, "puzzle_status"), 180, "both answers")
     ref = page.inner_text("#puzzle_reference")
     assert "白白喜欢明明" in ref and f"Model A ({SMALL})" in ref and f"Model B ({QWEN})" in ref and " / 1" in ref
+    assert "This page's tally:" in ref and f"{SMALL} " in ref.split("tally:")[1] and "(1 puzzle)" in ref
     assert bubbles(page, "puzzle_pane_a", "user")[0].startswith("明明明明明白白白喜欢他")
     for p in ("puzzle_pane_a", "puzzle_pane_b"):  # the puzzle panes follow their answers too
         assert gap_below(page, p) <= 5, p
@@ -301,7 +302,8 @@ def test_the_puzzles_view_asks_both_and_shows_the_reference_and_grading(page, ui
 def test_the_input_is_visible_without_scrolling(browser, ui, width, height):
     with open_page(browser, ui.webui_url, (width, height)) as pg:
         wait_for(lambda: pg.input_value("#named_model_a input") != "", 30, "models listed")
-        wait_for(lambda: pg.locator("#pane_c").is_visible(), 30, "a pane per model")  # the layout as it settles
+        # the layout as it settles: a pane per model, two on a phone
+        wait_for(lambda: pg.locator("#pane_c").is_visible() == (width > PHONE[0]), 30, "the default panes")
         time.sleep(1)
         box = pg.locator("#named_input textarea").bounding_box()
         send = pg.locator("#named_send").bounding_box()
@@ -346,10 +348,14 @@ def test_every_model_side_by_side_with_best_of_n_votes(browser, ui):
         ask(pg, "named", "再说一句。")  # a follow-up goes to all three
         wait_for(lambda: "Which answer is best?" in status(pg), 180, "three follow-ups")
         assert all(bubbles(pg, p, "user") == ["你好，请用一句话介绍一下北京。", "再说一句。"] for p in ("pane_a", "pane_b", "pane_c"))
-    with open_page(browser, ui.webui_url, PHONE) as pg:  # on a phone: one above the other
-        wait_for(lambda: pg.locator("#pane_c").is_visible(), 30, "three panes")
-        boxes = [pg.locator(f"#pane_{c}").bounding_box() for c in "abc"]
-        assert all(b2["y"] >= b1["y"] + b1["height"] for b1, b2 in zip(boxes, boxes[1:])), boxes
+    with open_page(browser, ui.webui_url, PHONE) as pg:  # on a phone: two panes, each under its own picker
+        wait_for(lambda: pg.input_value("#named_model_b input") != "", 30, "models listed")
+        time.sleep(1)
+        assert pg.locator("#named_count input[value='2']").is_checked() and not pg.locator("#pane_c").is_visible()
+        panes(pg, 3)
+        order = [pg.locator(f"#{e}").bounding_box() for c in "abc" for e in (f"named_model_{c}", f"pane_{c}")]
+        assert all(b2["y"] >= b1["y"] + b1["height"] - 1 for b1, b2 in zip(order, order[1:])), order
+        assert order[1]["y"] + 100 < PHONE[1], order[1]  # the first answer starts on the first screen
 
 
 def test_a_worker_failing_mid_answer_shows_an_honest_error_in_its_pane(page, ui):

@@ -58,8 +58,21 @@ def test_the_speed_line_under_an_ended_answer_but_not_in_a_battle_before_its_vot
 def test_a_shared_battle_result_names_the_models_the_winner_and_the_question():
     b = Battle(sides=[side("qwen", [("q", "x")]), side("smollm", [("q", "y")])], question="明明和白白谁喜欢谁？")
     text = share_text(b, "rightvote")
-    assert "**qwen** vs **smollm**: smollm won" in text and "Question: 明明和白白谁喜欢谁？" in text
-    assert "qwen 20.0 tok/s" in text
+    assert "qwen vs smollm: smollm won" in text and "Question: 明明和白白谁喜欢谁？" in text
+    assert "qwen 20.0 tok/s" in text and "*" not in text  # plain text: it is pasted where Markdown is not read
+
+
+def test_an_answer_exported_while_it_streams_or_cut_off_says_it_is_incomplete():
+    s = side("qwen", [("q1", "a whole answer"), ("q2", "cut off")])
+    s.cut = [False, True]
+    s.conv.append_message(s.conv.roles[0], "q3")
+    s.conv.append_message(s.conv.roles[1], None)  # still streaming
+    s.answers.append("so far")
+    turns = json.loads(as_json([s], ["qwen"], {}))["conversations"][0]["turns"]
+    assert [(t["assistant"], t["incomplete"]) for t in turns] == [
+        ("a whole answer", None), ("cut off", "cut off at the most new tokens"), ("so far", "still answering")]
+    md = as_markdown([s], ["qwen"], {})
+    assert "**qwen:** so far\n\n*(incomplete: still answering)*" in md
 
 
 def test_html_a_model_writes_is_shown_as_text_but_code_and_markdown_stay():

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from pathlib import Path
 
 import gradio as gr
 
-from deploy.webui.arena import Arena, Battle, GenSettings, Side
+from deploy.webui.arena import CUT_STATUS, Arena, Battle, GenSettings, Side
 from deploy.webui.puzzles_tab import PuzzleBook, puzzles_tab
-from deploy.webui.rounds import (LETTERS, MAX_PANES, play, regen_fn, round_ui, wire_export, wire_pane_count,
-                                 wire_round, wire_votes)
+from deploy.webui.rounds import (LETTERS, MAX_PANES, continue_fn, play, regen_fn, replace_round, round_changes,
+                                 round_ui, wire_export, wire_pane_count, wire_round, wire_votes)
+from deploy.webui.saved import SETTINGS_KEYS, STORAGE_SECRET, choices, find, forget, keep, restore, settings_of, snapshot
 from deploy.webui.votes import CATEGORIES, MIN_BATTLES, PAIRS_CORNER, VoteLog
-from deploy.webui.widgets import NO_CHANGE, OFF, ON, Pickers, controls, export_row, input_row, pane, picker, settings_from
+from deploy.webui.widgets import (NO_CHANGE, OFF, ON, Controls, Pickers, SavedRow, controls, export_row, input_row, pane,
+                                  picker, refusing, saved_row, settings_from)
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
 TITLE = "fastchat-fleet · model arena"
@@ -67,19 +70,23 @@ CSS = """
   .intro p {font-size: 13px}
 }
 """
+PHONE_WIDTH = 700  # CSS pixels: the CSS above stacks the panes below it
 THEME_FONTS = ["Noto Sans CJK SC", "Noto Sans", "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", "sans-serif"]
 # ---- several panes: side by side, battle ---------------------------------------------------------
-def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> tuple[Pickers, gr.Radio]:
+def _side_by_side_tab(arena: Arena, max_new_tokens: int,
+                      store: gr.BrowserState) -> tuple[Pickers, gr.Radio, Controls, SavedRow]:
     rnd, new, pickers = round_ui("named", "输入问题，所有模型同时回答 / ask every pane's model", names=True,
                                  panes=MAX_PANES)
-    selects, infos = [p.select for p in pickers], [p.info for p in pickers]
+    selects = [p.select for p in pickers]
     ctl = controls("named", max_new_tokens)
     md, js, file = export_row("named")
+    saved = saved_row("named")
 
     def prompt(n: int) -> str:
         return ("Which answer is better? (or ask a follow-up)" if n == 2 else
                 "Which answer is best? (or ask a follow-up)")
 
+    @refusing(rnd.refuse)
     async def send_fn(battle: Battle, n, *rest):
         models, (text, *params) = rest[:MAX_PANES], rest[MAX_PANES:]
         n = int(n or 2)
@@ -96,22 +103,73 @@ def _side_by_side_tab(arena: Arena, max_new_tokens: int) -> tuple[Pickers, gr.Ra
                               "", prompt(n)):
             yield out
 
-    wire_round(rnd, new, send_fn, [rnd.state, rnd.count, *selects, rnd.box, *ctl.inputs],
-               regen_fn(rnd, arena, lambda b: [s.model for s in b.sides], lambda b: prompt(len(b.sides)), True),
-               [rnd.state, *ctl.inputs])
+    def edit_fn(i: int):
+        """An edited question in pane i: every pane goes back to that turn and is asked the new text
+        (the conversation before the edit stays in Saved conversations)."""
+        @refusing(rnd.refuse)
+        async def fn(battle: Battle, system, temperature, top_p, max_tokens, seed, edit: gr.EditData):
+            turn, text = battle.sides[i].turn_at(edit.index), edited_text(edit.value)
+            if turn is None or not all(s.model for s in battle.sides):
+                yield rnd.refuse(battle, "Only your own questions can be edited.")
+                return
+            if not text.strip():
+                yield rnd.refuse(battle, "The edited question is empty: type it again.")
+                return
+            for side in battle.sides:
+                branch(side, min(turn, len(side.answers)))
+            battle.voted = False
+            models = [s.model for s in battle.sides]
+            async for out in play(rnd, arena, battle, models, text, settings_from(system, temperature, top_p,
+                                  max_tokens, seed), models, "", prompt(len(battle.sides))):
+                yield out
+        return fn
+
+    labels = lambda b: [s.model for s in b.sides]  # noqa: E731
+    ended = wire_round(rnd, new, send_fn, [rnd.state, rnd.count, *selects, rnd.box, *ctl.inputs],
+                       regen_fn(rnd, arena, labels, lambda b: prompt(len(b.sides)), True),
+                       continue_fn(rnd, arena, labels, lambda b: prompt(len(b.sides))), [rnd.state, *ctl.inputs])
+    for i, bot in enumerate(rnd.bots):
+        ended.append(bot.edit(edit_fn(i), [rnd.state, *ctl.inputs], rnd.outputs(), trigger_mode="once",
+                              concurrency_limit=None).then(lambda: ON, None, rnd.send, queue=False))
+    for event in ended:
+        event.then(lambda b, kept: keep_side(b.sides, "named", kept), [rnd.state, store], [store, saved.pick],
+                   queue=False)
     wire_pane_count(rnd)
+
+    async def open_fn(battle: Battle, kept, conv_id):
+        keep_count = [NO_CHANGE] * (1 + len(selects))
+        conv = find(kept, conv_id)
+        if conv is None or conv.tab != "named":
+            return (*rnd.refuse(battle, "Pick a saved conversation first."), *keep_count)
+        try:
+            # the first pane's id is the conversation's (deploy/webui/saved.py keeps it under that id)
+            sides = [await restore(arena.client, p, conv.id if i == 0 else uuid.uuid4().hex)
+                     for i, p in enumerate(conv.panes)]
+        except ModelUnavailable as e:
+            return (*rnd.refuse(battle, f"Not opened: {e}"), *keep_count)
+        opened = replace_round(battle, len(sides), None).replaced_by  # a running round ends here
+        opened.sides = sides
+        cut = any(s.cut and s.cut[-1] for s in sides)
+        frame = rnd.frame(opened, NO_CHANGE, opened_status(conv.title), OFF, ON, ON,
+                          ON if cut else OFF)
+        models = [s.model for s in sides] + [NO_CHANGE] * (len(selects) - len(sides))
+        return (*frame, gr.update(value=len(sides)), *models)
+    saved.open.click(open_fn, [rnd.state, store, saved.pick], [*rnd.outputs(), rnd.count, *selects])
+    wire_forget(saved, store, "named")
+    gr.on([rnd.box.submit, rnd.send.click], lambda: gr.update(visible=False), None, rnd.undo, queue=False)
     for sel, bot, letter in zip(selects, rnd.bots, LETTERS):  # a pane is headed by its model's name, not a letter only
         sel.change(lambda m, letter=letter: gr.update(label=f"Model {letter}: {m}" if m else f"Model {letter}"),
                    sel, bot, queue=False, show_progress="hidden")
     wire_votes(arena, rnd, anony=False, share=None)
-    wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], False))
-    return Pickers.of(pickers), rnd.count
+    wire_export(md, js, file, rnd.state, ctl, lambda b: (b.sides, [s.model or "Model" for s in b.sides], False),
+                round_changes(rnd, new) + [rnd.count.change, rnd.undo.click, saved.open.click])
+    return Pickers.of(pickers), rnd.count, ctl, saved
 
 
 BATTLE_TITLES = ["Model A", "Model B"]
 
 
-def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
+def _battle_tab(arena: Arena, max_new_tokens: int) -> Controls:
     gr.Markdown("Two models drawn at random from those registered now answer your question; their names "
                 "are revealed after you vote. Voting ends the battle.", elem_classes="intro")
     rnd, new, _ = round_ui("anony", "输入问题 / ask", names=False)
@@ -121,6 +179,7 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
     md, js, file = export_row("anony")
     prompt = "Which answer is better? Vote to see who they are."
 
+    @refusing(rnd.refuse)
     async def send_fn(battle: Battle, text, *params):
         if not text or not text.strip():
             yield rnd.refuse(battle, "Type a question first.")
@@ -144,68 +203,107 @@ def _battle_tab(arena: Arena, max_new_tokens: int) -> None:
             yield out
 
     wire_round(rnd, new, send_fn, [rnd.state, rnd.box, *ctl.inputs],
-               regen_fn(rnd, arena, lambda b: BATTLE_TITLES, lambda b: prompt, False), [rnd.state, *ctl.inputs],
+               regen_fn(rnd, arena, lambda b: BATTLE_TITLES, lambda b: prompt, False),
+               continue_fn(rnd, arena, lambda b: BATTLE_TITLES, lambda b: prompt), [rnd.state, *ctl.inputs],
                BATTLE_TITLES)
     wire_votes(arena, rnd, anony=True, share=share)
     gr.on([rnd.box.submit, rnd.send.click], lambda b: gr.update(visible=False) if b.voted else NO_CHANGE, rnd.state, share)
     wire_export(md, js, file, rnd.state, ctl,
                 lambda b: (b.sides, [f"Model A ({b.sides[0].model})", f"Model B ({b.sides[1].model})"] if b.voted
-                           else BATTLE_TITLES, not b.voted))
+                           else BATTLE_TITLES, not b.voted), round_changes(rnd, new))
+    return ctl
 
 
 # ---- one pane: direct chat ---------------------------------------------------------------------
-def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
+def _direct_tab(arena: Arena, max_new_tokens: int, store: gr.BrowserState) -> tuple[Pickers, Controls, SavedRow]:
     state = gr.State(Side())
     chosen = picker("Model", "direct_model")
-    sel, info = chosen.select, chosen.info
-    bot = pane("Chat", "direct_pane")
+    sel = chosen.select
+    bot = pane("Chat", "direct_pane", editable=True)
     box, send, stop = input_row("direct", "输入问题 / ask")
     with gr.Row():
         regen = gr.Button("Regenerate", size="sm", interactive=False, elem_id="direct_regen")
+        cont = gr.Button("Continue", size="sm", interactive=False, elem_id="direct_continue")
         clear = gr.Button("New chat", size="sm", elem_id="direct_new")
     status = gr.Markdown(elem_id="direct_status")
     ctl = controls("direct", max_new_tokens)
     md, js, file = export_row("direct")
-    outputs = [state, bot, box, status, regen, send]
+    saved = saved_row("direct")
+    outputs = [state, bot, box, status, regen, send, cont]
 
     async def stream(side: Side, settings: GenSettings):
-        yield side, side.messages, "", "Answering… (**Stop** ends it)", OFF, OFF
+        yield side, side.messages, "", "Answering… (**Stop** ends it)", OFF, OFF, OFF
         async for _ in arena.stream_sides([side], settings, [side.model]):
             if side.abandoned:
                 break
-            yield side, side.messages, NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE
+            yield side, side.messages, NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE, NO_CHANGE
         if side.abandoned:  # its last update shows the new chat (see _abandoned)
-            yield side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON
+            yield side.replaced_by, side.replaced_by.messages, NO_CHANGE, "New chat.", OFF, ON, OFF
         elif side.error:
-            yield side, side.messages, NO_CHANGE, "The model failed: its answer says why and what to do.", OFF, ON
+            yield side, side.messages, NO_CHANGE, "The model failed: its answer says why and what to do.", OFF, ON, OFF
+        elif side.cut and side.cut[-1]:
+            yield side, side.messages, NO_CHANGE, CUT_STATUS, ON, ON, ON
         else:
-            yield side, side.messages, NO_CHANGE, "", ON, ON
+            yield side, side.messages, NO_CHANGE, "", ON, ON, OFF
 
+    def refuse(side: Side, message: str) -> tuple:
+        return side, NO_CHANGE, NO_CHANGE, message, NO_CHANGE, ON, NO_CHANGE
+
+    @refusing(refuse)
     async def send_fn(side: Side, model, text, *params):
         if not text or not text.strip():
-            yield side, NO_CHANGE, NO_CHANGE, "Type a question first.", NO_CHANGE, ON
+            yield refuse(side, "Type a question first.")
             return
         if not model:
-            yield side, NO_CHANGE, NO_CHANGE, "Pick a model.", NO_CHANGE, ON
+            yield refuse(side, "Pick a model.")
             return
         settings = settings_from(*params)
         if not await arena.begin_turn(side, model, text, model, settings.system_prompt):
-            yield side, side.messages, "", "", OFF, ON
+            yield side, side.messages, "", "", OFF, ON, OFF
             return
         async for out in stream(side, settings):
             yield out
 
+    @refusing(refuse)
     async def regen_fn(side: Side, *params):
         if not arena.retract(side):
-            yield side, NO_CHANGE, NO_CHANGE, "Nothing to regenerate yet.", NO_CHANGE, ON
+            yield refuse(side, "Nothing to regenerate yet.")
             return
         async for out in stream(side, settings_from(*params)):
             yield out
 
+    @refusing(refuse)
+    async def continue_fn(side: Side, *params):
+        if not arena.extend(side):
+            yield refuse(side, "Nothing to continue: the last answer was not cut off at the most new tokens.")
+            return
+        async for out in stream(side, settings_from(*params)):
+            yield out
+
+    @refusing(refuse)
+    async def edit_fn(side: Side, system, temperature, top_p, max_tokens, seed, edit: gr.EditData):
+        turn, text = side.turn_at(edit.index), edited_text(edit.value)
+        if turn is None or side.model is None:
+            yield refuse(side, "Only your own questions can be edited.")
+            return
+        if not text.strip():
+            yield refuse(side, "The edited question is empty: type it again.")
+            return
+        branch(side, turn)  # the conversation before the edit stays in Saved conversations
+        settings = settings_from(system, temperature, top_p, max_tokens, seed)
+        if not await arena.begin_turn(side, side.model, text, side.model, settings.system_prompt):
+            yield side, side.messages, "", "", OFF, ON, OFF
+            return
+        async for out in stream(side, settings):
+            yield out
+
     for event in (gr.on([box.submit, send.click], send_fn, [state, sel, box, *ctl.inputs], outputs,
                         trigger_mode="once", concurrency_limit=None),
-                  regen.click(regen_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None)):
-        event.then(lambda: ON, None, send, queue=False)
+                  regen.click(regen_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None),
+                  cont.click(continue_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None),
+                  bot.edit(edit_fn, [state, *ctl.inputs], outputs, trigger_mode="once", concurrency_limit=None)):
+        event.then(lambda: ON, None, send, queue=False).then(
+            lambda side, kept: keep_side([side], "direct", kept), [state, store], [store, saved.pick], queue=False)
 
     def stop_fn(side: Side):
         side.stop = True
@@ -213,10 +311,77 @@ def _direct_tab(arena: Arena, max_new_tokens: int) -> Pickers:
 
     def clear_fn(side: Side):
         side.stop, side.abandoned, side.replaced_by = True, True, Side()
-        return side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON
+        return side.replaced_by, [], NO_CHANGE, "New chat.", OFF, ON, OFF
     gr.on([clear.click, bot.clear], clear_fn, state, outputs)  # New chat, or the pane's own clear button
-    wire_export(md, js, file, state, ctl, lambda s: ([s], [s.model or "Model"], False))
-    return Pickers.of([chosen])
+
+    async def open_fn(side: Side, kept, conv_id):
+        conv = find(kept, conv_id)
+        if conv is None or conv.tab != "direct":
+            return *refuse(side, "Pick a saved conversation first."), NO_CHANGE
+        try:
+            new = await restore(arena.client, conv.panes[0], conv.id)
+        except ModelUnavailable as e:
+            return *refuse(side, f"Not opened: {e}"), NO_CHANGE
+        side.stop, side.abandoned, side.replaced_by = True, True, new  # a running answer ends here
+        cut = bool(new.cut and new.cut[-1])
+        return (new, new.messages, NO_CHANGE, opened_status(conv.title), ON, ON, ON if cut else OFF, new.model)
+    saved.open.click(open_fn, [state, store, saved.pick], [*outputs, sel])
+    wire_forget(saved, store, "direct")
+    wire_export(md, js, file, state, ctl, lambda s: ([s], [s.model or "Model"], False),
+                [box.submit, send.click, regen.click, cont.click, clear.click, bot.clear, bot.edit, saved.open.click])
+    return Pickers.of([chosen]), ctl, saved
+
+
+def edited_text(value) -> str:
+    """An edited message's text as Gradio hands it: a string, or the message's text blocks."""
+    if isinstance(value, str):
+        return value
+    blocks = value if isinstance(value, list) else [value]
+    return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in blocks)
+
+
+def opened_status(title: str) -> str:
+    return f"Opened “{title}”. Ask a follow-up to go on."
+
+
+def branch(side: Side, turn: int) -> None:
+    """Keep the first `turn` turns for an edited question, as a new conversation: the one before the
+    edit was kept under the old id."""
+    side.keep_turns(turn)
+    side.conv_id = uuid.uuid4().hex
+
+
+def keep_side(sides: list[Side], tab, kept) -> tuple:
+    """After an answer: the browser's copy of the conversation, and the list that offers it."""
+    kept = keep(kept, snapshot(sides, tab))
+    return kept, gr.update(choices=choices(kept, tab))
+
+
+def wire_forget(saved: SavedRow, store: gr.BrowserState, tab: str) -> None:
+    def forget_fn(kept, conv_id):
+        kept = forget(kept, conv_id)
+        return kept, gr.update(choices=choices(kept, tab), value=None)
+    saved.delete.click(forget_fn, [store, saved.pick], [store, saved.pick], queue=False)
+
+
+# ---- settings kept and shared -----------------------------------------------------------------------
+def wire_shared_settings(demo: gr.Blocks, tabs: list[Controls], kept: gr.BrowserState) -> None:
+    """The chat tabs' settings are one set: a change in one tab shows in the others, and the browser
+    keeps them for the next visit. (The Puzzles tab keeps its own: the eval asks at temperature 0.)
+    Changes are read from `.input` (the user's own), so the updates made here start nothing again."""
+    def restore_fn(store):
+        have = settings_of(store)
+        return [gr.update(value=have[key]) if key in have and have[key] is not None else NO_CHANGE
+                for _ in tabs for key in SETTINGS_KEYS]
+    demo.load(restore_fn, kept, [c for ctl in tabs for c in ctl.inputs])
+
+    for t, ctl in enumerate(tabs):
+        for key, widget in zip(SETTINGS_KEYS, ctl.inputs):
+            others = [o.inputs[SETTINGS_KEYS.index(key)] for u, o in enumerate(tabs) if u != t]
+
+            def changed(value, store, key=key, n=len(others)):
+                return ({**settings_of(store), key: value}, *[gr.update(value=value)] * n)
+            widget.input(changed, [widget, kept], [kept, *others], queue=False, show_progress="hidden")
 
 
 # ---- leaderboard --------------------------------------------------------------------------------
@@ -308,17 +473,19 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
     arena = Arena(client, votes)
     votes.warm()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        # kept in this browser's local storage (deploy/webui/saved.py): conversations, and the settings
+        conversations = gr.BrowserState([], storage_key="fleet_conversations", secret=STORAGE_SECRET)
+        kept_settings = gr.BrowserState({}, storage_key="fleet_settings", secret=STORAGE_SECRET)
         gr.Markdown(f"# {TITLE}")
-        gr.Markdown("Ask the models this machine serves side by side and vote for the better answer. Each runs in "
-                    "its own FastChat worker, held to its memory budget, on the CPU cores its entry names.",
-                    elem_classes="intro")
+        gr.Markdown("Ask a question in the box below the panes: every pane's model answers at once. Then vote for "
+                    "the better answer, or ask a follow-up.", elem_classes="intro")
         with gr.Tabs(selected="named", elem_id="tabs", overflow_behavior="wrap"):  # every tab in view on a phone
             with gr.Tab("Side by side", id="named"):
-                named, count = _side_by_side_tab(arena, max_new_tokens)
+                named, count, named_ctl, named_saved = _side_by_side_tab(arena, max_new_tokens, conversations)
             with gr.Tab("Battle (anonymous)", id="anony"):
-                _battle_tab(arena, max_new_tokens)
+                battle_ctl = _battle_tab(arena, max_new_tokens)
             with gr.Tab("Direct chat", id="direct"):
-                direct = _direct_tab(arena, max_new_tokens)
+                direct, direct_ctl, direct_saved = _direct_tab(arena, max_new_tokens, conversations)
             with gr.Tab("Puzzles", id="puzzles"):
                 puzzle_pickers = puzzles_tab(arena, max_new_tokens, puzzles)
             with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
@@ -332,34 +499,43 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         infos = [*named.infos, *direct.infos, *puzzle_pickers.infos]
         order = [i for p in (named, direct, puzzle_pickers) for i in range(len(p.selects))]  # A first, B second
 
-        async def refresh_models(seen: list, *picked):
+        async def refresh_models(seen: list, width, *picked):
             """Registered-later models appear, gone ones disappear; while the list is unchanged the
-            dropdowns are left alone, so an open one is never redrawn under the user's pointer."""
+            dropdowns are left alone, so an open one is never redrawn under the user's pointer.
+            `width`: the page's, in CSS pixels (the page's own script reads it when it loads)."""
             try:
                 models = await client.list_models()
             except ModelUnavailable:
                 models = []
             if models == seen:
-                return (seen, NO_CHANGE, NO_CHANGE, *[NO_CHANGE] * len(selects))
+                return (seen, width, NO_CHANGE, NO_CHANGE, *[NO_CHANGE] * len(selects))
             table = await arena.models_table(models)
             quick = await arena.quick_first(models)
-            # the first time models are listed: a pane for each of them, when they fit (2 to 4)
-            panes = gr.update(value=min(MAX_PANES, max(2, len(models)))) if not seen and models else NO_CHANGE
-            return (models, table, panes, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
+            # the first time models are listed: a pane for each of them, when they fit (2 to 4); two on
+            # a phone, where panes stack and each more pushes the others a screen further down
+            most = 2 if width and float(width) <= PHONE_WIDTH else MAX_PANES
+            panes = gr.update(value=min(most, max(2, len(models)))) if not seen and models else NO_CHANGE
+            return (models, width, table, panes, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
 
         async def refresh_infos(*picked):
             """The line under each picker, with whether its model is in memory now."""
             return [await arena.describe(p) for p in picked]
 
+        width = gr.Number(0, visible="hidden", elem_id="page_width")
         timer = gr.Timer(refresh_seconds)
-        timer.tick(refresh_models, [known, *selects], [known, models_df, count, *selects])
+        listed = [known, width, models_df, count, *selects]
+        timer.tick(refresh_models, [known, width, *selects], listed)
         timer.tick(refresh_infos, selects, infos)
-        demo.load(refresh_models, [known, *selects], [known, models_df, count, *selects])
+        demo.load(refresh_models, [known, width, *selects], listed,
+                  js="(seen, width, ...picked) => [seen, window.innerWidth, ...picked]")
         buttons = [*named.buttons, *direct.buttons, *puzzle_pickers.buttons]
         for sel, info, (load, unload) in zip(selects, infos, buttons):
             sel.change(arena.describe, sel, info)
             load.click(arena.load, sel, info)
             unload.click(arena.unload, sel, info)
+        wire_shared_settings(demo, [named_ctl, battle_ctl, direct_ctl], kept_settings)
+        demo.load(lambda kept: [gr.update(choices=choices(kept, tab)) for tab in ("named", "direct")],
+                  conversations, [named_saved.pick, direct_saved.pick])
     for fn in demo.fns.values():  # the page's own events: no API for other clients (the fleet has one)
         fn.api_visibility = "private"
     return demo

@@ -61,11 +61,12 @@ class Speed:
     prompt_tokens: int = 0
     cached_tokens: int | None = None  # of the prompt, already in the worker's KV cache (llama.cpp says)
     final: bool = False  # the answer ended: its pane shows the line (a battle's only after the vote)
+    earlier: int = 0  # tokens of the answer written before Continue (counted, not timed again)
 
     @property
     def tps(self) -> float | None:
-        decode = self.seconds - (self.ttft or 0)
-        return (self.tokens - 1) / decode if self.tokens > 1 and decode > 0 else None
+        decode, new = self.seconds - (self.ttft or 0), self.tokens - self.earlier
+        return (new - 1) / decode if new > 1 and decode > 0 else None
 
     def line(self) -> str:
         parts = [f"{self.ttft:.2f} s to first token" if self.ttft is not None else "no token"]
@@ -109,6 +110,9 @@ class Side:
     traces: list = field(default_factory=list)   # Trace or None per turn: a thinking model's trace
     opened: bool = False  # the last prompt opened a trace (the model's own template did)
     turn_models: list = field(default_factory=list)  # (model, system prompt) per turn: who wrote each answer
+    raw: list = field(default_factory=list)  # per turn, the text as the model wrote it (trace and answer)
+    cut: list = field(default_factory=list)  # per turn, whether it stopped at the most new tokens
+    continuing: str | None = None  # Continue: the text the model goes on from (its prompt ends with it)
     error: bool = False
     loading_since: float | None = None  # its model was not in memory when this answer was asked
     stop: bool = False  # set by a Stop click; the running stream ends this side's answer
@@ -142,6 +146,36 @@ class Side:
                 out.append(say("assistant", bot + line))
         return out
 
+    def turn_at(self, index: int) -> int | None:
+        """The turn whose question is message `index` of the pane (as `shown` lists them)."""
+        at, turn = -1, -1
+        for user, bot in self.history:
+            if user is not None:
+                turn, at = turn + 1, at + 1
+                if at == index:
+                    return turn
+                at += self.traces[turn] is not None if turn < len(self.traces) else 0
+            at += bot is not None
+            if at >= index:
+                return None
+        return None
+
+    def keep_turns(self, n: int) -> None:
+        """Only the first n turns stay (an edited question is asked again from there)."""
+        rows, seen = [], 0
+        for row in self.history:
+            if row[0] is not None:
+                if seen == n:
+                    break
+                seen += 1
+            rows.append(row)
+        self.history = rows
+        if self.conv is not None:
+            del self.conv.messages[self.conv.offset + 2 * n:]
+        for name in ("answers", "speeds", "traces", "turn_models", "raw", "cut"):
+            del getattr(self, name)[n:]
+        self.continuing, self.stop = None, False
+
 
 @dataclass
 class Battle:
@@ -151,6 +185,7 @@ class Battle:
     abandoned: bool = False  # New round: the running stream must not write into the panes again
     replaced_by: "Battle | None" = None  # ...and its last update shows this one instead (see app.py)
     question: str = ""
+    previous: "Battle | None" = None  # the round a change of the number of panes replaced (Undo)
 
     @property
     def hidden(self) -> bool:
@@ -162,7 +197,9 @@ class Battle:
         return [s.shown(self.hidden) for s in self.sides]
 
 
-CUT_IN_TRACE = "*✂ no answer: it was still thinking when it reached the most new tokens (raise **Max new tokens**)*"
+CUT_IN_TRACE = "*✂ no answer: it was still thinking when it reached the most new tokens (**Continue** goes on; or raise **Max new tokens**)*"
+CUT = "*✂ cut off at the most new tokens*"  # the status line offers Continue for the last answer
+CUT_STATUS = "An answer stopped at **Max new tokens**: **Continue** goes on from there."
 
 
 def render(side: Side, i: int, stopped: bool = False) -> str:
@@ -170,8 +207,17 @@ def render(side: Side, i: int, stopped: bool = False) -> str:
     Side.shown); an answer that never began because the trace used every token allowed says so
     (Stop says its own)."""
     trace = side.traces[i] if i < len(side.traces) else None
-    cut = trace is not None and not trace.closed and not stopped
-    return safe_markdown(side.answers[i]) or (CUT_IN_TRACE if cut else "")
+    in_trace = trace is not None and not trace.closed and not stopped
+    answer = closed_fence(safe_markdown(side.answers[i]))
+    if not answer:
+        return CUT_IN_TRACE if in_trace else ""
+    return answer + (f"\n\n{CUT}" if i < len(side.cut) and side.cut[i] and not stopped else "")
+
+
+def closed_fence(text: str) -> str:
+    """An answer that stopped inside a code block gets the block closed, so what the pane adds
+    under it (the cut mark, Stop's mark, the speed line) is not shown as code."""
+    return text + "\n```" if text.count("```") % 2 else text
 
 
 class Arena:
@@ -222,7 +268,8 @@ class Arena:
         bits = [await self.state(model), i.get("backend"), precision(i), size,
                 f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
                 f"ctx {i.get('context_length')}", f"from {i['source']}" if i.get("source") else None]
-        return "<small>" + " · ".join(html.escape(str(b)) for b in bits if b) + "</small>"
+        line = " · ".join(html.escape(str(b)) for b in bits if b)
+        return f'<small title="{line}">{line}</small>'  # the whole line on hover, where the pane cuts it
 
     async def load(self, model: str | None) -> str:
         """Load the picked model now (its line says so, or why not: the pool's reason)."""
@@ -288,6 +335,9 @@ class Arena:
         side.answers.append("")
         side.speeds.append(Speed())
         side.traces.append(None)
+        side.raw.append("")
+        side.cut.append(False)
+        side.continuing = None
         return True
 
     def retract(self, side: Side) -> bool:
@@ -297,13 +347,27 @@ class Arena:
         side.stop = False
         side.conv.messages[-1][1] = None
         side.answers[-1], side.speeds[-1] = "", Speed()
-        side.traces[-1] = None
+        side.traces[-1], side.raw[-1], side.cut[-1], side.continuing = None, "", False, None
         side.history[-1][1] = WAITING
+        return True
+
+    def extend(self, side: Side) -> bool:
+        """Continue the last answer, cut off at the most new tokens: the model is asked again with
+        its answer so far at the end of the prompt, and goes on from there."""
+        if side.conv is None or side.error or not side.cut or not side.cut[-1] or not side.raw[-1]:
+            return False
+        side.stop, side.continuing, side.cut[-1] = False, side.raw[-1], False
+        if side.traces[-1] is not None and not side.traces[-1].closed:  # cut while thinking: the trace goes on
+            side.traces[-1].done = False
+        side.conv.messages[-1][1] = None
+        side.speeds[-1] = Speed(earlier=side.speeds[-1].tokens)
+        side.history[-1][1] = render(side, len(side.answers) - 1) + "\n\n*… continuing*"
         return True
 
     async def _stream_one(self, i: int, side: Side, settings: GenSettings, q: asyncio.Queue) -> None:
         """Put (i, text, error, done, speed) on the queue for every frame of one side's answer."""
-        text, speed, t0 = "", Speed(), time.perf_counter()
+        before = side.continuing or ""
+        text, speed, t0 = before, Speed(earlier=side.speeds[-1].earlier if before else 0), time.perf_counter()
         if await self.state(side.model) in ("asleep", "loading"):  # the pane says so until the first token
             side.loading_since = time.monotonic()
         try:
@@ -311,23 +375,25 @@ class Arena:
             params = await self.request(addr, side, Sampling(
                 temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
                 seed=settings.seed))
-            finished = False
+            finished = None
             async for frame in self.client.stream(addr, params):
                 if frame.get("error_code", 0) != 0:
                     await q.put((i, text, frame.get("text", "worker error"), True, speed))
                     return
-                text = frame["text"].replace("\ufffd", "")
-                if text and speed.ttft is None:
+                new = frame["text"].replace("\ufffd", "")
+                text = before + new
+                if new and speed.ttft is None:
                     speed.ttft = time.perf_counter() - t0
                 usage = frame.get("usage") or {}
-                speed.tokens = int(usage.get("completion_tokens") or speed.tokens)
+                speed.tokens = speed.earlier + int(usage.get("completion_tokens") or speed.tokens - speed.earlier)
                 speed.prompt_tokens = int(usage.get("prompt_tokens") or speed.prompt_tokens)
                 cached = cached_tokens(usage)
                 speed.cached_tokens = speed.cached_tokens if cached is None else cached
                 speed.seconds = time.perf_counter() - t0
-                finished = finished or bool(frame.get("finish_reason"))
+                finished = frame.get("finish_reason") or finished
                 await q.put((i, text, None, False, speed))
             err = None if finished else "the answer was cut off: the worker closed the stream without finishing"
+            side.cut[-1] = finished == "length"
             await q.put((i, text, err, True, speed))
         except ModelUnavailable as e:
             await q.put((i, text, str(e), True, speed))
@@ -339,17 +405,22 @@ class Arena:
         worker, chat_template = "auto"), or in the FastChat template its entry names."""
         side.opened = False
         if side.conv.name != AUTO:
-            return chat_params(side.model, side.conv, sampling)
-        rendered = await self.client.worker_post(addr, routes.WORKER_RENDER, {
-            "model": side.model, "messages": messages_of(side.conv), "chat_template_kwargs": {}}, timeout=900)
-        side.opened = rendered["opens_thinking"]
-        return {**worker_params(side.model, rendered["prompt"], side.conv, sampling),
-                "prompt_parts": rendered["prompt_parts"]}
+            params = chat_params(side.model, side.conv, sampling)
+        else:
+            rendered = await self.client.worker_post(addr, routes.WORKER_RENDER, {
+                "model": side.model, "messages": messages_of(side.conv), "chat_template_kwargs": {}}, timeout=900)
+            side.opened = rendered["opens_thinking"]
+            params = {**worker_params(side.model, rendered["prompt"], side.conv, sampling),
+                      "prompt_parts": rendered["prompt_parts"]}
+        if side.continuing:  # the answer so far ends the prompt, as the model's own text
+            params["prompt"] += side.continuing
+            params["prompt_parts"] = [*params["prompt_parts"], ["message", side.continuing]]
+        return params
 
     def _answered(self, side: Side, text: str, speed: Speed) -> None:
         """A frame's text as the side's trace (a thinking model's, folded) and answer."""
         reasoning, answer = split_whole(text, side.opened)
-        side.answers[-1] = answer
+        side.answers[-1], side.raw[-1] = answer, text
         if reasoning is not None:
             trace = side.traces[-1] or Trace()
             if not trace.done:
@@ -364,7 +435,7 @@ class Arena:
         what it has so far (and the conversation keeps it as context)."""
         q: asyncio.Queue = asyncio.Queue()
         tasks = {i: asyncio.create_task(self._stream_one(i, s, settings, q)) for i, s in enumerate(sides)
-                 if s.conv is not None and s.history and s.history[-1][1] == WAITING}
+                 if s.conv is not None and s.history and (s.history[-1][1] == WAITING or s.continuing)}
         live = set(tasks)
         try:
             while live:
@@ -389,7 +460,7 @@ class Arena:
                 self._answered(side, text, speed)
                 answer = side.answers[-1]
                 if error:
-                    side.error = True
+                    side.error, side.continuing = True, None
                     side.history[-1][1] = ((safe_markdown(answer) + "\n\n" if answer else "")
                                            + f"Error: {labels[i]} failed: {helpful(error, side.model, labels[i])}")
                     live.discard(i)
@@ -407,6 +478,7 @@ class Arena:
 
     @staticmethod
     def _finish(side: Side, text: str, stopped: bool = False) -> None:
+        side.continuing = None
         side.conv.update_last_message(text)
         side.speeds[-1].final = True
         side.history[-1][1] = render(side, len(side.answers) - 1, stopped) + (f"\n\n{STOPPED}" if stopped else "")

@@ -22,9 +22,12 @@ def _turns(side: Side, hidden: bool = False) -> list[dict]:
         sp = side.speeds[i] if i < len(side.speeds) else None
         model, system = side.turn_models[i] if i < len(side.turn_models) else (side.model, "")
         trace = side.traces[i] if i < len(side.traces) else None
+        answering = msgs[k + 1][1] is None  # exported while it streams: what it said so far, marked
         out.append({"user": msgs[k][1], "reasoning": None if hidden or trace is None else trace.text,
                     "reasoning_tokens": None if hidden or trace is None else trace.tokens,
-                    "assistant": msgs[k + 1][1] or "",
+                    "assistant": (side.answers[i] if answering and i < len(side.answers) else msgs[k + 1][1]) or "",
+                    "incomplete": "still answering" if answering else
+                    "cut off at the most new tokens" if i < len(side.cut) and side.cut[i] else None,
                     "model": None if hidden else model, "system": None if hidden else system,
                     "speed": None if hidden or sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
@@ -74,6 +77,8 @@ def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str 
                 out += [f"<details><summary>{who} thought ({t['reasoning_tokens']} tokens)</summary>", "",
                         t["reasoning"], "", "</details>", ""]
             out += [f"**{who}:** {t['assistant']}", ""]
+            if t["incomplete"]:
+                out += [f"*(incomplete: {t['incomplete']})*", ""]
             if t["speed"]:
                 sp = t["speed"]
                 out += [f"*{sp['ttft_s']} s to first token, {sp['tokens']} tokens"
@@ -92,7 +97,7 @@ def share_text(battle: Battle, vote_type: str) -> str:
         if sp and sp.tps:
             speed.append(f"{s.model} {sp.tps:.1f} tok/s")
     q = battle.question if len(battle.question) <= 120 else battle.question[:117] + "…"
-    return (f"Anonymous battle on fastchat-fleet: **{a.model}** vs **{b.model}**: {verdict} "
+    return (f"Anonymous battle on fastchat-fleet: {a.model} vs {b.model}: {verdict} "
             f"(my vote: {VOTES[vote_type][0]}).\n\nQuestion: {q}" + (f"\n\nSpeed: {', '.join(speed)}" if speed else ""))
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 import gradio as gr
 
 from deploy.webui.arena import Arena, Battle
-from deploy.webui.widgets import Pickers, controls, pane, picker, settings_from
+from deploy.webui.widgets import Pickers, controls, pane, picker, refusing, settings_from
 
 
 class PuzzleBook(Protocol):
@@ -26,16 +26,32 @@ class PuzzleBook(Protocol):
     def grade(self, puzzle, answer: str): ...
 
 
-def _grading(book: PuzzleBook, puzzle, battle: Battle) -> str:
+def _grading(book: PuzzleBook, puzzle, battle: Battle, tally: dict) -> str:
+    """The reference, each answer's verdict, and each model's tally over the puzzles asked in this
+    page (added to `tally`: model -> [score, most, puzzles]). An answer stopped before its end is
+    not graded; one cut off at the most new tokens is graded as it stands, and says so."""
     lines = [f"**Reference answer:** {html.escape(puzzle.reference)}", ""]
     for label, side in zip(("A", "B"), battle.sides):
+        name = html.escape(side.model or "?")
         if side.error or not side.answers:
-            lines.append(f"- Model {label} ({side.model}): no answer to grade")
+            lines.append(f"- Model {label} ({name}): no answer to grade")
+            continue
+        if side.stop:
+            lines.append(f"- Model {label} ({name}): stopped before its end, so not graded. Ask again and let "
+                         f"it finish.")
             continue
         v = book.grade(puzzle, side.answers[-1])
-        lines.append(f"- Model {label} (**{html.escape(side.model)}**): **{v.score:.2f}** / {v.max_score:g}, "
+        cut = " It was cut off at the most new tokens: raise **Max new tokens** for a whole answer." \
+            if side.cut and side.cut[-1] else ""
+        lines.append(f"- Model {label} (**{name}**): **{v.score:.2f}** / {v.max_score:g}, "
                      f"{v.label}{'' if v.confident else ' (the rules are unsure: read it yourself)'}. "
-                     f"{html.escape(v.reason)}")
+                     f"{html.escape(v.reason)}{cut}")
+        score, most, n = tally.get(side.model, (0.0, 0.0, 0))
+        tally[side.model] = [score + v.score, most + v.max_score, n + 1]
+    if tally:
+        lines += ["", "**This page's tally:** " + " · ".join(
+            f"{html.escape(m)} {s:.2f} / {most:g} ({n} puzzle{'s' if n != 1 else ''})"
+            for m, (s, most, n) in sorted(tally.items(), key=lambda kv: -kv[1][0] / max(kv[1][1], 1)))]
     return "\n".join(lines)
 
 
@@ -51,6 +67,7 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
                 "each (checked by simple rules, so read the answers too).", elem_classes="intro",
                 elem_id="puzzles_intro")
     state = gr.State(Battle())
+    tally = gr.State({})  # model -> [score, most, puzzles] over this page's runs
     pickers = []
     with gr.Row(elem_classes="pickers"):
         for side in ("a", "b"):
@@ -70,7 +87,8 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
     reference = gr.Markdown(elem_id="puzzle_reference")
     ctl = controls("puzzles", max_new_tokens, temperature=0.0)  # the eval asks at temperature 0
 
-    async def ask(old: Battle, a, b, label, *params):
+    @refusing(lambda old, message: (old, gr.update(), gr.update(), message, gr.update()))
+    async def ask(old: Battle, tally: dict, a, b, label, *params):
         p = by_label.get(label)
         if p is None or not a or not b:
             yield old, gr.update(), gr.update(), "Pick a puzzle and two models.", gr.update()
@@ -86,12 +104,15 @@ def puzzles_tab(arena: Arena, max_new_tokens: int, book: PuzzleBook | None):
                 return
             yield battle, battle.sides[0].messages, battle.sides[1].messages, gr.update(), gr.update()
         failed = [lab for lab, sd in zip("AB", battle.sides) if sd.error or not sd.answers]
-        done = ("Both answered." if not failed else "Both models failed: their panes say why." if len(failed) == 2
-                else f"Model {failed[0]} failed (its pane says why); the other answer is graded.")
-        yield battle, battle.sides[0].messages, battle.sides[1].messages, done, _grading(book, p, battle)
+        stopped = [lab for lab, sd in zip("AB", battle.sides) if sd.stop and lab not in failed]
+        done = ("Both models failed: their panes say why." if len(failed) == 2
+                else f"Model {failed[0]} failed (its pane says why)." if failed else "")
+        done += (" Stopped before the end: " + ", ".join(f"Model {s}" for s in stopped) + "." if stopped else "")
+        yield battle, battle.sides[0].messages, battle.sides[1].messages, done.strip() or "Both answered.", \
+            _grading(book, p, battle, tally)
 
     choose.change(lambda label: by_label[label].question if label in by_label else "", choose, question)
-    send.click(ask, [state, *[p.select for p in pickers], choose, *ctl.inputs],
+    send.click(ask, [state, tally, *[p.select for p in pickers], choose, *ctl.inputs],
                       [state, *bots, status, reference], trigger_mode="once", concurrency_limit=None)
 
     def stop_fn(battle: Battle):

@@ -2,6 +2,7 @@
 input row and export row everywhere (deploy/webui/app.py and puzzles_tab.py build the tabs)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -29,6 +30,26 @@ class Controls:
         return [self.system, self.temperature, self.top_p, self.max_tokens, self.seed]
 
 
+class BadSetting(ValueError):
+    """A setting typed wrong: the tab refuses the request with this message (see refusing)."""
+
+
+def refusing(refuse):
+    """An event's answer stream (an async generator taking the tab's state first) that meets a
+    setting typed wrong refuses with its message, through `refuse(state, message)`: raised, it would
+    make Gradio mark every output of the event with a red "Error" badge that hides the typed text."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def run(state, *args, **kwargs):
+            try:
+                async for out in fn(state, *args, **kwargs):
+                    yield out
+            except BadSetting as e:
+                yield refuse(state, str(e))
+        return run
+    return wrap
+
+
 def seed_from(text) -> int | None:
     """The Seed box: empty is a new random answer each time (and lets a follow-up reuse the
     conversation's KV cache: a seeded request computes its whole prompt again, to be repeatable)."""
@@ -38,7 +59,7 @@ def seed_from(text) -> int | None:
     try:
         return SEED.validate_python(int(text))
     except (ValueError, ValidationError):
-        raise gr.Error(f"The seed '{text[:24]}' is not a whole number of at most 19 digits. Type one, e.g. 42, to "
+        raise BadSetting(f"The seed '{text[:24]}' is not a whole number of at most 19 digits. Type one, e.g. 42, to "
                        f"make answers repeatable, or leave the box empty for a different answer each time.") from None
 
 
@@ -47,10 +68,14 @@ def settings_from(system, temperature, top_p, max_tokens, seed) -> GenSettings:
                        seed=seed_from(seed), system_prompt=system or "")
 
 
-def settings_dict(*params) -> dict:
-    s = settings_from(*params)
-    return {"system_prompt": s.system_prompt, "temperature": s.temperature, "top_p": s.top_p,
-            "max_new_tokens": s.max_new_tokens, "seed": s.seed}
+def settings_dict(system, temperature, top_p, max_tokens, seed) -> dict:
+    """The settings as an export records them (a seed typed wrong is recorded as typed)."""
+    try:
+        seed = seed_from(seed)
+    except BadSetting:
+        seed = str(seed)
+    return {"system_prompt": system or "", "temperature": float(temperature), "top_p": float(top_p),
+            "max_new_tokens": int(max_tokens), "seed": seed}
 
 
 def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Controls:
@@ -67,12 +92,13 @@ def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Cont
     return Controls(system, temperature, top_p, max_tokens, seed)
 
 
-def pane(label: str, elem_id: str) -> gr.Chatbot:
+def pane(label: str, elem_id: str, editable: bool = False) -> gr.Chatbot:
     """A conversation pane: each message its own bubble with a copy button (a note such as a model
     taking over is not copied with the answer beside it); HTML in a message is shown escaped
-    (arena.as_text, safe_markdown), and Gradio strips tags besides."""
+    (arena.as_text, safe_markdown), and Gradio strips tags besides. `editable`: the user's own
+    questions can be edited, and the conversation is asked again from there."""
     return gr.Chatbot(label=label, elem_id=elem_id, elem_classes="pane", buttons=["copy"], height=400,
-                      group_consecutive_messages=False, allow_tags=False)
+                      group_consecutive_messages=False, allow_tags=False, editable="user" if editable else None)
 
 
 @dataclass
@@ -110,6 +136,23 @@ def export_row(prefix: str) -> tuple[gr.Button, gr.Button, gr.File]:
             js = gr.Button("JSON", size="sm", elem_id=f"{prefix}_export_json")
         file = gr.File(label="Download", visible=False, elem_id=f"{prefix}_export_file", interactive=False)
     return md, js, file
+
+
+@dataclass
+class SavedRow:
+    pick: gr.Dropdown
+    open: gr.Button
+    delete: gr.Button
+
+
+def saved_row(prefix: str) -> SavedRow:
+    """The conversations this browser keeps for the tab (deploy/webui/saved.py): open one, delete one."""
+    with gr.Accordion("Saved conversations (kept in this browser only)", open=False, elem_id=f"{prefix}_saved"):
+        pick = gr.Dropdown(label="Saved conversations", choices=[], value=None, elem_id=f"{prefix}_saved_pick")
+        with gr.Row():
+            opened = gr.Button("Open", size="sm", elem_id=f"{prefix}_saved_open")
+            delete = gr.Button("Delete", size="sm", variant="stop", elem_id=f"{prefix}_saved_delete")
+    return SavedRow(pick, opened, delete)
 
 
 @dataclass
