@@ -47,14 +47,19 @@ def answered(pg, prefix: str = "direct", turns: int = 1, was: list | None = None
     wait_for(done, timeout, "the answers")
 
 
-def open_saved(pg, prefix: str) -> list[str]:
-    """Opens the tab's newest saved conversation; returns what the list offered."""
+def saved_options(pg, prefix: str):
+    """The tab's list of saved conversations, opened as a user opens it."""
     if not pg.locator(f"#{prefix}_saved_pick").is_visible():
         pg.click(f"#{prefix}_saved")
-    box = pg.locator(f"#{prefix}_saved_pick input")
-    box.click()
+    pg.locator(f"#{prefix}_saved_pick input").click()
     options = pg.locator(f"#{prefix}_saved_pick").get_by_role("option")
     wait_for(lambda: options.count() > 0, 10, "the saved conversations listed")
+    return options
+
+
+def open_saved(pg, prefix: str) -> list[str]:
+    """Opens the tab's newest saved conversation; returns what the list offered."""
+    options = saved_options(pg, prefix)
     offered = options.all_inner_texts()
     options.first.click()
     pg.click(f"#{prefix}_saved_open")
@@ -113,9 +118,7 @@ def test_an_edited_question_is_asked_again_from_there_and_the_old_branch_is_kept
         wait_for(lambda: bubbles(pg, "direct_pane", "user") == ["Say thank you."], 30, "the edited question alone")
         answered(pg)
         assert len(bubbles(pg, "direct_pane")) == 1 and "Error" not in bubbles(pg, "direct_pane")[0]
-        pg.click("#direct_saved")
-        pg.locator("#direct_saved_pick input").click()
-        offered = pg.locator("#direct_saved_pick").get_by_role("option").all_inner_texts()
+        offered = saved_options(pg, "direct").all_inner_texts()
         assert any("Say thank you." in o and "1 turn" in o for o in offered), offered
         assert any("Say hello." in o and "2 turns" in o for o in offered), offered  # the branch before the edit
         pg.keyboard.press("Escape")

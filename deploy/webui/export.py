@@ -11,7 +11,10 @@ from deploy.webui.arena import Battle, Side
 from deploy.webui.votes import VOTES
 
 
-def _turns(side: Side, hidden: bool = False) -> list[dict]:
+CUT_OFF = "cut off at the most new tokens"  # an answer's "incomplete" when it stopped at max tokens
+
+
+def turns(side: Side, hidden: bool = False) -> list[dict]:
     """(question, reasoning, answer, who answered, speed) per turn, from the conversation itself
     (the answer the model is handed back; a thinking model's trace apart from it). `hidden`: a
     battle before its vote, where nothing may name a model (a thinking style can)."""
@@ -27,7 +30,7 @@ def _turns(side: Side, hidden: bool = False) -> list[dict]:
                     "reasoning_tokens": None if hidden or trace is None else trace.tokens,
                     "assistant": (side.answers[i] if answering and i < len(side.answers) else msgs[k + 1][1]) or "",
                     "incomplete": "still answering" if answering else
-                    "cut off at the most new tokens" if i < len(side.cut) and side.cut[i] else None,
+                    CUT_OFF if i < len(side.cut) and side.cut[i] else None,
                     "model": None if hidden else model, "system": None if hidden else system,
                     "speed": None if hidden or sp is None or sp.ttft is None else
                     {"ttft_s": round(sp.ttft, 3), "tokens": sp.tokens,
@@ -48,7 +51,7 @@ def as_json(sides: list[Side], labels: list[str], settings: dict, vote: str | No
     return json.dumps({"exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "vote": vote,
                        "conversations": [{"label": lab, "model": None if hidden else s.model,
                                           "system": _system(s, settings, hidden),
-                                          "turns": _turns(s, hidden)} for s, lab in zip(sides, labels)]},
+                                          "turns": turns(s, hidden)} for s, lab in zip(sides, labels)]},
                       ensure_ascii=False, indent=2)
 
 
@@ -67,7 +70,7 @@ def as_markdown(sides: list[Side], labels: list[str], settings: dict, vote: str 
         if system and len(models) <= 1:
             out += [f"*System:* {system}", ""]
         shown_system = system
-        for t in _turns(s, hidden):
+        for t in turns(s, hidden):
             who = lab if hidden or named or not t["model"] else t["model"]
             if not hidden and len(models) > 1 and t["system"] and t["system"] != shown_system:
                 out += [f"*System ({t['model']}):* {t['system']}", ""]

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from deploy.webui.arena import Side, Speed, Trace, as_text, render
+from deploy.webui.export import CUT_OFF, turns
 from deploy.wire.client import AsyncFleetClient
 
 KEPT = 30  # conversations per browser; the oldest goes first (local storage holds a few MB)
@@ -55,18 +56,11 @@ class SavedConversation(BaseModel):
 
 def snapshot(sides: list[Side], tab: Literal["direct", "named"]) -> SavedConversation | None:
     """The conversation the panes hold now, as the browser keeps it; None when nothing was asked."""
-    panes = []
-    for s in sides:
-        msgs = s.conv.messages[s.conv.offset:] if s.conv is not None and not s.error else []
-        turns = []
-        for k in range(0, len(msgs) - 1, 2):
-            i = k // 2
-            trace = s.traces[i] if i < len(s.traces) else None
-            turns.append(SavedTurn(user=msgs[k][1], assistant=msgs[k + 1][1] or "",
-                                   reasoning=trace.text if trace is not None else None,
-                                   cut=bool(i < len(s.cut) and s.cut[i])))
-        panes.append(SavedPane(model=s.model, system=s.conv.system_message if s.conv is not None else "",
-                               turns=turns))
+    panes = [SavedPane(model=s.model, system=s.conv.system_message if s.conv is not None else "",
+                       turns=[] if s.error else [SavedTurn(user=t["user"], assistant=t["assistant"],
+                                                           reasoning=t["reasoning"], cut=t["incomplete"] == CUT_OFF)
+                                                 for t in turns(s)])
+             for s in sides]
     if not any(p.turns for p in panes):
         return None
     return SavedConversation(id=sides[0].conv_id, tab=tab, saved=time.time(), panes=panes)

@@ -30,13 +30,13 @@ class Controls:
         return [self.system, self.temperature, self.top_p, self.max_tokens, self.seed]
 
 
-class BadSetting(ValueError):
-    """A setting typed wrong: the tab refuses the request with this message (see refusing)."""
+class Refusal(ValueError):
+    """What a tab refuses, in words (a setting typed wrong, an edit it cannot make): see refusing."""
 
 
 def refusing(refuse):
     """An event's answer stream (an async generator taking the tab's state first) that meets a
-    setting typed wrong refuses with its message, through `refuse(state, message)`: raised, it would
+    Refusal refuses with its message, through `refuse(state, message)`: raised to Gradio, it would
     make Gradio mark every output of the event with a red "Error" badge that hides the typed text."""
     def wrap(fn):
         @functools.wraps(fn)
@@ -44,7 +44,7 @@ def refusing(refuse):
             try:
                 async for out in fn(state, *args, **kwargs):
                     yield out
-            except BadSetting as e:
+            except Refusal as e:
                 yield refuse(state, str(e))
         return run
     return wrap
@@ -59,7 +59,7 @@ def seed_from(text) -> int | None:
     try:
         return SEED.validate_python(int(text))
     except (ValueError, ValidationError):
-        raise BadSetting(f"The seed '{text[:24]}' is not a whole number of at most 19 digits. Type one, e.g. 42, to "
+        raise Refusal(f"The seed '{text[:24]}' is not a whole number of at most 19 digits. Type one, e.g. 42, to "
                        f"make answers repeatable, or leave the box empty for a different answer each time.") from None
 
 
@@ -71,11 +71,11 @@ def settings_from(system, temperature, top_p, max_tokens, seed) -> GenSettings:
 def settings_dict(system, temperature, top_p, max_tokens, seed) -> dict:
     """The settings as an export records them (a seed typed wrong is recorded as typed)."""
     try:
-        seed = seed_from(seed)
-    except BadSetting:
-        seed = str(seed)
-    return {"system_prompt": system or "", "temperature": float(temperature), "top_p": float(top_p),
-            "max_new_tokens": int(max_tokens), "seed": seed}
+        s, typed = settings_from(system, temperature, top_p, max_tokens, seed), None
+    except Refusal:
+        s, typed = settings_from(system, temperature, top_p, max_tokens, None), str(seed)
+    return {"system_prompt": s.system_prompt, "temperature": s.temperature, "top_p": s.top_p,
+            "max_new_tokens": s.max_new_tokens, "seed": s.seed if typed is None else typed}
 
 
 def controls(prefix: str, max_new_tokens: int, temperature: float = 0.7) -> Controls:
