@@ -70,6 +70,19 @@ def open_page(browser, url: str, size: tuple[int, int] = (1400, 1500), shot: str
     assert problems == [], f"the page logged errors: {problems}"
 
 
+# what Gradio's client logs when the page it runs in goes away with an event in flight (a timer's
+# refresh, say): the unloading page's own noise, not a fault of the page loaded next
+UNLOAD_NOISE = re.compile(r"AbortError: signal is aborted without reason|Unexpected error Connection errored out")
+
+
+def reload(pg):
+    """Reload the page as a user does, mid-refresh or not, and wait for it to be ready again."""
+    before = len(pg.logged)
+    pg.reload(wait_until="load")
+    pg.wait_for_selector("#named_input textarea", timeout=60_000)
+    pg.logged[before:] = [p for p in pg.logged[before:] if not UNLOAD_NOISE.search(p)]
+
+
 def panes(pg, n: int):
     """Side by side with n panes; after the page has set its own default (a pane per model)."""
     wait_for(lambda: pg.input_value("#named_model_b input") != "", 30, "the models listed")

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import QWEN, SMALL, Stack, entry, wait_for
-from tests.browser_kit import (LAPTOP, PHONE, ask, bubbles, export, long_question, open_page, panes, select, set_max_tokens,
-                               status, tab)
+from tests.browser_kit import (LAPTOP, PHONE, ask, bubbles, export, long_question, open_page, panes, reload, select,
+                               set_max_tokens, status, tab)
 
 pytestmark = pytest.mark.slow
 SIZES = pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
@@ -88,8 +88,7 @@ def test_a_conversation_survives_a_reload_and_the_settings_are_kept_and_shared(b
         pg.click("#named_params")
         assert pg.locator("#named_max_tokens input[type=range]").input_value() == "32"
 
-        pg.reload(wait_until="load")
-        pg.wait_for_selector("#named_input textarea", timeout=60_000)
+        reload(pg)
         tab(pg, "Direct chat")
         pg.click("#direct_params")
         wait_for(lambda: pg.locator("#direct_max_tokens input[type=range]").input_value() == "32", 20,
