@@ -17,7 +17,8 @@ from deploy.webui.widgets import Pickers, controls, pane, picker, refusing, sett
 
 class PuzzleBook(Protocol):
     """Puzzles (each with `id`, `question`, `reference`) and a grader of answers to them (a verdict
-    with `score`, `max_score`, `label`, `confident`, `reason`)."""
+    with `score`, `max_score`, `label`, `confident`, and `in_words()`: what the answer got, missed
+    and got wrong, in plain words)."""
 
     source: str  # where the puzzles come from, as the tab's intro names it
 
@@ -45,7 +46,7 @@ def _grading(book: PuzzleBook, puzzle, battle: Battle, tally: dict) -> str:
             if side.cut and side.cut[-1] else ""
         lines.append(f"- Model {label} (**{name}**): **{v.score:.2f}** / {v.max_score:g}, "
                      f"{v.label}{'' if v.confident else ' (the rules are unsure: read it yourself)'}. "
-                     f"{html.escape(v.reason)}{cut}")
+                     f"{html.escape(v.in_words())}{cut}")
         score, most, n = tally.get(side.model, (0.0, 0.0, 0))
         tally[side.model] = [score + v.score, most + v.max_score, n + 1]
     if tally:

@@ -66,6 +66,32 @@ class Verdict:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def in_words(self) -> str:
+        """The verdict for a reader of the web page: what the answer got, missed and got wrong, each
+        part named as its puzzle names it and quoted from the answer. `reason` keeps the rules' own
+        account (sense order, restatements, why they are unsure) for the report and the judge."""
+        if self.label == "hedge":
+            said = [f"“{e['matched']}”" for e in self.evidence if e["kind"] == "hedge"]
+            return f"It gives more than one answer to '{self.evidence[0]['criterion']}' ({', '.join(said)}): " \
+                   f"an answer that hedges scores 0."
+        if self.label == "echo":
+            return f"It {self.reason}."
+        if self.label not in ("right", "partial", "wrong"):  # no answer, or no rules
+            return self.reason[:1].upper() + self.reason[1:] + "."
+        quoted = lambda e: f"{e['criterion']} (“{e['matched']}”)"  # noqa: E731
+        cancelled = {e["criterion"] for e in self.evidence if e["kind"] == "cancelled"}
+        wrong = [e for e in self.evidence if e["kind"] == "wrong"]
+        sentences = [
+            ("It gets: ", [quoted(e) for e in self.evidence if e["kind"] == "met"]),
+            ("It misses: ", [n for n, ok in self.criteria.items() if not ok and n not in cancelled
+                             and not any(e["criterion"] == n for e in wrong)]),
+            ("It says the opposite of: ", [quoted(e) for e in wrong if e["criterion"] in self.criteria]),
+            ("It says something wrong: ", [quoted(e) for e in wrong if e["criterion"] not in self.criteria]),
+            ("So no credit for: ", [f"{e['criterion']} (“{e['matched']}”)" for e in self.evidence
+                                    if e["kind"] == "cancelled"]),
+        ]
+        return " ".join(head + "; ".join(parts) + "." for head, parts in sentences if parts) or self.reason
+
     @classmethod
     def from_dict(cls, d: dict) -> "Verdict":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
