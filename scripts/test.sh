@@ -20,4 +20,6 @@ printf '\n==> Checking the puzzle rules against their labelled examples\n'
 printf '\n==> Checking the import layers\n'
 .venv/bin/lint-imports --no-cache
 
-exec .venv/bin/python -m pytest "$@"
+# Two test processes (pytest-xdist), each taking whole modules: a module's fleet is started once and
+# its tests run in order. TEST_PROCESSES=0 runs everything in this one process.
+exec .venv/bin/python -m pytest -n "${TEST_PROCESSES:-2}" --dist loadfile --no-loadscope-reorder "$@"

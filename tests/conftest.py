@@ -67,3 +67,15 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def client(stack):
     return stack.openai(max_retries=2)
+
+
+# The modules that take longest, longest first. scripts/test.sh runs two test processes, each taking
+# whole modules in collection order; a long module taken last would run on alone at the end.
+RUN_FIRST = ("test_webui_browser", "test_seed_fidelity", "test_ask_all", "test_on_demand", "test_webui_round_four",
+             "test_modelscope", "test_webui_round_three", "test_chaos", "test_supervisord", "test_speculation",
+             "test_reasoning", "test_api_tools", "test_api_security", "test_api_clients")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module's tests keep their order

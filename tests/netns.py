@@ -16,8 +16,9 @@ class VethPair:
         """`net` (0-3) tells apart pairs that one test run has up at the same time."""
         tag = os.getpid() % 10000
         self.ns, self.a, self.b = f"fleet-ns-{tag}-{net}", f"fl{tag}{net}a", f"fl{tag}{net}b"
-        sub = 200 + os.getpid() % 13 * 4 + net
-        self.main_ip, self.worker_ip, self.stranger_ip = f"10.213.{sub}.1", f"10.213.{sub}.2", f"10.213.{sub}.3"
+        # a subnet of its own per test process (pytest-xdist runs two at once), and per pair within one
+        sub = 100 + os.getpid() % 150
+        self.main_ip, self.worker_ip, self.stranger_ip = (f"10.{sub}.{net}.{host}" for host in (1, 2, 3))
 
     def __enter__(self):
         sh("ip", "netns", "add", self.ns)

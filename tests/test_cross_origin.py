@@ -49,10 +49,14 @@ async function attack(webui, api, worker) {
 def evil_site(port: int, webui: str, api: str, worker: str) -> http.server.ThreadingHTTPServer:
     """A page on another port of this machine, with a sandboxed frame (origin "null") of its own."""
     script = ATTACKS.replace("MODEL", SMALL)
-    frame = (f"<script>{script}; attack({json.dumps(webui)}, {json.dumps(api)}, {json.dumps(worker)})"
-             f".then(r => parent.postMessage(r, '*'));</script>")
+    # the frame attacks when the test says go (`go(pg)`): once the browser driver has attached to it,
+    # so that every response of the frame is reported, however loaded the machine
+    frame = (f"<script>{script}; addEventListener('message', e => e.data === 'go' && attack({json.dumps(webui)}, "
+             f"{json.dumps(api)}, {json.dumps(worker)}).then(r => parent.postMessage(r, '*')));"
+             f"parent.postMessage('ready', '*');</script>")
     page = (f"<html><body><script>{script}; window.results = {{}};"
-            f"window.addEventListener('message', e => {{ window.results.sandboxed = e.data; }});"
+            f"window.addEventListener('message', e => {{ if (e.data === 'ready') window.frameReady = true;"
+            f" else window.results.sandboxed = e.data; }});"
             f"attack({json.dumps(webui)}, {json.dumps(api)}, {json.dumps(worker)}).then(r => {{ window.results.page = r; }});"
             f"</script><iframe sandbox=\"allow-scripts\" srcdoc=\"{html.escape(frame, quote=True)}\"></iframe></body></html>").encode()
 
@@ -96,6 +100,9 @@ def test_another_origin_cannot_read_vote_or_make_a_worker_generate(browser, flee
           if r.url.startswith((fleet.webui_url, api, worker)) else None)
     try:
         pg.goto(f"http://127.0.0.1:{site.server_address[1]}/", wait_until="load")
+        wait_for(lambda: pg.evaluate("() => window.frameReady") and any(f.url == "about:srcdoc" for f in pg.frames),
+                 30, "the sandboxed frame ready and attached")
+        pg.evaluate("() => document.querySelector('iframe').contentWindow.postMessage('go', '*')")
         try:
             results = wait_for(lambda: (r := pg.evaluate("() => window.results")) and "page" in r and "sandboxed" in r
                                and r, 60, "the attacks to run")

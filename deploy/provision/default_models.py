@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy import backends
+from deploy.provision.pip import pip_install
 from deploy.registry.paths import FleetPaths, cache_dir
 
 MANIFEST = Path(__file__).with_name("default_models.toml")
@@ -185,7 +186,7 @@ def convert(spec: ConvertedSpec, source: GGUFSpec) -> Path:
     try:
         if not (tool / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(tool)], check=True)
-        pip = [str(tool / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        pip = pip_install(tool / "bin" / "python")
         # torch first, from the machine's local CPU wheel: anything else pulls CUDA builds.
         subprocess.run(pip + ["torch==2.13.0"], check=True)
         subprocess.run(pip + spec.tool_requirements, check=True)

@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.provision.pip import pip_install
 from deploy.registry.locks import held
 from deploy.registry.paths import tools_dir
 
@@ -98,7 +99,7 @@ class LlamaCppTools:
             say(f"  converter environment (once per machine, {venv}) ...")
             shutil.rmtree(venv, ignore_errors=True)
             _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
-            pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            pip = pip_install(python)
             _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
             _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
             ready.write_text(json.dumps(CONVERTER_REQUIREMENTS))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deploy.provision.pip import pip_install
 from deploy.registry.config import Registry
 from deploy.registry.locks import held
 from deploy.registry.paths import MAIN_RUNTIME, REPO_ROOT, RUNTIMES_DIR, runtime_python
@@ -58,8 +59,7 @@ def is_ready(name: str) -> bool:
 
 
 def _pip(python: Path, args: list[str], what: str) -> None:
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    r = subprocess.run([*pip, *args], capture_output=True, text=True)
+    r = subprocess.run([*pip_install(python), *args], capture_output=True, text=True)
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).splitlines()[-20:])
         raise RuntimeBuildError(f"{tail}\ninstalling {what} into the runtime failed (exit {r.returncode}). Fix: read the "
