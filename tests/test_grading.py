@@ -88,6 +88,8 @@ def test_who_doesnt_know():
 def test_stating_both_answers_is_a_hedge():
     v = g("who-doesnt-know", "可能是他不知道，也可能是我不知道。")
     assert v.label == "hedge" and v.score == 0 and "states more than one answer" in v.reason
+    assert v.in_words() == ("It gives more than one answer to 'who doesn't know' (“是他不知道”, “是我不知道”): "
+                            "an answer that hedges scores 0.")  # the web page's words, without option labels
 
 
 # --- 4. 明明 and 白白 --------------------------------------------------------------------

@@ -87,8 +87,7 @@ class Verdict:
                              and not any(e["criterion"] == n for e in wrong)]),
             ("It says the opposite of: ", [quoted(e) for e in wrong if e["criterion"] in self.criteria]),
             ("It says something wrong: ", [quoted(e) for e in wrong if e["criterion"] not in self.criteria]),
-            ("So no credit for: ", [f"{e['criterion']} (“{e['matched']}”)" for e in self.evidence
-                                    if e["kind"] == "cancelled"]),
+            ("So no credit for: ", [quoted(e) for e in self.evidence if e["kind"] == "cancelled"]),
         ]
         return " ".join(head + "; ".join(parts) + "." for head, parts in sentences if parts) or self.reason
 
