@@ -37,7 +37,7 @@ step "[2/6] PyTorch 2.13.0 (CPU) first, so nothing later pulls CUDA builds"
 if .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
   echo "torch 2.13.0 present"
 else
-  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check --no-compile torch==2.13.0
+  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check torch==2.13.0
 fi
 
 step "[3/6] Pinned packages (requirements.lock)"
@@ -45,7 +45,7 @@ lock_sum=$(sha256sum requirements.lock | cut -d' ' -f1)
 if [ -f .venv/.lock-installed ] && [ "$(cat .venv/.lock-installed)" = "$lock_sum" ]; then
   echo "requirements.lock already installed"
 else
-  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check --no-compile -r requirements.lock
+  quiet_pip .venv/bin/python -m pip install --disable-pip-version-check -r requirements.lock
   echo "$lock_sum" > .venv/.lock-installed
 fi
 

@@ -234,7 +234,7 @@ def test_regenerate_system_prompt_and_model_info(page, ui):
     ask(page, "direct", "Hello!")
     wait_for(lambda: "tok/s" in pane_text(page, "direct_pane"), 120, "answer")
     page.click("#direct_regen")
-    wait_for(lambda: "Answering" in status(page, "direct_status"), 10, "regenerating", every=0.05)
+    wait_for(lambda: "Answering" in status(page, "direct_status"), 60, "regenerating", every=0.05)
     wait_for(lambda: status(page, "direct_status") == "", 120, "regenerated")
     assert bubbles(page, "direct_pane", "user") == ["Hello!"] and len(bubbles(page, "direct_pane")) == 1
     conv = export_json(page, "direct")["conversations"][0]

@@ -1,6 +1,7 @@
 """The one pip install command of every environment we build (a runtime, the converter's, a
-throwaway tool env). --no-compile: pip would compile every installed module to bytecode up front
-(all of torch's); Python compiles the modules a process imports on first use instead, and keeps them."""
+throwaway tool env). pip compiles bytecode as it installs, on purpose: where PYTHONDONTWRITEBYTECODE
+is set (many container images set it), Python never writes it later, and every process would compile
+torch, transformers and gradio again on each start."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,4 +9,4 @@ from pathlib import Path
 
 def pip_install(python: Path | str) -> list[str]:
     """The start of a quiet `pip install` into the environment of `python`; add what to install."""
-    return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
