@@ -154,7 +154,10 @@ def test_every_kind_of_process_killed_under_load(fleet):
             timings[f"{program} answering again"] = time.monotonic() - t0
             if program == "api_server":
                 api_down = [t0, time.monotonic() + 1]
-        time.sleep(3)
+        # and the load is served again: a request asked after everything came back completes
+        recovered = time.monotonic()
+        wait_for(lambda: any(o == "complete" and t > recovered for o, _, t in load.results), 120,
+                 "a request of the load to complete after every restart")
     outcomes = [o for o, _, _ in load.results]
     print(f"\n{len(outcomes)} requests: " + ", ".join(f"{o} {outcomes.count(o)}" for o in sorted(set(outcomes))))
     print("; ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
@@ -162,7 +165,6 @@ def test_every_kind_of_process_killed_under_load(fleet):
     assert bad == [], bad
     cut = [r for r in load.results if r[0] == "connection error" and not api_down[0] <= r[2] <= api_down[1]]
     assert cut == [], cut  # refused connections only while the API server itself was down
-    assert outcomes.count("complete") >= 10
     assert timings["worker out of routing"] < 5
     for name, p in programs(paths).items():  # everything came back by itself
         assert p.state in ("STARTING", "RUNNING"), (name, p)
