@@ -233,6 +233,8 @@ def test_regenerate_system_prompt_and_model_info(page, ui):
     page.fill("#direct_system textarea", "You are a pirate. Always answer like a pirate.")
     ask(page, "direct", "Hello!")
     wait_for(lambda: "tok/s" in pane_text(page, "direct_pane"), 120, "answer")
+    # Regenerate comes back with the answer's last update: a click before it lands on a disabled button
+    wait_for(lambda: page.locator("#direct_regen").is_enabled(), 60, "Regenerate enabled")
     page.click("#direct_regen")
     wait_for(lambda: "Answering" in status(page, "direct_status"), 60, "regenerating", every=0.05)
     wait_for(lambda: status(page, "direct_status") == "", 120, "regenerated")
