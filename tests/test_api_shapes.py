@@ -68,8 +68,10 @@ def _metric(http, name: str, model: str = "m") -> float:
 @pytest.mark.parametrize("route", ["chat", "chat-stream", "responses", "responses-stream", "messages",
                                    "messages-stream", "completions"])
 def test_the_first_token_is_timed_where_it_came_on_every_route(fleet, http, oai, claude, route):
-    """The first token comes at once, the rest over 1.2 s of the worker's pauses: whatever the
-    machine's load, time to first token is the request's duration less at least those pauses."""
+    """The first token comes at once, the rest over 1.2 s of the worker's pauses, so time to first
+    token is the request's duration less those pauses. Half of them is asked for: on a loaded
+    machine the API may read the first frame late, while the worker already waits out its pauses
+    (the fault measured the whole duration: 23.05 s of 23.06)."""
     fleet.answer("a", "ab", "abc", "abcd", pause=0.4)
     before = {n: _metric(http, n) for n in ("fleet_time_to_first_token_seconds_sum",
                                             "fleet_request_duration_seconds_sum", "fleet_time_to_first_token_seconds_count")}
@@ -92,7 +94,7 @@ def test_the_first_token_is_timed_where_it_came_on_every_route(fleet, http, oai,
     took = _metric(http, "fleet_request_duration_seconds_sum") - before["fleet_request_duration_seconds_sum"]
     assert _metric(http, "fleet_time_to_first_token_seconds_count") == before[
         "fleet_time_to_first_token_seconds_count"] + 1
-    assert 0 < ttft and ttft + 1.2 <= took, (ttft, took)
+    assert 0 < ttft and ttft + 0.6 <= took, (ttft, took)
 
 
 def test_a_streamed_message_tells_its_input_tokens_from_the_start(fleet, claude):
@@ -136,7 +138,8 @@ def test_a_tool_call_cut_off_by_max_tokens_is_no_text_of_our_format(fleet, oai, 
 def test_claude_codes_first_request_shape_is_accepted(fleet, http, caplog):
     """What Claude Code sends first (captured from it): a system message after the user's, system
     blocks with cache_control, thinking, context_management, metadata, schemas using keywords no
-    grammar holds (propertyNames) with tool_choice auto, a deferred tool; and ?beta=true."""
+    grammar holds (propertyNames) with tool_choice auto, a deferred tool; and ?beta=true. Its web
+    search (a server tool) is skipped, and what nothing here reads is named in the log."""
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
               "properties": {"command": {"type": "string", "maxLength": 100}, "env": {
                   "type": "object", "propertyNames": {"pattern": "^[A-Z_]+$"}}}, "required": ["command"]}
@@ -150,10 +153,16 @@ def test_claude_codes_first_request_shape_is_accepted(fleet, http, caplog):
                          {"role": "system", "content": [{"type": "text", "text": "Today is Monday.",
                                                          "cache_control": {"type": "ephemeral"}}]}],
             "tools": [{"name": "Bash", "description": "Run a command", "input_schema": schema},
-                      {"name": "Placeholder", "description": "", "input_schema": {}, "defer_loading": True}]}
+                      {"name": "Placeholder", "description": "", "input_schema": {}, "defer_loading": True},
+                      {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}
     fleet.answer('{"response": "hi"}')
-    r = http.post("/v1/messages?beta=true", json=body, headers={"anthropic-version": "2023-06-01"})
+    with caplog.at_level("WARNING", logger="deploy.api"):
+        r = http.post("/v1/messages?beta=true", json=body, headers={"anthropic-version": "2023-06-01"})
     assert r.status_code == 200, r.text
+    assert "skipped a 'web_search_20250305' tool" in caplog.text
+    assert "ignored in MessagesRequest: 'context_management', 'output_config'" in caplog.text
+    assert "ignored in TextIn: 'cache_control'" in caplog.text and "'defer_loading'" in caplog.text
+    assert "'metadata'" not in caplog.text and "'max_tokens'" not in caplog.text  # fields it reads are not named
     assert '"text":"hi"' in r.text.replace(" ", "")
     sent = fleet.sent[-1]
     system = sent["prompt"].split("<|im_start|>user")[0]
@@ -177,7 +186,7 @@ def test_codexs_tools_namespaced_flattened_hosted_skipped(fleet, oai, caplog):
              {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents", "tools": [spawn]},
              {"type": "web_search", "external_web_access": False}]
     fleet.answer('{"tool_calls": [{"name": "spawn_agent", "arguments": {"task": "look"}}]}')
-    with caplog.at_level("WARNING", logger="deploy.api.conversation"):
+    with caplog.at_level("WARNING", logger="deploy.api"):
         r = oai.responses.create(model="m", tools=tools, store=False, include=["reasoning.encrypted_content"],
                                  reasoning={"summary": "auto"}, parallel_tool_calls=True, tool_choice="auto",
                                  input=[{"type": "message", "role": "developer", "content": [
@@ -189,6 +198,7 @@ def test_codexs_tools_namespaced_flattened_hosted_skipped(fleet, oai, caplog):
     assert json.loads(call.arguments) == {"task": "look"}
     assert "spawn_agent" in fleet.sent[-1]["prompt"] and "You are Codex." in fleet.sent[-1]["prompt"]
     assert "skipped a 'web_search' tool" in caplog.text
+    assert "ignored in ResponsesRequest: 'include', 'store'" in caplog.text
 
 
 def test_a_silent_stream_is_kept_alive_and_closing_it_stops_the_answer():

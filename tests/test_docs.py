@@ -6,6 +6,7 @@ docs/configuration.md is the code's own; the README stays short and maps every p
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from conftest import REPO
@@ -139,3 +140,21 @@ def test_github_anchors():
     assert slug("The layers of deploy/") == "the-layers-of-deploy"
     assert slug("bf16 on transformers, beside Q4_K_M") == "bf16-on-transformers-beside-q4_k_m"
     assert slug("A GPU host running vLLM") == "a-gpu-host-running-vllm"
+
+
+def test_the_checks_find_a_broken_link_anchor_page_and_heading():
+    """The two checks above, on a page and a code file with one fault of each kind (the checks must
+    not pass by finding nothing)."""
+    with tempfile.TemporaryDirectory(dir=REPO) as folder:
+        page, code = Path(folder) / "page.md", Path(folder) / "code.py"
+        page.write_text("# A page\n\n[fine](#a-page) [gone](nowhere.md) [no anchor](../docs/api.md#no-such-heading)\n"
+                        "```\n[in code](ignored.md)\n```\n", encoding="utf-8")
+        code.write_text('A = "see docs/api.md, \'Routes\'"\nB = "see docs/api.md, \'No such heading\'"\n'
+                        'C = "see docs/gone.md, \'Routes\'"\nD = "see docs/api.md"\nE = "read the README"\n',
+                        encoding="utf-8")
+        links = broken_links([page])
+        refs = broken_references([code])
+    assert len(links) == 2 and "no file" in links[0] and "no heading with the anchor #no-such-heading" in links[1]
+    assert [r.split(": ", 1)[0].rsplit(":", 1)[1] for r in refs] == ["2", "3", "4", "5"], refs
+    assert "has no heading 'No such heading'" in refs[0] and "does not exist" in refs[1]
+    assert "without a section" in refs[2] and "without the convention" in refs[3]

@@ -250,7 +250,8 @@ RESPONSES_BAD = [
 TOOL = {"name": "f", "input_schema": {"type": "object", "properties": {}}}
 MESSAGES_BAD = [
     ("a tool without input_schema", {"tools": [{"name": "f"}]}, "input_schema"),
-    ("a server tool", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "does not run"),
+    ("a server tool chosen", {"tools": [TOOL, {"type": "web_search_20250305", "name": "web_search"}],
+                              "tool_choice": {"type": "tool", "name": "web_search"}}, "none of the tools"),
     ("tool_choice tool without a name", {"tools": [TOOL], "tool_choice": {"type": "tool"}}, "needs the tool's 'name'"),
     ("tool_choice an unknown kind", {"tools": [TOOL], "tool_choice": {"type": "sometimes"}}, "tool_choice"),
     ("tool_choice of no tool", {"tools": [TOOL], "tool_choice": {"type": "tool", "name": "g"}}, "none of the tools"),

@@ -19,7 +19,7 @@ from anthropic.types import (Message, RawContentBlockDeltaEvent, RawContentBlock
                              ToolUseBlock)
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
 from deploy.api.conversation import AsksChat, Thinking, prepare
@@ -130,19 +130,16 @@ class MessageIn(StrictModel):
 
 
 class AnthropicTool(StrictModel):
+    """A client tool: a name, a description and its input's schema (Anthropic's server tools and
+    its schema-less built-in ones are skipped before this, see CountTokensRequest)."""
     name: ToolName
     description: Description = ""
     input_schema: ArgumentsSchema
     type: Literal["custom"] | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _kind(cls, data):
-        kind = data.get("type") if isinstance(data, dict) else None
-        if kind not in (None, "custom"):  # a server tool (web_search_...): said before its missing fields
-            raise PydanticCustomError("tool_type", "is a '{v}' tool, which this server does not run. Fix: send tools "
-                                                   "with a name, description and input_schema", {"v": kind})
-        return data
+
+def _is_client_tool(tool: Any) -> bool:
+    return not isinstance(tool, dict) or tool.get("type") in (None, "custom")
 
 
 class AnthropicToolChoice(StrictModel):
@@ -169,6 +166,21 @@ class CountTokensRequest(StrictModel, AsksChat):
     system: Annotated[str, BeforeValidator(_text)] | None = None
     tools: Annotated[list[AnthropicTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: AnthropicToolChoice | None = None
+    _server_tools: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _server_tools_skipped(cls, data: Any, handler):
+        """Tools of a type other than custom (web_search_..., code_execution_..., bash_...) have no
+        schema and nothing here runs them: skipped and said, as the Responses API skips hosted
+        tools, instead of refusing the client's whole request."""
+        kinds = []
+        if isinstance(data, dict) and isinstance(data.get("tools"), list):
+            kinds = [str(t.get("type"))[:64] for t in data["tools"] if not _is_client_tool(t)]
+            data = {**data, "tools": [t for t in data["tools"] if _is_client_tool(t)]}
+        made = handler(data)
+        made._server_tools = kinds
+        return made
 
     @model_validator(mode="after")
     def _a_user_message_first(self):
@@ -199,7 +211,8 @@ class CountTokensRequest(StrictModel, AsksChat):
 
     def skipped(self) -> list[str]:
         thinking = any(isinstance(b, ThinkingIn) for m in self.messages for b in m.content)
-        return ["thinking blocks of earlier turns (no model here reads them)"] if thinking else []
+        return ([f"a '{kind}' tool (only client tools, with an input_schema, run here)" for kind in self._server_tools]
+                + (["thinking blocks of earlier turns (no model here reads them)"] if thinking else []))
 
     def sampling(self) -> Sampling:
         return sampling()

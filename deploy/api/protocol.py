@@ -5,12 +5,14 @@ own check), what real clients send is normalised (text parts joined, `developer`
 never silently dropped. A request becomes worker parameters through `sampling()`, and says which
 worker features it needs (`needs`). The first problem is a 400 naming the field (the route's
 validation error handler, deploy/api/app.py). Unknown fields are ignored, as OpenAI's clients
-send fields of newer API versions.
+send fields of newer API versions, and named in the log (as vLLM does), so a user can see what no
+route here read.
 """
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import logging
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
                       model_validator)
@@ -23,6 +25,8 @@ from deploy.wire.fields import (MAX_STOP, Boolean, Integer, MaxTokens, Penalty, 
                                 Text, TopK, TopLogprobs, TopP)
 from deploy.wire.generation import Sampling
 from deploy.wire.strict_json import type_name
+
+log = logging.getLogger(__name__)
 
 MAX_N = 4               # choices per request: each one is a full generation on a CPU
 MAX_PROMPTS = 16        # prompts per /v1/completions request
@@ -89,7 +93,22 @@ Stop = Annotated[list[str], BeforeValidator(_stop)]
 
 
 class StrictModel(BaseModel):
+    """A part of a request: fields no route reads are ignored and named in the log, one line per
+    part that had any (vLLM's way), so a client's setting that has no effect here is said."""
     model_config = ConfigDict(extra="ignore")
+    READ_BEFORE: ClassVar[frozenset[str]] = frozenset()  # other names a before-validator reads
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _say_ignored(cls, data: Any, handler):
+        made = handler(data)
+        if isinstance(data, dict):
+            known = {n for name, f in cls.model_fields.items() for n in (name, f.alias) if n} | cls.READ_BEFORE
+            ignored = sorted(str(k) for k in data if k not in known)
+            if ignored:
+                log.warning("ignored in %s: %s (nothing here reads them)", cls.__name__,
+                            ", ".join(repr(k[:64]) for k in ignored[:20]) + (" ..." if len(ignored) > 20 else ""))
+        return made
 
 
 class StreamOptions(StrictModel):
@@ -126,6 +145,7 @@ class ResponseFormat(StrictModel):
 
 class GenerationRequest(StrictModel):
     """What chat and completions share."""
+    READ_BEFORE = frozenset({"max_completion_tokens"})
 
     model: ModelName
     max_tokens: MaxTokens | None = None
