@@ -2,12 +2,18 @@
 eval/README.md resolves; every message or docstring in deploy/ and eval/ that points at the docs
 names a page and a heading that exist (the convention, in docs/development.md, "The docs": the
 page's path, a comma and the heading's text in quotes, on one line); the field table in
-docs/configuration.md is the code's own; the README stays short and maps every page."""
+docs/configuration.md is the code's own; the README stays short and maps every page; the security
+page counts each lock file's advisories as the advisory database does."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 from deploy.backends.reference import fields_markdown
@@ -158,3 +164,22 @@ def test_the_checks_find_a_broken_link_anchor_page_and_heading():
     assert [r.split(": ", 1)[0].rsplit(":", 1)[1] for r in refs] == ["2", "3", "4", "5"], refs
     assert "has no heading 'No such heading'" in refs[0] and "does not exist" in refs[1]
     assert "without a section" in refs[2] and "without the convention" in refs[3]
+
+
+LOCKS = {"requirements.lock": "The main environment", "runtimes/transformers-4.41.lock": "The old runtime",
+         "deploy/provision/converter.lock": "The converter"}
+
+
+def test_the_security_page_counts_the_advisories_of_every_lock_file():
+    """Each lock file's advisories, as the PyPA database snapshot counts them (../shared/advisories,
+    or FLEET_ADVISORIES=DIR), are the number docs/security.md gives under that environment's heading."""
+    check = Path(os.environ.get("FLEET_ADVISORIES", REPO.parent / "shared" / "advisories")) / "check_lock.py"
+    if not check.exists():
+        pytest.skip(f"no advisory database snapshot: {check} is missing (set FLEET_ADVISORIES=DIR)")
+    headings = heading_texts(REPO / "docs/security.md")
+    for lock, name in LOCKS.items():
+        out = subprocess.run([sys.executable, str(check), lock], cwd=REPO, capture_output=True, text=True).stdout
+        counted = re.search(r"^(\d+) known advisories affect", out, re.MULTILINE)
+        assert counted, out[-500:]
+        said = [h for h in headings if h.startswith(name + ":")]
+        assert said and said[0].startswith(f"{name}: {counted.group(1)} advisories"), (lock, counted.group(0), said)

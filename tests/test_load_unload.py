@@ -76,6 +76,8 @@ def test_load_unload_pin_through_the_api(fleet):
     message = refused.json()["error"]["message"]
     assert "memory pool" in message and "pinned" in message and f"unpin {QWEN}" in message
     assert statuses(fleet)[QWEN] == {"value": "loaded", "pinned": True, "failed": False, "reason": None}
+    refused = api(fleet, "POST", "/models/unload", json={"model": QWEN})  # pinned means kept, until unpinned
+    assert refused.status_code == 409 and "pinned" in refused.json()["error"]["message"], refused.text
     # unpinned and unloaded on request; an unknown model is a 404; a bad body a 400
     assert api(fleet, "POST", "/models/unpin", json={"model": QWEN}).json()["status"]["pinned"] is False
     assert api(fleet, "POST", "/models/unload", json={"model": QWEN}).json()["status"]["value"] == "unloaded"

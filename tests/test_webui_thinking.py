@@ -104,3 +104,15 @@ def test_a_model_is_loaded_and_unloaded_from_its_picker(browser, ui, request):
         wait_for(lambda: pg.inner_text("#direct_model_info").startswith("asleep"), 60, "unloaded")
         pg.click("#direct_model_load")
         wait_for(lambda: pg.inner_text("#direct_model_info").startswith("loaded"), 120, "loaded again")
+        assert pg.inner_text("#direct_model_pin").strip() == "Pin"
+        pg.click("#direct_model_pin")
+        wait_for(lambda: pg.inner_text("#direct_model_info").startswith("loaded · pinned"), 60, "pinned")
+        wait_for(lambda: pg.inner_text("#direct_model_pin").strip() == "Unpin", 10, "the button offers to unpin")
+        pg.click("#direct_model_unload")  # a pinned model stays: the line says why
+        wait_for(lambda: "Not unloaded:" in pg.inner_text("#direct_model_info"), 60, "the unload refused")
+        assert "pinned" in pg.inner_text("#direct_model_info").split("Not unloaded:")[1]
+        pg.click("#direct_model_pin")
+        wait_for(lambda: pg.inner_text("#direct_model_pin").strip() == "Pin", 60, "unpinned")
+        assert "pinned" not in pg.inner_text("#direct_model_info")
+        pg.click("#direct_model_unload")
+        wait_for(lambda: pg.inner_text("#direct_model_info").startswith("asleep"), 60, "unloaded once unpinned")

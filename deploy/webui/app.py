@@ -513,21 +513,24 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
             return (models, width, table, panes, *[_choice(models, p, i, quick) for p, i in zip(picked, order)])
 
         async def refresh_infos(*picked):
-            """The line under each picker, with whether its model is in memory now."""
-            return [await arena.describe(p) for p in picked]
+            """The line under each picker, with whether its model is in memory now, and its pin
+            button's text (a pin from the CLI or the API shows too)."""
+            return [await arena.describe(p) for p in picked] + [await arena.pin_label(p) for p in picked]
 
         width = gr.Number(0, visible="hidden", elem_id="page_width")
         timer = gr.Timer(refresh_seconds)
         listed = [known, width, models_df, count, *selects]
         timer.tick(refresh_models, [known, width, *selects], listed)
-        timer.tick(refresh_infos, selects, infos)
+        buttons = [*named.buttons, *direct.buttons, *puzzle_pickers.buttons]
+        timer.tick(refresh_infos, selects, infos + [pin for _, _, pin in buttons])
         demo.load(refresh_models, [known, width, *selects], listed,
                   js="(seen, width, ...picked) => [seen, window.innerWidth, ...picked]")
-        buttons = [*named.buttons, *direct.buttons, *puzzle_pickers.buttons]
-        for sel, info, (load, unload) in zip(selects, infos, buttons):
+        for sel, info, (load, unload, pin) in zip(selects, infos, buttons):
             sel.change(arena.describe, sel, info)
+            sel.change(arena.pin_label, sel, pin)
             load.click(arena.load, sel, info)
             unload.click(arena.unload, sel, info)
+            pin.click(arena.toggle_pin, sel, [info, pin])
         wire_shared_settings(demo, [named_ctl, battle_ctl, direct_ctl], kept_settings)
         demo.load(lambda kept: [gr.update(choices=choices(kept, tab)) for tab in ("named", "direct")],
                   conversations, [named_saved.pick, direct_saved.pick])

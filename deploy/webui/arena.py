@@ -249,12 +249,17 @@ class Arena:
                          i.get("context_length", "?"), i.get("chat_template", "?"), i.get("source") or "–"])
         return rows
 
-    async def state(self, model: str) -> str | None:
-        """loaded / asleep / loading: whether the model is in memory now (asked now, not cached)."""
+    async def residency(self, model: str) -> dict:
+        """{"state": loaded / asleep / loading, "pinned": bool, ...}: the model's worker, asked now
+        (not cached); {} when no worker serves it."""
         try:
-            return (await self.client.worker_info(await self.client.worker_address(model))).get("state")
+            return await self.client.worker_info(await self.client.worker_address(model))
         except ModelUnavailable:
-            return None
+            return {}
+
+    async def state(self, model: str) -> str | None:
+        """loaded / asleep / loading: whether the model is in memory now."""
+        return (await self.residency(model)).get("state")
 
     async def describe(self, model: str | None) -> str:
         """One line about a model, shown under its picker: whether it is in memory, what it is and
@@ -265,7 +270,8 @@ class Arena:
         if not i:
             return f"*{model}: no details (not one of this fleet's workers)*"
         size = f"{i['model_bytes'] / 1024**3:.1f} GB" if i.get("model_bytes") else None
-        bits = [await self.state(model), i.get("backend"), precision(i), size,
+        now = await self.residency(model)
+        bits = [now.get("state"), "pinned" if now.get("pinned") else None, i.get("backend"), precision(i), size,
                 f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
                 f"ctx {i.get('context_length')}", f"from {i['source']}" if i.get("source") else None]
         line = " · ".join(html.escape(str(b)) for b in bits if b)
@@ -279,6 +285,16 @@ class Arena:
         """Unload the picked model now, unless it is answering (its line says why not)."""
         return await self._residency(model, "unload")
 
+    async def pin_label(self, model: str | None) -> str:
+        """The pin button's text for the picked model: what a click does (Pin, or Unpin when pinned)."""
+        return "Unpin" if model and (await self.residency(model)).get("pinned") else "Pin"
+
+    async def toggle_pin(self, model: str | None) -> tuple[str, str]:
+        """Pin the picked model (kept in memory, never unloaded), or unpin it if it is pinned; its
+        line and the button's new text."""
+        pinned = bool(model) and bool((await self.residency(model)).get("pinned"))
+        return await self._residency(model, "unpin" if pinned else "pin"), await self.pin_label(model)
+
     async def _residency(self, model: str | None, action: str) -> str:
         if not model:
             return "<small>Pick a model first.</small>"
@@ -289,8 +305,8 @@ class Arena:
         line = await self.describe(model)
         if outcome.ok:
             return line
-        return line + f"<br><small>Not {'loaded' if action == 'load' else 'unloaded'}: " \
-                      f"{html.escape('; '.join(outcome.reasons))}</small>"
+        done = {"load": "loaded", "unload": "unloaded", "pin": "pinned", "unpin": "unpinned"}[action]
+        return line + f"<br><small>Not {done}: {html.escape('; '.join(outcome.reasons))}</small>"
 
     async def quick_first(self, models: list[str]) -> list[str]:
         """The order default picks come from: models whose workers batch concurrent requests (the

@@ -107,17 +107,20 @@ class Picker:
     info: gr.Markdown
     load: gr.Button
     unload: gr.Button
+    pin: gr.Button
 
 
 def picker(label: str, elem_id: str) -> Picker:
     """A model dropdown with a line about the chosen model under it, and buttons that load the model
-    now or unload it (the API's /models/load and /models/unload, for a user managing memory)."""
+    now, unload it, and pin or unpin it (the API's /models/load, /models/unload, /models/pin and
+    /models/unpin, for a user managing memory; the pin button says which it does)."""
     sel = gr.Dropdown(label=label, elem_id=elem_id)
     with gr.Row(equal_height=True, elem_classes="model-line"):
         info = gr.Markdown(elem_id=f"{elem_id}_info", elem_classes="model-info")
         load = gr.Button("Load", size="sm", min_width=60, scale=0, elem_id=f"{elem_id}_load")
         unload = gr.Button("Unload", size="sm", min_width=60, scale=0, elem_id=f"{elem_id}_unload")
-    return Picker(sel, info, load, unload)
+        pin = gr.Button("Pin", size="sm", min_width=60, scale=0, elem_id=f"{elem_id}_pin")
+    return Picker(sel, info, load, unload, pin)
 
 
 def input_row(prefix: str, placeholder: str) -> tuple[gr.Textbox, gr.Button, gr.Button]:
@@ -159,8 +162,9 @@ def saved_row(prefix: str) -> SavedRow:
 class Pickers:
     selects: list[gr.Dropdown]
     infos: list[gr.Markdown]
-    buttons: list[tuple[gr.Button, gr.Button]] = field(default_factory=list)  # (load, unload) per picker
+    buttons: list[tuple[gr.Button, gr.Button, gr.Button]] = field(default_factory=list)  # (load, unload, pin) each
 
     @classmethod
     def of(cls, pickers: list[Picker]) -> "Pickers":
-        return cls([p.select for p in pickers], [p.info for p in pickers], [(p.load, p.unload) for p in pickers])
+        return cls([p.select for p in pickers], [p.info for p in pickers],
+                   [(p.load, p.unload, p.pin) for p in pickers])

@@ -234,7 +234,8 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
         m = memory_of()
         live = getattr(w(request), "live_info", dict)()  # what a backend reports of itself now
         return {**request.app.state.info, **live, "rss": m["rss"], "rss_anon": m["anon"], "rss_file": m["file"],
-                "state": residency.state, "in_flight": residency.in_flight, "load_seconds": residency.load_seconds,
+                "state": residency.state, "pinned": residency.keep_loaded, "in_flight": residency.in_flight,
+                "load_seconds": residency.load_seconds,
                 "load_error": residency.reason, "rss_asleep": residency.rss_asleep,
                 "idle_s": round(time.monotonic() - residency.last_used, 1) if residency.last_used else None}
 
@@ -264,10 +265,12 @@ def create_worker_app(worker: FleetWorker, info: dict | None = None, on_shutdown
 
     @app.post(routes.WORKER_RELEASE)
     async def fleet_release(request: Request):
-        """Unload now (a user asked), unless it is answering: then why not."""
+        """Unload now (a user asked), unless it is pinned or answering: then why not."""
         fleet_only(request)
         if residency.state == ASLEEP:
             return {"ok": True, "reason": "", **residency_state()}
+        if residency.keep_loaded:
+            return {"ok": False, "reason": "it is pinned (kept in memory); unpin it first", **residency_state()}
         if not await residency.unload("asked to"):
             busy = residency.in_flight
             return {"ok": False, "reason": f"it is answering {busy} request(s); unload it once they end" if busy else
