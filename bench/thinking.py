@@ -24,6 +24,7 @@ from pathlib import Path
 from openai import OpenAI
 
 from deploy.provision.default_models import default_entries
+from deploy.registry.paths import expand_path
 from eval.askall.puzzles import load_puzzles
 from seed_scale import Fleet, finish  # bench/seed_scale.py (this file runs as a script)
 from tests.thinking_models import R1_DISTILL, with_template
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     budgets = [int(b) for b in args.budgets.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="thinking-"))
     base = {k: v for k, v in {e["name"]: e for e in default_entries()}[TARGET].items() if k not in ("port", "memory_budget")}
-    gguf = with_template(Path(base["path"]), R1_DISTILL, tmp / "gguf")
+    gguf = with_template(expand_path(base["path"]), R1_DISTILL, tmp / "gguf")
     models = [{**base, "name": f"r1-{mode}", "path": str(gguf), "chat_template": "auto", "cores": "0-1",
                "speculation": mode, "concurrency": 1, "context_length": 4096} for mode in ("off", "ngram-mod")]
     settings = {"on": {}, "off": {"reasoning_effort": "none"},
