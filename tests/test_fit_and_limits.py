@@ -28,6 +28,14 @@ def test_estimate_counts_kv_for_context_times_concurrency():
     assert estimate(entry(concurrency=8), QWEN05).kv_cache == 2 * e.kv_cache
 
 
+def test_a_unified_kv_cache_is_one_context_the_slots_share():
+    """kv_unified (llama.cpp's --kv-unified): the default entries' 32,768-token contexts fit their
+    budgets because the fit estimate counts one context, not one per slot."""
+    shared = estimate(entry(kv_unified=True, context_length=32768, memory_budget="3GiB"), QWEN05)
+    assert shared.kv_cache == 2 * 24 * 2 * 64 * 2 * 32768 and shared.fits
+    assert estimate(entry(context_length=32768, memory_budget="3GiB"), QWEN05).kv_cache == 4 * shared.kv_cache
+
+
 def test_refuses_with_the_numbers_and_the_fix():
     with pytest.raises(DoesNotFit) as err:
         require_fit(entry(memory_budget="600MiB"), QWEN05)

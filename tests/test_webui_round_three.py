@@ -107,6 +107,8 @@ def test_a_battle_names_no_model_until_the_vote_and_then_relabels_its_panes(brow
 
         pg.click("#anony_leftvote")
         wait_for(lambda: "Model A was" in status(pg, "anony_status"), 30, "the reveal")
+        # the anonymous file is stale once the vote names the models: taken away
+        wait_for(lambda: pg.locator("#anony_export_file a").count() == 0, 10, "the stale export taken away")
         fought = [st["model_name"] for st in last_vote(ui)["states"]]
         labels = pg.evaluate("""() => ['#anony_pane_a', '#anony_pane_b'].map(
                                   (p) => document.querySelector(p + ' [data-testid="block-label"]').innerText)""")
