@@ -282,7 +282,7 @@ class Arena:
         return await self._residency(model, "load")
 
     async def unload(self, model: str | None) -> str:
-        """Unload the picked model now, unless it is answering (its line says why not)."""
+        """Unload the picked model now, unless it is answering or pinned (its line says why not)."""
         return await self._residency(model, "unload")
 
     async def pin_label(self, model: str | None) -> str:
