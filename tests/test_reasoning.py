@@ -5,6 +5,8 @@ backend, all with chat_template = "auto". A grammar makes the tiny model write a
 answer where the test needs exact text; budgets are checked in tokens of the model's own tokenizer."""
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -179,3 +181,30 @@ def test_an_entrys_thinking_default_holds_until_a_request_says_otherwise(fleet):
     lifted = client.chat.completions.create(model=R1_CAPPED, messages=QUESTION, max_tokens=40, temperature=0,
                                             reasoning_effort="high")
     assert len(lifted.choices[0].message.reasoning_content) > len(capped.choices[0].message.reasoning_content)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+
+
+def test_tools_work_on_an_entry_with_the_models_own_template(fleet):
+    """chat_template = "auto" (Qwen3's template, rendered by the engine's jinja) with tools: the
+    tools are told in its system turn and the call comes back as OpenAI's tool_calls; the result
+    goes back in a user turn and the model answers."""
+    client = fleet.openai()
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    plain = client.chat.completions.create(model=Q3, messages=ask, max_tokens=1, temperature=0)
+    r = client.chat.completions.create(model=Q3, messages=ask, tools=[WEATHER], tool_choice="required",
+                                       max_tokens=128, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    told = r.usage.prompt_tokens - plain.usage.prompt_tokens
+    assert told > tokens(fleet, Q3, json.dumps(WEATHER["function"]["parameters"])), told  # the tools are in the prompt
+    follow = [*ask, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+              {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}]
+    answer = client.chat.completions.create(model=Q3, messages=follow, tools=[WEATHER], tool_choice="none",
+                                            max_tokens=16, temperature=0)
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
