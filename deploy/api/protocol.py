@@ -10,6 +10,7 @@ route here read.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Annotated, Any, ClassVar, Literal
@@ -92,6 +93,13 @@ Messages = BeforeValidator(_non_empty_messages)
 Stop = Annotated[list[str], BeforeValidator(_stop)]
 
 
+@functools.cache
+def _field_names(model: type) -> frozenset[str]:
+    """The names a request part reads: its fields, their aliases and what its before-validators read
+    (once per class: every part of every request is checked against them)."""
+    return frozenset(n for name, f in model.model_fields.items() for n in (name, f.alias) if n) | model.READ_BEFORE
+
+
 class StrictModel(BaseModel):
     """A part of a request: fields no route reads are ignored and named in the log, one line per
     part that had any (vLLM's way), so a client's setting that has no effect here is said."""
@@ -103,7 +111,7 @@ class StrictModel(BaseModel):
     def _say_ignored(cls, data: Any, handler):
         made = handler(data)
         if isinstance(data, dict):
-            known = {n for name, f in cls.model_fields.items() for n in (name, f.alias) if n} | cls.READ_BEFORE
+            known = _field_names(cls)
             ignored = sorted(str(k) for k in data if k not in known)
             if ignored:
                 log.warning("ignored in %s: %s (nothing here reads them)", cls.__name__,

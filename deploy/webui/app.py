@@ -514,8 +514,9 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
 
         async def refresh_infos(*picked):
             """The line under each picker, with whether its model is in memory now, and its pin
-            button's text (a pin from the CLI or the API shows too)."""
-            return [await arena.describe(p) for p in picked] + [await arena.pin_label(p) for p in picked]
+            button's text (a pin from the CLI or the API shows too): the lines, then the texts."""
+            states = [await arena.picker_state(p) for p in picked]
+            return [line for line, _ in states] + [pin for _, pin in states]
 
         width = gr.Number(0, visible="hidden", elem_id="page_width")
         timer = gr.Timer(refresh_seconds)
@@ -526,8 +527,7 @@ def create_webui(client: AsyncFleetClient, votes: VoteLog, refresh_seconds: floa
         demo.load(refresh_models, [known, width, *selects], listed,
                   js="(seen, width, ...picked) => [seen, window.innerWidth, ...picked]")
         for sel, info, (load, unload, pin) in zip(selects, infos, buttons):
-            sel.change(arena.describe, sel, info)
-            sel.change(arena.pin_label, sel, pin)
+            sel.change(arena.picker_state, sel, [info, pin])
             load.click(arena.load, sel, info)
             unload.click(arena.unload, sel, info)
             pin.click(arena.toggle_pin, sel, [info, pin])

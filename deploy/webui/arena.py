@@ -264,49 +264,52 @@ class Arena:
     async def describe(self, model: str | None) -> str:
         """One line about a model, shown under its picker: whether it is in memory, what it is and
         where it runs."""
+        return (await self.picker_state(model))[0]
+
+    async def picker_state(self, model: str | None) -> tuple[str, str]:
+        """What a picker shows of its model, from one look at its worker: the line under it
+        (describe) and the pin button's text (what a click does: Pin, or Unpin when pinned)."""
         if not model:
-            return ""
+            return "", "Pin"
         i = await self.info(model)
         if not i:
-            return f"*{model}: no details (not one of this fleet's workers)*"
+            return f"*{model}: no details (not one of this fleet's workers)*", "Pin"
         size = f"{i['model_bytes'] / 1024**3:.1f} GB" if i.get("model_bytes") else None
         now = await self.residency(model)
         bits = [now.get("state"), "pinned" if now.get("pinned") else None, i.get("backend"), precision(i), size,
                 f"cores {','.join(map(str, i.get('cores', [])))}", f"budget {_gib(i.get('memory_budget'))}",
                 f"ctx {i.get('context_length')}", f"from {i['source']}" if i.get("source") else None]
         line = " · ".join(html.escape(str(b)) for b in bits if b)
-        return f'<small title="{line}">{line}</small>'  # the whole line on hover, where the pane cuts it
+        # the whole line on hover, where the pane cuts it
+        return f'<small title="{line}">{line}</small>', "Unpin" if now.get("pinned") else "Pin"
 
     async def load(self, model: str | None) -> str:
         """Load the picked model now (its line says so, or why not: the pool's reason)."""
-        return await self._residency(model, "load")
+        return (await self._residency(model, "load"))[0]
 
     async def unload(self, model: str | None) -> str:
         """Unload the picked model now, unless it is answering or pinned (its line says why not)."""
-        return await self._residency(model, "unload")
-
-    async def pin_label(self, model: str | None) -> str:
-        """The pin button's text for the picked model: what a click does (Pin, or Unpin when pinned)."""
-        return "Unpin" if model and (await self.residency(model)).get("pinned") else "Pin"
+        return (await self._residency(model, "unload"))[0]
 
     async def toggle_pin(self, model: str | None) -> tuple[str, str]:
         """Pin the picked model (kept in memory, never unloaded), or unpin it if it is pinned; its
         line and the button's new text."""
         pinned = bool(model) and bool((await self.residency(model)).get("pinned"))
-        return await self._residency(model, "unpin" if pinned else "pin"), await self.pin_label(model)
+        return await self._residency(model, "unpin" if pinned else "pin")
 
-    async def _residency(self, model: str | None, action: str) -> str:
+    async def _residency(self, model: str | None, action: str) -> tuple[str, str]:
+        """`action` asked of the model's workers; then its picker_state, with why not if refused."""
         if not model:
-            return "<small>Pick a model first.</small>"
+            return "<small>Pick a model first.</small>", "Pin"
         try:
             outcome = await act(self.client, model, action)
         except ModelUnavailable:
-            return f"<small>{html.escape(model)} is not served now.</small>"
-        line = await self.describe(model)
+            return f"<small>{html.escape(model)} is not served now.</small>", "Pin"
+        line, pin = await self.picker_state(model)
         if outcome.ok:
-            return line
+            return line, pin
         done = {"load": "loaded", "unload": "unloaded", "pin": "pinned", "unpin": "unpinned"}[action]
-        return line + f"<br><small>Not {done}: {html.escape('; '.join(outcome.reasons))}</small>"
+        return line + f"<br><small>Not {done}: {html.escape('; '.join(outcome.reasons))}</small>", pin
 
     async def quick_first(self, models: list[str]) -> list[str]:
         """The order default picks come from: models whose workers batch concurrent requests (the
